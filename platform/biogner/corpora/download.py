@@ -1,0 +1,330 @@
+"""Corpus downloads with checksums, and the data-directory status table.
+
+A download is all-or-nothing per split: bytes stream into a hidden temp file beside the
+target, are checked (length, SHA-256, parses as IOB2) and only then renamed into place, so a
+failed or interrupted download never leaves a file that a later run would trust.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import logging
+import os
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import IO, Any, TypedDict
+
+from biogner.corpora.iob import DOCSTART, IOBError, ReadStats, read_iob2
+from biogner.corpora.registry import CORPORA, SPLITS, Corpus, get_corpus, resolve_data_dir
+
+log = logging.getLogger(__name__)
+
+MIRROR_ENV = "BIOGNER_DATA_MIRROR"
+CHUNK_BYTES = 1 << 16
+USER_AGENT = "biogner-corpus-download"
+
+
+class DownloadError(RuntimeError):
+    """A split could not be fetched or did not match its registered checksum."""
+
+    def __init__(
+        self, url: str, reason: str, expected: str | None = None, actual: str | None = None
+    ) -> None:
+        detail = f"{url}: {reason}"
+        if expected is not None or actual is not None:
+            detail += f" (expected sha256 {expected or 'unknown'}, got {actual or 'nothing'})"
+        super().__init__(detail)
+        self.url = url
+        self.reason = reason
+        self.expected = expected
+        self.actual = actual
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in chunks so large corpora need no memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(CHUNK_BYTES), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def split_url(corpus: Corpus, split: str, base_url: str | None = None) -> str:
+    """Where a split is fetched from: the mirror (same layout as a data dir) or upstream."""
+    if base_url:
+        folder = urllib.parse.quote(corpus.folder)
+        return f"{base_url.rstrip('/')}/{folder}/{split}.tsv"
+    return corpus.url(split)
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    """A tqdm byte counter on stderr, or None when tqdm is missing or progress is off."""
+    if not enabled:
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - tqdm comes with transformers
+        return None
+    return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, leave=False)
+
+
+def _stream(url: str, out: IO[bytes], timeout: float, desc: str, progress: bool) -> str:
+    """Copy the body at `url` into `out`; return its SHA-256. Raise DownloadError on any
+    transport failure or a body shorter than its announced Content-Length."""
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
+            length_header = resp.headers.get("Content-Length")
+            expected_len = int(length_header) if length_header and length_header.isdigit() else None
+            bar = _progress(expected_len, desc, progress)
+            received = 0
+            try:
+                for chunk in iter(lambda: resp.read(CHUNK_BYTES), b""):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    received += len(chunk)
+                    if bar is not None:
+                        bar.update(len(chunk))
+            finally:
+                if bar is not None:
+                    bar.close()
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(url, f"HTTP {exc.code} {exc.reason}") from exc
+    except urllib.error.URLError as exc:
+        raise DownloadError(url, f"cannot connect: {exc.reason}") from exc
+    except (http.client.HTTPException, OSError) as exc:
+        raise DownloadError(url, f"transfer failed: {exc!r}") from exc
+    if expected_len is not None and received != expected_len:
+        raise DownloadError(
+            url,
+            f"truncated response: {received} of {expected_len} bytes",
+            actual=digest.hexdigest(),
+        )
+    if received == 0:
+        raise DownloadError(url, "empty response")
+    return digest.hexdigest()
+
+
+def _validate_iob2(path: Path, url: str) -> ReadStats:
+    """Fully parse a fetched file: an HTML error page or garbage must not become a corpus."""
+    stats = ReadStats()
+    try:
+        for _ in read_iob2(path, stats=stats):
+            pass
+    except IOBError as exc:
+        raise DownloadError(url, f"not an IOB2 file (line {exc.line}: {exc.reason})") from exc
+    if stats.sentences == 0:
+        raise DownloadError(url, "not an IOB2 file (no sentences)")
+    return stats
+
+
+def _make_dirs(folder: Path) -> list[Path]:
+    """mkdir -p, returning the directories this call created (deepest last)."""
+    created: list[Path] = []
+    for parent in reversed([folder, *folder.parents]):
+        if not parent.exists():
+            parent.mkdir()
+            created.append(parent)
+    return created
+
+
+def _remove_if_empty(created: list[Path]) -> None:
+    for directory in reversed(created):
+        try:
+            directory.rmdir()
+        except OSError:
+            return  # not empty: something of value is in it
+
+
+def _fetch_split(
+    corpus: Corpus,
+    split: str,
+    target: Path,
+    url: str,
+    timeout: float,
+    progress: bool,
+) -> None:
+    """Download one split into `target` atomically, or raise and leave nothing behind."""
+    expected = corpus.sha256(split)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{split}.", suffix=".part", dir=target.parent)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            actual = _stream(url, out, timeout, f"{corpus.name}/{split}", progress)
+        if expected is not None and actual != expected:
+            raise DownloadError(url, "checksum mismatch", expected=expected, actual=actual)
+        stats = _validate_iob2(tmp, url)
+        if expected is None:
+            log.warning(
+                "%s/%s downloaded WITHOUT verification (no registered checksum): sha256 %s",
+                corpus.name,
+                split,
+                actual,
+            )
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+        log.info("%s: %d sentences, sha256 %s", target, stats.sentences, actual)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def download_corpus(
+    name: str,
+    to: str | os.PathLike[str],
+    splits: Sequence[str] = SPLITS,
+    base_url: str | None = None,
+    allow_unverified: bool = False,
+    timeout: float = 60,
+    progress: bool = True,
+) -> list[Path]:
+    """Fetch a corpus' splits into `<to>/<folder>/<split>.tsv`; return their paths.
+
+    Sources are the canonical upstream URLs, or `{base_url}/{folder}/{split}.tsv` when a
+    mirror is given (argument, else $BIOGNER_DATA_MIRROR). Files already present with the
+    registered checksum are kept. Corpora without a registered checksum are refused unless
+    `allow_unverified`, because nothing could then tell a changed upstream file from ours.
+    """
+    corpus = get_corpus(name)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise KeyError(f"unknown split(s) {unknown}; known: {', '.join(SPLITS)}")
+    unverified = [s for s in splits if corpus.sha256(s) is None]
+    if unverified and not allow_unverified:
+        raise DownloadError(
+            corpus.url(unverified[0]),
+            f"{corpus.name} has no registered checksum for {', '.join(unverified)}; "
+            "pass allow_unverified=True (--allow-unverified) to download it anyway",
+        )
+    mirror = base_url if base_url is not None else os.environ.get(MIRROR_ENV) or None
+    folder = Path(to).expanduser() / corpus.folder
+    paths: list[Path] = []
+    for split in splits:
+        target = folder / f"{split}.tsv"
+        paths.append(target)
+        expected = corpus.sha256(split)
+        if target.is_file():
+            if expected is None:
+                log.info("%s present (no checksum to verify): kept", target)
+                continue
+            if sha256_file(target) == expected:
+                log.info("%s present with the registered checksum: skipped", target)
+                continue
+            log.warning("%s differs from the registered checksum: downloading again", target)
+        created = _make_dirs(folder)
+        try:
+            _fetch_split(
+                corpus,
+                split,
+                target,
+                split_url(corpus, split, mirror),
+                timeout,
+                progress,
+            )
+        except BaseException:
+            _remove_if_empty(created)
+            raise
+    return paths
+
+
+def count_sentences(path: Path) -> int:
+    """Sentences in an IOB2 file without building them (same count as `read_iob2`)."""
+    docstart = DOCSTART.encode() + b"\t"
+    count = 0
+    in_sentence = False
+    with path.open("rb") as fh:
+        for line in fh:
+            if not line.strip():
+                count += in_sentence
+                in_sentence = False
+            elif not line.startswith(docstart):
+                in_sentence = True
+    return count + in_sentence
+
+
+class CorpusStatus(TypedDict):
+    name: str
+    entity_types: tuple[str, ...]
+    folder: str
+    splits: list[str]
+    sentences: dict[str, int]
+    verified: bool | None
+    mismatched: list[str]
+
+
+def corpora_status(
+    data_dir: str | os.PathLike[str] | None = None, verify: bool = True
+) -> list[CorpusStatus]:
+    """Per registry corpus: which splits are under `data_dir`, their sentence counts and
+    whether they match the registered checksums (`verified` is None when nothing is
+    present, no checksum is registered, or `verify` is off)."""
+    root = resolve_data_dir(data_dir)
+    rows: list[CorpusStatus] = []
+    for corpus in CORPORA.values():
+        folder = root / corpus.folder
+        present = [s for s in SPLITS if (folder / f"{s}.tsv").is_file()]
+        sentences = {s: count_sentences(folder / f"{s}.tsv") for s in present}
+        mismatched: list[str] = []
+        checked = 0
+        if verify:
+            for split in present:
+                expected = corpus.sha256(split)
+                if expected is None:
+                    continue
+                checked += 1
+                if sha256_file(folder / f"{split}.tsv") != expected:
+                    mismatched.append(split)
+        verified: bool | None = None
+        if mismatched:
+            verified = False
+        elif checked and checked == len(present):
+            verified = True
+        rows.append(
+            CorpusStatus(
+                name=corpus.name,
+                entity_types=corpus.entity_types,
+                folder=str(folder),
+                splits=present,
+                sentences=sentences,
+                verified=verified,
+                mismatched=mismatched,
+            )
+        )
+    return rows
+
+
+def _verified_cell(row: CorpusStatus) -> str:
+    if row["verified"] is True:
+        return "yes"
+    if row["verified"] is False:
+        return f"NO ({','.join(row['mismatched'])})"
+    return "-" if not row["splits"] else "unknown"
+
+
+def format_corpora_table(rows: Iterable[CorpusStatus]) -> str:
+    """An aligned text table of `corpora_status` rows (for `biogner corpora list`)."""
+    header = ("CORPUS", "ENTITY TYPES", "SPLITS", "SENTENCES train/dev/test", "VERIFIED")
+    table = [header]
+    for row in rows:
+        counts = "/".join(str(row["sentences"].get(s, "-")) for s in SPLITS)
+        table.append(
+            (
+                row["name"],
+                ",".join(row["entity_types"]),
+                ",".join(row["splits"]) or "-",
+                counts,
+                _verified_cell(row),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in table
+    ]
+    return "\n".join(lines) + "\n"

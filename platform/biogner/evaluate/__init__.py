@@ -1,0 +1,1 @@
+"""Evaluation: strict scoring, batch generation on Ray Data, reports."""

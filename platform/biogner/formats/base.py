@@ -1,0 +1,172 @@
+"""What every entity writing shares: parse results, mention lookup on token boundaries,
+type names and line escaping.
+
+A writing turns spans into text and back. Parsers are tolerant: they never raise on model
+output; they return the spans they can recover and count what they could not read.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from biogner.types import Sentence, Span
+
+NONE_ANSWER = "None"
+
+
+@dataclass
+class ParseResult:
+    """Spans recovered from generated text, plus what went wrong while reading it."""
+
+    spans: list[Span] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    predicted_mentions: int = 0
+    hallucinated: int = 0
+
+    def extend(self, other: ParseResult) -> None:
+        self.spans.extend(other.spans)
+        self.problems.extend(other.problems)
+        self.predicted_mentions += other.predicted_mentions
+        self.hallucinated += other.hallucinated
+
+    def finish(self) -> ParseResult:
+        """Deduplicate and sort spans (a model may repeat itself)."""
+        self.spans = sorted(set(self.spans))
+        return self
+
+
+class TokenIndex:
+    """Token boundaries of a sentence: mentions only match whole tokens (`APC` is not in `APC2`)."""
+
+    def __init__(self, sentence: Sentence) -> None:
+        self.sentence = sentence
+        self.offsets = sentence.token_offsets()
+        self.starts = [s for s, _ in self.offsets]
+        self.ends = {e for _, e in self.offsets}
+
+    def occurrences(self, mention: str) -> list[tuple[int, int]]:
+        """Every (start, end) where `mention` occurs starting and ending on token boundaries."""
+        if not mention:
+            return []
+        text = self.sentence.text
+        n = len(mention)
+        return [
+            (s, s + n) for s in self.starts if text.startswith(mention, s) and s + n in self.ends
+        ]
+
+    def occurrences_ignoring_spaces(self, mention: str) -> list[tuple[int, int]]:
+        """Token ranges whose concatenation equals the mention with spaces removed
+        (a model often writes `Parkinson's` for the tokenized `Parkinson ' s`)."""
+        target = "".join(mention.split())
+        if not target:
+            return []
+        found = []
+        toks = self.sentence.tokens
+        for i in range(len(toks)):
+            acc = ""
+            for j in range(i, len(toks)):
+                acc += toks[j]
+                if len(acc) >= len(target):
+                    if acc == target:
+                        found.append((self.offsets[i][0], self.offsets[j][1]))
+                    break
+                if not target.startswith(acc):
+                    break
+        return found
+
+
+class MentionPlacer:
+    """Maps mention strings to spans: the first not-yet-used occurrence, in order.
+
+    This is the declared ambiguity of string-only writings: when a string occurs several
+    times and only some occurrences are entities, the order decides.
+    """
+
+    def __init__(self, sentence: Sentence, result: ParseResult) -> None:
+        self.index = TokenIndex(sentence)
+        self.result = result
+        self.used: set[Span] = set()
+
+    def place(self, mention: str, label: str, occurrence: int | None = None) -> Span | None:
+        result = self.result
+        result.predicted_mentions += 1
+        mention = mention.strip()
+        found = self.index.occurrences(mention)
+        if not found:
+            found = self.index.occurrences_ignoring_spaces(mention)
+            if found:
+                result.problems.append(f"mention {mention!r} matched ignoring spaces")
+        if not found:
+            result.hallucinated += 1
+            result.problems.append(f"mention {mention!r} not in the text")
+            return None
+        candidates = [Span(s, e, label) for s, e in found]
+        if occurrence is not None:
+            if 1 <= occurrence <= len(candidates):
+                span = candidates[occurrence - 1]
+                self.used.add(span)
+                result.spans.append(span)
+                return span
+            result.problems.append(
+                f"occurrence {occurrence} of {mention!r} out of range 1..{len(candidates)}"
+            )
+        for span in candidates:
+            if span not in self.used:
+                self.used.add(span)
+                result.spans.append(span)
+                return span
+        result.problems.append(f"mention {mention!r} listed more often than it occurs")
+        return None
+
+
+def canonical_type(name: str, types: Sequence[str]) -> str | None:
+    """The entity type the model meant (case- and space-insensitive), or None."""
+    name = name.strip()
+    if name in types:
+        return name
+    folded = {t.casefold().replace(" ", "_"): t for t in types}
+    return folded.get(name.casefold().replace(" ", "_"))
+
+
+def escape_line(line: str) -> str:
+    """Escape a free-text line so it is never read as the empty answer or as an escape."""
+    if line == NONE_ANSWER or line.startswith("\\"):
+        return "\\" + line
+    return line
+
+
+def unescape_line(line: str) -> str:
+    return line[1:] if line.startswith("\\") else line
+
+
+def answer_lines(answer: str) -> list[str]:
+    """Non-empty lines of an answer, or [] for the empty answer."""
+    lines = [ln.strip() for ln in answer.strip().splitlines()]
+    lines = [ln for ln in lines if ln]
+    if len(lines) == 1 and lines[0] == NONE_ANSWER:
+        return []
+    return lines
+
+
+def ordered(spans: Iterable[Span]) -> list[Span]:
+    """Reading order: by start, longer first, then label."""
+    return sorted(spans, key=lambda s: (s.start, -s.end, s.label))
+
+
+class Writing(ABC):
+    """How entities are written in one answer (one turn)."""
+
+    name: str
+    exact: bool  # carries positions: parse(render(s)) == s.spans, always
+    nesting: bool  # can write nested spans
+    instruction: str  # one line telling the model the syntax
+
+    @abstractmethod
+    def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
+        """The answer text for `spans` (all of a label in `types`)."""
+
+    @abstractmethod
+    def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
+        """Spans from an answer; never raises."""

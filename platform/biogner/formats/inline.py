@@ -1,0 +1,134 @@
+"""`inline`: the sentence rewritten with `[mention | type]` around each entity.
+
+Exact (the rewritten text carries the positions) and able to nest (`[[APC | GENE] gene | GENE]`).
+Literal `\\`, `[`, `]` and `|` of the text are backslash-escaped so that corpus text can never
+be read as markup.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from biogner.formats.alignment import position_map
+from biogner.formats.base import ParseResult, Writing, canonical_type
+from biogner.types import Sentence, Span
+
+SPECIAL = "\\[]|"
+
+
+def escape(text: str) -> str:
+    return "".join("\\" + ch if ch in SPECIAL else ch for ch in text)
+
+
+class InlineWriting(Writing):
+    name = "inline"
+    exact = True
+    nesting = True
+    instruction = (
+        "Rewrite the text, putting each entity in brackets as [mention | type]; keep every other"
+        " character as it is (a literal [ ] | or \\ is written with a backslash before it)."
+    )
+
+    def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
+        text = sentence.text
+        starts: dict[int, list[Span]] = {}
+        for span in sorted(spans, key=lambda s: (s.start, -s.end, s.label)):
+            starts.setdefault(span.start, []).append(span)
+        out: list[str] = []
+        stack: list[Span] = []
+        for pos in range(len(text) + 1):
+            while stack and stack[-1].end == pos:
+                out.append(f" | {stack.pop().label}]")
+            for span in starts.get(pos, []):
+                if stack and span.end > stack[-1].end:
+                    continue  # crosses an open entity: brackets cannot say that
+                out.append("[")
+                stack.append(span)
+            if pos < len(text):
+                out.append(escape(text[pos]))
+        return "".join(out)
+
+    def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
+        result = ParseResult()
+        plain: list[str] = []
+        open_at: list[int] = []
+        found: list[tuple[int, int, str]] = []
+        i = 0
+        answer = answer.strip()
+        while i < len(answer):
+            ch = answer[i]
+            if ch == "\\" and i + 1 < len(answer):
+                plain.append(answer[i + 1])
+                i += 2
+                continue
+            if ch == "[":
+                open_at.append(len(plain))
+            elif ch == "|" and open_at:
+                close = _closing_bracket(answer, i + 1)
+                if close < 0:
+                    result.problems.append("an entity's type is not closed by ']'")
+                    break
+                start = open_at.pop()
+                if len(plain) > start and plain[-1] == " ":
+                    plain.pop()  # the space of the ' | ' separator
+                type_name = answer[i + 1 : close]
+                found.append((start, len(plain), type_name))
+                i = close + 1
+                continue
+            elif ch == "]":
+                if open_at:
+                    open_at.pop()
+                result.problems.append("']' without '| type'")
+            elif ch == "|":
+                result.problems.append("'|' outside brackets")
+                plain.append(ch)
+            else:
+                plain.append(ch)
+            i += 1
+        if open_at:
+            result.problems.append(f"{len(open_at)} unclosed '['")
+        rewritten = "".join(plain)
+        mapping: dict[int, int] | None = None
+        if rewritten.strip() != sentence.text:
+            result.problems.append("the rewritten text differs from the input")
+            mapping = position_map(rewritten, sentence.text)
+        offset = len(rewritten) - len(rewritten.lstrip())
+        for start, end, type_name in found:
+            result.predicted_mentions += 1
+            label = canonical_type(type_name, types)
+            if label is None:
+                result.problems.append(f"unknown type {type_name.strip()!r}")
+                continue
+            # Strip spaces the model put inside the brackets.
+            while start < end and rewritten[start] == " ":
+                start += 1
+            while end > start and rewritten[end - 1] == " ":
+                end -= 1
+            if start >= end:
+                result.problems.append("empty entity")
+                continue
+            if mapping is None:
+                span = Span(start - offset, end - offset, label)
+            else:
+                s, e = mapping.get(start), mapping.get(end - 1)
+                if s is None or e is None:
+                    result.hallucinated += 1
+                    result.problems.append(f"entity {rewritten[start:end]!r} not in the text")
+                    continue
+                span = Span(s, e + 1, label)
+            result.spans.append(span)
+        return result.finish()
+
+
+def _closing_bracket(answer: str, i: int) -> int:
+    """Index of the next unescaped ']' (type names have no brackets), or -1."""
+    while i < len(answer):
+        if answer[i] == "\\":
+            i += 2
+            continue
+        if answer[i] == "]":
+            return i
+        if answer[i] == "[":
+            return -1
+        i += 1
+    return -1

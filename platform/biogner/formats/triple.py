@@ -1,0 +1,64 @@
+"""`triple`: `mention | type | k` per line, k = which occurrence of that string (1-based,
+counted on token boundaries). Exact: the occurrence index pins the position."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from biogner.formats.base import (
+    NONE_ANSWER,
+    MentionPlacer,
+    ParseResult,
+    TokenIndex,
+    Writing,
+    answer_lines,
+    canonical_type,
+    ordered,
+)
+from biogner.types import Sentence, Span
+
+SEP = " | "
+
+
+class TripleWriting(Writing):
+    name = "triple"
+    exact = True
+    nesting = True
+    instruction = (
+        "Write one entity per line as: mention | type | n, where n counts which occurrence of"
+        " that mention in the text it is (1 for the first); write None if there is none."
+    )
+
+    def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
+        index = TokenIndex(sentence)
+        lines = []
+        for span in ordered(spans):
+            mention = span.text_in(sentence.text)
+            k = index.occurrences(mention).index((span.start, span.end)) + 1
+            lines.append(f"{mention}{SEP}{span.label}{SEP}{k}")
+        return "\n".join(lines) if lines else NONE_ANSWER
+
+    def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
+        result = ParseResult()
+        placer = MentionPlacer(sentence, result)
+        for line in answer_lines(answer):
+            parts = line.rsplit(SEP.strip(), 2)
+            occurrence: int | None = None
+            if len(parts) == 3:
+                mention, type_name, k = parts
+                try:
+                    occurrence = int(k.strip())
+                except ValueError:
+                    result.problems.append(f"occurrence {k.strip()!r} is not a number")
+            elif len(parts) == 2:
+                mention, type_name = parts
+                result.problems.append(f"line {line!r} has no occurrence index")
+            else:
+                result.problems.append(f"line {line!r} is not 'mention | type | n'")
+                continue
+            label = canonical_type(type_name, types)
+            if label is None:
+                result.problems.append(f"unknown type {type_name.strip()!r}")
+                continue
+            placer.place(mention.strip(), label, occurrence)
+        return result.finish()
