@@ -21,21 +21,26 @@ def _cmd_formats_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_formats_check(args: argparse.Namespace) -> int:
-    from biogner.corpora import get_corpus, load_split
+    from biogner.corpora import IOBError, get_corpus, load_split
     from biogner.formats import resolve_formats
     from biogner.formats.check import check_format
 
-    corpus = get_corpus(args.corpus)
-    splits = [args.split] if args.split else list(SPLITS)
-    sentences = [
-        s for split in splits for s in load_split(corpus, split, args.data_dir, args.limit)
-    ]
+    try:
+        corpus = get_corpus(args.corpus)
+        formats = resolve_formats(args.format)
+        splits = [args.split] if args.split else list(SPLITS)
+        sentences = [
+            s for split in splits for s in load_split(corpus, split, args.data_dir, args.limit)
+        ]
+    except (KeyError, FileNotFoundError, IOBError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     types = list(corpus.entity_types)
     print(f"{corpus.name} ({', '.join(splits)}): {len(sentences)} sentences, types {types}")
     print(f"{'format':<14}{'kind':<7}{'exact':>8}{'ambig':>8}{'failed':>8}{'ceiling F1':>12}")
     failed_ids: set[str] = set()
     shown = 0
-    for fmt in resolve_formats(args.format):
+    for fmt in formats:
         res = check_format(fmt, sentences, types)
         kind = "exact" if fmt.exact else "lossy"
         print(
@@ -145,6 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--tokenizer", help="model spec to count tokens with (e.g. smollm2-135m)")
     p.set_defaults(func=_cmd_convert)
+
+    from biogner.train import job as train_job
+
+    p = sub.add_parser("train", help="fine-tune on Ray Train + DeepSpeed, tracked in MLflow")
+    train_job.add_arguments(p)
+    p.set_defaults(func=train_job.run)
     return parser
 
 

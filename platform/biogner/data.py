@@ -189,8 +189,11 @@ def convert(cfg: ConvertConfig) -> ConvertSummary:
 
     cfg = cfg.resolved()
     out = Path(cfg.out).resolve()
-    if out.exists() and cfg.overwrite:
-        shutil.rmtree(out)
+    if cfg.overwrite:  # replace only the slices written now; others stay (append mode)
+        for corpus in cfg.corpora:
+            for split in cfg.splits:
+                for fmt in cfg.formats:
+                    shutil.rmtree(shard_path(out, corpus, split, fmt), ignore_errors=True)
     start = time.perf_counter()
     ds = build_dataset(cfg).materialize()
     ds.write_parquet(str(out), partition_cols=PARTITION_COLS)

@@ -7,7 +7,7 @@ exactly; the same definition as seqeval's strict IOB2 mode (a test proves the eq
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from biogner.formats.base import ParseResult
@@ -116,9 +116,9 @@ class Scorer:
 
 
 def score(
-    gold: dict[str, Iterable[Span]],
-    predicted: dict[str, Iterable[Span]],
-    parses: dict[str, ParseResult] | None = None,
+    gold: Mapping[str, Iterable[Span]],
+    predicted: Mapping[str, Iterable[Span]],
+    parses: Mapping[str, ParseResult] | None = None,
 ) -> Scores:
     """Score predictions keyed by sentence id against gold (missing predictions = none)."""
     scorer = Scorer()

@@ -1,0 +1,9 @@
+"""Ray job entry point for training: `ray job submit --working-dir . -- python jobs/train.py
+--config jobs/configs/<name>.yaml [key=value ...]` (the same entry as `biogner train`)."""
+
+import sys
+
+from biogner.train.job import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Fine-tuning on Ray Train + DeepSpeed (+PEFT), tracked in MLflow."""

@@ -1,0 +1,87 @@
+"""The training job's config: one YAML file + `key=value` overrides, logged as resolved."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from biogner.modeling import ModelConfig
+from biogner.tracking import TrackingConfig
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataSection(_Strict):
+    corpora: list[str] = Field(default_factory=lambda: ["NCBI-disease"])
+    formats: list[str] = Field(
+        default_factory=lambda: ["conv_term"],
+        description="one format, or several: each sentence is trained in one of them, "
+        "chosen by a seeded hash (the multi-format mix)",
+    )
+    split: str = "train"
+    limit: int | None = Field(None, description="first N sentences per corpus (a fixed subset)")
+    data_dir: str | None = None
+    converted_dir: str = ".biogner/converted"
+    max_length: int = Field(512, description="longer chats are dropped and counted")
+
+
+class OptimSection(_Strict):
+    epochs: float = 1.0
+    max_steps: int | None = Field(
+        None, description="a fixed budget of optimizer steps (overrides epochs)"
+    )
+    per_device_batch_size: int = 2
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.03
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    group_by_length: bool = True
+    length_group_batches: int = Field(32, description="batches sorted together by length")
+    log_every_steps: int = 1
+    checkpoint_every_steps: int = Field(50, description="0 = only at the end")
+    stop_after_steps: int | None = Field(
+        None, description="end the job early (as if preempted) after this step; for resume tests"
+    )
+
+
+class DeepSpeedSection(_Strict):
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    offload_optimizer: bool = False
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+
+
+class ScalingSection(_Strict):
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    max_failures: int = 1
+    storage_path: str = ".biogner/ray_results"
+
+
+class TrainConfig(_Strict):
+    run_name: str = "biogner-train"
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataSection = Field(default_factory=DataSection)
+    optim: OptimSection = Field(default_factory=OptimSection)
+    deepspeed: DeepSpeedSection = Field(default_factory=DeepSpeedSection)
+    scaling: ScalingSection = Field(default_factory=ScalingSection)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        from biogner.corpora import get_corpus
+        from biogner.formats import get_format
+
+        for name in self.data.formats:
+            get_format(name)
+        for name in self.data.corpora:
+            get_corpus(name)
+        if not self.data.formats or not self.data.corpora:
+            raise ValueError("data.formats and data.corpora must not be empty")
+        return self

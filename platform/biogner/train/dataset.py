@@ -1,0 +1,105 @@
+"""Training rows on Ray Data: converted shards -> format mix -> tokenized chats."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from biogner.data import ConvertConfig, convert, read_rows, shard_path
+from biogner.train.config import TrainConfig
+
+
+def ensure_converted(cfg: TrainConfig) -> None:
+    """Convert the (corpus, split, format) slices the run needs and the shards lack."""
+    d = cfg.data
+    missing = [
+        (corpus, fmt)
+        for corpus in d.corpora
+        for fmt in d.formats
+        if not shard_path(d.converted_dir, corpus, d.split, fmt).is_dir()
+    ]
+    for corpus, fmt in missing:
+        convert(
+            ConvertConfig(
+                corpora=[corpus],
+                formats=[fmt],
+                splits=[d.split],
+                data_dir=d.data_dir,
+                out=d.converted_dir,
+            )
+        )
+
+
+def sentence_index(sentence_id: str) -> int:
+    """`NCBI-disease-train-41` -> 41 (ids are `<corpus>-<split>-<n>`)."""
+    return int(sentence_id.rsplit("-", 1)[1])
+
+
+def mix_choice(sentence_id: str, n_formats: int, seed: int) -> int:
+    """Which format of the mix trains this sentence: a seeded hash, stable across runs."""
+    digest = hashlib.sha256(f"{seed}:{sentence_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") % n_formats
+
+
+class Tokenize:
+    """Ray Data map_batches actor: chat rows -> input_ids/labels (assistant tokens only)."""
+
+    def __init__(self, model_spec: str, cache_dir: str | None, max_length: int) -> None:
+        from biogner.modeling import load_tokenizer
+
+        self.tokenizer = load_tokenizer(model_spec, cache_dir)
+        self.max_length = max_length
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
+        from biogner.chat_tokens import tokenize_chat
+
+        out: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "length": []}
+        out["truncated"] = []
+        for rid, messages in zip(batch["id"], batch["messages"], strict=True):
+            chat = [{"role": str(m["role"]), "content": str(m["content"])} for m in messages]
+            toks = tokenize_chat(self.tokenizer, chat, self.max_length)
+            out["id"].append(str(rid))
+            out["input_ids"].append(toks["input_ids"])
+            out["labels"].append(toks["labels"])
+            out["length"].append(len(toks["input_ids"]))
+            out["truncated"].append(bool(toks["truncated"]))
+        return out
+
+
+def training_dataset(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
+    """The materialized tokenized dataset and its counts (rows, dropped as too long)."""
+    d = cfg.data
+    ensure_converted(cfg)
+    formats = list(d.formats)
+    seed = cfg.optim.seed
+    parts = []
+    for corpus in d.corpora:
+        ds = read_rows(d.converted_dir, corpus, d.split, formats)
+        limit = d.limit
+
+        def keep(row: dict[str, Any], limit: int | None = limit) -> bool:
+            sid = str(row["sentence_id"])
+            if limit is not None and sentence_index(sid) >= limit:
+                return False
+            return (
+                len(formats) == 1 or formats[mix_choice(sid, len(formats), seed)] == row["format"]
+            )
+
+        parts.append(ds.filter(keep).select_columns(["id", "messages"]))
+    ds = parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+    ds = ds.map_batches(
+        Tokenize,
+        fn_constructor_args=(cfg.model.spec, cfg.model.cache_dir, d.max_length),
+        batch_size=128,
+        concurrency=1,
+    )
+    ds = ds.materialize()
+    total = ds.count()
+    kept = ds.filter(lambda r: not r["truncated"]).drop_columns(["truncated"]).materialize()
+    n = kept.count()
+    if n == 0:
+        raise ValueError(
+            f"no training rows: corpora {d.corpora}, formats {d.formats}, split {d.split}, "
+            f"limit {d.limit}, max_length {d.max_length}"
+        )
+    return kept, {"rows": n, "dropped_too_long": total - n}

@@ -1,0 +1,132 @@
+"""The driver side of a training job: MLflow run, data, TorchTrainer.fit, model logging.
+
+A run whose fit raises ends FAILED with the error and logs no model; rerunning the same
+run name resumes both the Ray Train checkpoint and the MLflow run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from biogner import tracking
+from biogner.config import to_yaml
+from biogner.runtime import init_ray
+from biogner.train.config import TrainConfig
+from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, train_loop
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    status: str  # FINISHED, or STOPPED when optim.stop_after_steps ended it early
+    steps: int  # optimizer steps done (up to the last checkpoint when STOPPED)
+    metrics: dict[str, Any]
+    checkpoint_path: str | None
+
+
+def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
+    """What serving and evaluation need to know about a logged model."""
+    from biogner.corpora import get_corpus
+
+    types: list[str] = []
+    for corpus in cfg.data.corpora:
+        for t in get_corpus(corpus).entity_types:
+            if t not in types:
+                types.append(t)
+    return {
+        "base_model": cfg.model.spec,
+        "formats": cfg.data.formats,
+        "format": cfg.data.formats[0],
+        "entity_types": types,
+        "corpora": cfg.data.corpora,
+        "lora": cfg.model.lora,
+    }
+
+
+def run_training(cfg: TrainConfig) -> TrainOutcome:
+    """Train with Ray Train + DeepSpeed and log everything to MLflow."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    init_ray()
+    tags = {
+        "biogner.kind": "train",
+        "model": cfg.model.spec,
+        "format": ",".join(cfg.data.formats),
+        "corpora": ",".join(cfg.data.corpora),
+    }
+    run_id = tracking.start_run(
+        cfg.tracking,
+        cfg.run_name,
+        tags=tags,
+        params=cfg.model_dump(mode="json"),
+        config_yaml=to_yaml(cfg),
+        resume=True,
+    )
+    try:
+        dataset, counts = training_data(cfg)
+        world = cfg.scaling.num_workers
+        steps_per_epoch, total_steps = plan_steps(cfg, counts["rows"], world)
+        tracking.log_metrics_from_worker(
+            run_id,
+            {"train_rows": counts["rows"], "dropped_too_long": counts["dropped_too_long"]},
+            0,
+            cfg.tracking.uri,
+        )
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={
+                "cfg": cfg.model_dump(mode="json"),
+                "run_id": run_id,
+                "tracking_uri": cfg.tracking.uri,
+                "total_steps": total_steps,
+                "steps_per_epoch": steps_per_epoch,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=world,
+                use_gpu=cfg.scaling.use_gpu,
+                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+            ),
+            run_config=RunConfig(
+                name=cfg.run_name,
+                storage_path=str(Path(cfg.scaling.storage_path).resolve()),
+                failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
+            ),
+            datasets={"train": dataset},
+            dataset_config=DataConfig(datasets_to_split=[]),
+        )
+        result = trainer.fit()
+        metrics = dict(result.metrics or {})
+        if result.checkpoint is None:
+            raise RuntimeError("training ended without a checkpoint")
+        with result.checkpoint.as_directory() as ckpt_dir:
+            state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
+            if state["global_step"] < total_steps:  # optim.stop_after_steps ended it early
+                tracking.end_run(cfg.tracking, run_id, KeyboardInterrupt("stopped early"))
+                return TrainOutcome(
+                    run_id, "STOPPED", state["global_step"], metrics, result.checkpoint.path
+                )
+            model_dir = Path(ckpt_dir) / MODEL_DIR
+            if not (model_dir / "config.json").is_file():
+                raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
+            tracking.log_hf_model(run_id, model_dir, metadata=model_metadata(cfg), cfg=cfg.tracking)
+        client = tracking.client_for(cfg.tracking)
+        client.set_tag(run_id, "checkpoint", result.checkpoint.path)
+    except BaseException as exc:
+        tracking.end_run(cfg.tracking, run_id, exc)
+        raise
+    tracking.end_run(cfg.tracking, run_id)
+    return TrainOutcome(run_id, "FINISHED", total_steps, metrics, result.checkpoint.path)
+
+
+def training_data(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
+    from biogner.train.dataset import training_dataset
+
+    return training_dataset(cfg)

@@ -1,0 +1,39 @@
+"""Shared fixtures: one local Ray session for the whole suite, the real corpora folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("DS_ACCELERATOR", "cpu")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The real BioNER corpora; tests that need them skip when the folder is absent."""
+    from biogner.corpora import resolve_data_dir
+
+    path = resolve_data_dir()
+    if not (path / "NCBI-disease" / "train.tsv").is_file():
+        pytest.skip(f"BioNER corpora not found at {path} (set BIOGNER_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole suite (starting Ray costs seconds each time)."""
+    import ray
+
+    from biogner.runtime import init_ray
+
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray(num_cpus=4)
+    yield ray
+    ray.shutdown()

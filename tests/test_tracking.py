@@ -1,0 +1,331 @@
+"""biogner.tracking against a real SQLite MLflow store in a temporary directory (no mocks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from mlflow.exceptions import MlflowException
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from biogner import tracking
+from biogner.tracking import TrackingConfig
+
+METADATA = {
+    "base": "tiny-llama",
+    "format": "conv_term",
+    "entity_types": ["Disease", "Chemical"],
+    "corpus": "BC5CDR",
+}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One SQLite store per module: creating its schema costs seconds.
+
+    `setup` points MLflow's globals (and, through MLflow, the MLFLOW_*_URI env vars) at this
+    store; they are restored afterwards so that other test modules see a clean process.
+    """
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(var, raising=False)
+        yield tmp_path_factory.mktemp("mlflow")
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
+def make_cfg(store: Path, experiment: str) -> TrackingConfig:
+    return TrackingConfig(
+        tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+        experiment=experiment,
+        artifact_root=(store / "artifacts").as_uri(),
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        vocab_size=100,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    out = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    model.save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def state_dict_of(model_dir: Path) -> dict[str, torch.Tensor]:
+    return AutoModelForCausalLM.from_pretrained(model_dir).state_dict()
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_config_defaults_follow_biogner_home_and_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BIOGNER_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = TrackingConfig()
+    assert cfg.tracking_uri == f"sqlite:///{tmp_path / '.biogner' / 'mlflow.db'}"
+    assert cfg.artifact_root == (tmp_path / ".biogner" / "artifacts").as_uri()
+    assert cfg.experiment == "biogner"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    remote = TrackingConfig()
+    assert remote.tracking_uri == "http://127.0.0.1:5000"
+    assert remote.artifact_root is None  # the server's own artifact root applies
+
+
+def test_experiment_has_explicit_artifact_location_and_setup_is_race_safe(store: Path) -> None:
+    cfg = make_cfg(store, "exp-location")
+    tracking.client_for(cfg)  # the store exists; the threads race on the experiment only
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def create() -> None:
+        try:
+            ids.append(tracking.setup(cfg))
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(set(ids)) == 1
+    exp = tracking.client_for(cfg).get_experiment(ids[0])
+    assert exp.name == "exp-location"
+    assert exp.artifact_location == f"{(store / 'artifacts').as_uri()}/exp-location"
+    assert tracking.setup(cfg) == ids[0]
+
+
+def test_failed_run_ends_failed_with_error_tag_and_no_model(
+    store: Path, tiny_model_dir: Path
+) -> None:
+    cfg = make_cfg(store, "exp-failed")
+    run_ids: list[str] = []
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        tracking.tracked_run(cfg, "doomed", params={"lr": 0.1}) as run_id,
+    ):
+        run_ids.append(run_id)
+        tracking.log_metrics_from_worker(run_id, {"loss": 2.0}, step=0, tracking_uri=cfg.uri)
+        raise RuntimeError("boom in fit()")
+
+    client = tracking.client_for(cfg)
+    run = client.get_run(run_ids[0])
+    assert run.info.status == "FAILED"
+    assert run.data.tags["error"] == "RuntimeError: boom in fit()"
+    assert run.data.metrics["loss"] == 2.0
+    artifacts = {a.path for a in client.list_artifacts(run_ids[0])}
+    assert "error_traceback.txt" in artifacts
+    assert "model" not in artifacts
+    traceback_file = mlflow.artifacts.download_artifacts(
+        run_id=run_ids[0], artifact_path="error_traceback.txt", tracking_uri=cfg.uri
+    )
+    assert "boom in fit()" in Path(traceback_file).read_text()
+    assert not (run.outputs and run.outputs.model_outputs)
+    with pytest.raises(LookupError, match="no model logged"):
+        tracking.register_champion(cfg, run_ids[0], "never-registered")
+    with pytest.raises(MlflowException):
+        tracking.download_model_dir(f"runs:/{run_ids[0]}/model")
+
+
+def test_successful_run_has_flattened_params_and_config_yaml(store: Path) -> None:
+    cfg = make_cfg(store, "exp-ok")
+    config = {
+        "model": {"spec": "tiny-llama", "lora": {"r": 8, "alpha": 16.0}},
+        "train": {"lr": 0.001, "formats": ["conv_term", "multi_triple"], "notes": "x" * 7000},
+        "seed": 13,
+        "bad key!": True,
+    }
+    yaml_text = "model:\n  spec: tiny-llama\nseed: 13\n"
+    with tracking.tracked_run(
+        cfg, "ok", tags={"study": "formats"}, params=config, config_yaml=yaml_text
+    ) as run_id:
+        pass
+
+    client = tracking.client_for(cfg)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "ok"
+    assert run.data.tags["study"] == "formats"
+    params = run.data.params
+    assert params["model.spec"] == "tiny-llama"
+    assert params["model.lora.r"] == "8"
+    assert params["model.lora.alpha"] == "16.0"
+    assert params["train.lr"] == "0.001"
+    assert params["train.formats"] == '["conv_term", "multi_triple"]'
+    assert params["seed"] == "13"
+    assert params["bad key_"] == "true"
+    assert 1000 < len(params["train.notes"]) <= 6000
+    assert params["train.notes"].endswith("[truncated]")
+    yaml_file = mlflow.artifacts.download_artifacts(
+        run_id=run_id, artifact_path="config.yaml", tracking_uri=cfg.uri
+    )
+    assert Path(yaml_file).read_text() == yaml_text
+
+
+def test_metrics_from_another_process_land_in_the_same_run(store: Path) -> None:
+    cfg = make_cfg(store, "exp-worker")
+    with tracking.tracked_run(cfg, "distributed") as run_id:
+        tracking.log_metrics_from_worker(run_id, {"loss": 3.0}, step=0, tracking_uri=cfg.uri)
+        code = textwrap.dedent(
+            f"""
+            from biogner.tracking import log_metrics_from_worker
+            for step in (1, 2):
+                log_metrics_from_worker(
+                    {run_id!r}, {{"loss": 3.0 - step, "tokens_per_s": 10.0 * step}}, step,
+                    tracking_uri={cfg.uri!r},
+                )
+            """
+        )
+        subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+    client = tracking.client_for(cfg)
+    history = client.get_metric_history(run_id, "loss")
+    assert sorted((m.step, m.value) for m in history) == [(0, 3.0), (1, 2.0), (2, 1.0)]
+    assert client.get_run(run_id).data.metrics["tokens_per_s"] == 20.0
+
+
+def test_rerun_resumes_unfinished_run_but_not_finished_one(store: Path) -> None:
+    cfg = make_cfg(store, "exp-resume")
+    first: list[str] = []
+    with pytest.raises(KeyboardInterrupt), tracking.tracked_run(cfg, "job", resume=True) as rid:
+        first.append(rid)
+        raise KeyboardInterrupt
+    client = tracking.client_for(cfg)
+    assert client.get_run(first[0]).info.status == "KILLED"
+    assert tracking.resume_run_id(cfg, "job") == first[0]
+
+    with tracking.tracked_run(cfg, "job", params={"epochs": 2}, resume=True) as again:
+        assert again == first[0]
+    resumed = client.get_run(again)
+    assert resumed.info.status == "FINISHED"
+    assert "error" not in resumed.data.tags
+    assert resumed.data.params["epochs"] == "2"
+
+    assert tracking.resume_run_id(cfg, "job") is None
+    with tracking.tracked_run(cfg, "job", resume=True) as fresh:
+        assert fresh != first[0]
+
+
+@pytest.fixture(scope="module")
+def champion(store: Path, tiny_model_dir: Path) -> tuple[TrackingConfig, str, str]:
+    """A run with the tiny model logged and registered as champion of `tiny-ner`."""
+    cfg = make_cfg(store, "exp-models")
+    with tracking.tracked_run(cfg, "train-tiny") as run_id:
+        uri = tracking.log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    assert uri == f"runs:/{run_id}/model"
+    version = tracking.register_champion(cfg, run_id, "tiny-ner")
+    return cfg, run_id, version
+
+
+def test_logged_model_round_trips_weights_without_pickles(
+    champion: tuple[TrackingConfig, str, str], tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    cfg, run_id, version = champion
+    expected = state_dict_of(tiny_model_dir)
+    assert not (tiny_model_dir / tracking.METADATA_FILE).exists()  # source left untouched
+
+    for uri in (
+        f"runs:/{run_id}/model",
+        "models:/tiny-ner@champion",
+        f"models:/tiny-ner/{version}",
+    ):
+        hf_dir = tracking.download_model_dir(uri, dst_path=tmp_path / uri.replace("/", "_"))
+        assert (hf_dir / "model.safetensors").is_file(), uri
+        assert json.loads((hf_dir / tracking.METADATA_FILE).read_text()) == METADATA
+        assert_same_weights(expected, state_dict_of(hf_dir))
+        model_root = hf_dir.parents[1]
+        assert (model_root / "MLmodel").is_file()
+        files = [p for p in model_root.rglob("*") if p.is_file()]
+        assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".bin", ".pt"}], files
+
+    # A local directory resolves in place, whether the HF dir or the MLflow model root.
+    assert tracking.download_model_dir(str(hf_dir)) == hf_dir
+    assert tracking.download_model_dir(str(model_root)) == hf_dir
+
+
+def test_pyfunc_loads_offline_and_exposes_hf_dir(champion: tuple[TrackingConfig, str, str]) -> None:
+    cfg, run_id, _ = champion
+    tracking.setup(cfg)
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    inner = loaded.unwrap_python_model()
+    assert isinstance(inner, tracking.BiognerHFModel)
+    assert inner.hf_dir is not None and (inner.hf_dir / "config.json").is_file()
+    assert inner.metadata == METADATA
+    assert loaded.metadata.metadata["biogner"] == METADATA
+    with pytest.raises(NotImplementedError, match="biogner serve"):
+        loaded.predict(["Aspirin causes ulcers ."])
+
+
+def test_champion_alias_moves_to_the_new_version(
+    champion: tuple[TrackingConfig, str, str], tiny_model_dir: Path
+) -> None:
+    cfg, first_run, first_version = champion
+    current = tracking.get_alias_version(cfg, "tiny-ner", "champion")
+    assert current is not None and str(current.version) == first_version
+
+    with tracking.tracked_run(cfg, "train-tiny-2") as second_run:
+        tracking.log_hf_model(second_run, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    second_version = tracking.register_champion(cfg, second_run, "tiny-ner")
+
+    assert int(second_version) == int(first_version) + 1
+    moved = tracking.get_alias_version(cfg, "tiny-ner", "champion")
+    assert moved is not None
+    assert str(moved.version) == second_version
+    assert moved.run_id == second_run != first_run
+    assert tracking.get_alias_version(cfg, "tiny-ner", "no-such-alias") is None
+    assert tracking.get_alias_version(cfg, "no-such-model", "champion") is None
+
+
+def test_log_hf_model_refuses_pickled_weights(store: Path, tmp_path: Path) -> None:
+    cfg = make_cfg(store, "exp-pickles")
+    model_dir = tmp_path / "pickled"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text("{}")
+    torch.save({"w": torch.zeros(2)}, model_dir / "pytorch_model.bin")
+    with tracking.tracked_run(cfg, "pickled") as run_id:
+        with pytest.raises(ValueError, match=r"pickle files \['pytorch_model.bin'\]"):
+            tracking.log_hf_model(run_id, model_dir, metadata=METADATA, cfg=cfg)
+        with pytest.raises(ValueError, match="not a HF model directory"):
+            tracking.log_hf_model(run_id, tmp_path, metadata=METADATA, cfg=cfg)
+
+
+def test_search_finished_runs_ranks_by_metric(store: Path) -> None:
+    cfg = make_cfg(store, "exp-search")
+    scores = {"a1": ("a", 0.3), "a2": ("a", 0.9), "b1": ("b", 0.5)}
+    for name, (fmt, f1) in scores.items():
+        with tracking.tracked_run(cfg, name, params={"format": fmt}) as run_id:
+            tracking.log_metrics_from_worker(run_id, {"f1": f1}, step=0, tracking_uri=cfg.uri)
+    with tracking.tracked_run(cfg, "no-metric"):
+        pass
+    with pytest.raises(ValueError), tracking.tracked_run(cfg, "crashed") as run_id:
+        tracking.log_metrics_from_worker(run_id, {"f1": 1.0}, step=0, tracking_uri=cfg.uri)
+        raise ValueError("diverged")
+
+    ranked = tracking.search_finished_runs(cfg, "exp-search", "f1")
+    assert [r.info.run_name for r in ranked] == ["a2", "b1", "a1"]
+    only_a = tracking.search_finished_runs(cfg, "exp-search", "f1", "params.format = 'a'")
+    assert [r.info.run_name for r in only_a] == ["a2", "a1"]
+    with pytest.raises(ValueError, match="no MLflow experiment"):
+        tracking.search_finished_runs(cfg, "exp-missing", "f1")
