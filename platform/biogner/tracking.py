@@ -640,3 +640,20 @@ __all__ = [
     "start_run",
     "tracked_run",
 ]
+
+
+def model_uri_run_id(model_uri: str, cfg: TrackingConfig | None = None) -> str | None:
+    """The training run behind `models:/<name>@<alias>` or `models:/<name>/<version>`."""
+    if not model_uri.startswith("models:/"):
+        return None
+    if cfg is not None:
+        setup(cfg)
+    client = MlflowClient(registry_uri=mlflow.get_registry_uri())
+    ref = model_uri[len("models:/") :].strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        name, number = ref.rsplit("/", 1)
+        version = client.get_model_version(name, number)
+    return str(version.run_id) if version.run_id else None

@@ -1,0 +1,169 @@
+"""`ray job submit` of jobs/train.py against a real local Ray head (started by `ray start`).
+
+The head runs in its own temp dir and on free ports, and is stopped by terminating its
+`--block` process: `ray stop` would also kill the suite's own local Ray (`ray_session`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+REPO = Path(__file__).resolve().parents[1]
+RAY = str(Path(sys.executable).with_name("ray"))
+HEAD_START_TIMEOUT_S = 60
+JOB_TIMEOUT_S = 150
+# What the head (and so every job driver and worker it starts) runs with.
+HEAD_ENV = {
+    "RAY_AUTH_MODE": "disabled",  # else `ray job submit` needs a token (STACK.md)
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "DS_ACCELERATOR": "cpu",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def client_env() -> dict[str, str]:
+    env = {**os.environ, **HEAD_ENV}
+    env.pop("RAY_ADDRESS", None)  # the CLI gets --address; nothing else may redirect it
+    return env
+
+
+@dataclass
+class Head:
+    dashboard: str  # http://127.0.0.1:<port>, the job submission address
+    temp_dir: Path
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the `ray start --block` process (it stops the head it started), then kill."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def ray_head(data_dir: Path) -> Iterator[Head]:
+    # AF_UNIX socket paths are limited to ~107 bytes: keep the session dir short.
+    temp_dir = Path(tempfile.mkdtemp(prefix="rj", dir="/tmp"))
+    dashboard_port = free_port()
+    cmd = [
+        RAY,
+        "start",
+        "--head",
+        "--block",
+        "--node-ip-address=127.0.0.1",
+        f"--port={free_port()}",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard_port}",
+        f"--ray-client-server-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        "--num-cpus=4",
+        "--disable-usage-stats",
+        f"--temp-dir={temp_dir}",
+    ]
+    log = open(temp_dir / "head.log", "wb")  # noqa: SIM115 - closed in the finally below
+    proc = subprocess.Popen(cmd, env=client_env(), stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{dashboard_port}"
+    try:
+        deadline = time.monotonic() + HEAD_START_TIMEOUT_S
+        while not _answers(f"{url}/api/jobs/"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                log.flush()
+                pytest.fail(
+                    f"ray head did not answer at {url} within {HEAD_START_TIMEOUT_S}s "
+                    f"(exit code {proc.poll()}):\n{(temp_dir / 'head.log').read_text()[-3000:]}"
+                )
+            time.sleep(0.5)
+        yield Head(url, temp_dir)
+    finally:
+        _stop(proc)
+        log.close()
+
+
+def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir: Path) -> None:
+    store = ray_head.temp_dir / "store"
+    uri = f"sqlite:///{store}/mlflow.db"
+    cmd = [
+        RAY,
+        "job",
+        "submit",
+        "--address",
+        ray_head.dashboard,
+        "--working-dir",
+        str(REPO),
+        "--",
+        "python",
+        "jobs/train.py",
+        "--config",
+        "jobs/configs/tiny.yaml",
+        "run_name=job-test",
+        "optim.max_steps=4",
+        f"tracking.tracking_uri={uri}",
+        f"tracking.artifact_root={store}/artifacts",
+        f"scaling.storage_path={store}/ray",
+        f"data.converted_dir={store}/conv",
+        f"data.data_dir={data_dir}",
+    ]
+    done = subprocess.run(
+        cmd, env=client_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT_S
+    )
+    logs = done.stdout + done.stderr
+    assert done.returncode == 0, logs[-5000:]
+    found = re.search(r"run ([0-9a-f]{32}): FINISHED after 4 steps", logs)
+    assert found, f"no 'run <id>: FINISHED' line in the job logs:\n{logs[-5000:]}"
+
+    # The job driver joined this cluster (RAY_ADDRESS) instead of starting its own Ray:
+    # its working dir was unpacked into this head's session, without ignored folders.
+    unpacked = ray_head.temp_dir.glob("session_2*/runtime_resources/working_dir_files/_ray_pkg_*")
+    uploads = [p for p in unpacked if p.is_dir()]
+    assert len(uploads) == 1, uploads
+    assert (uploads[0] / "jobs" / "train.py").is_file()
+    assert (uploads[0] / "platform" / "biogner" / "train" / "loop.py").is_file()
+    for ignored in (".venv", ".mypy_cache", ".git"):
+        assert not (uploads[0] / ignored).exists(), f"{ignored} was uploaded with the job"
+
+    client = MlflowClient(uri)
+    run = client.get_run(found.group(1))
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "job-test"
+    assert run.data.params["optim.max_steps"] == "4"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
+    models = [client.get_logged_model(o.model_id) for o in run.outputs.model_outputs]
+    assert [m.name for m in models] == ["model"]
+    assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(store)
