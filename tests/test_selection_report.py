@@ -1,0 +1,444 @@
+"""Champion selection and study reports against a real SQLite MLflow store (no Ray, no mocks).
+
+Runs are built the way `run_training` / `run_evaluation` leave them: training runs tagged
+`biogner.kind=train` with a tiny logged HF model each, evaluation runs nested under them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.image
+import mlflow
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig
+
+from biogner import tracking
+from biogner.evaluate.report import add_report_command, build_report
+from biogner.selection import (
+    add_select_command,
+    collect_results,
+    explain,
+    format_label,
+    select_champion,
+)
+from biogner.tracking import TrackingConfig
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+NCBI, CHEM = "NCBI-disease", "BC5CDR-chem"
+_SEEDS = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One SQLite store per module (its schema costs seconds); MLflow globals restored after."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            mp.delenv(var, raising=False)
+        yield tmp_path_factory.mktemp("mlflow")
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
+def make_cfg(store: Path, experiment: str) -> TrackingConfig:
+    return TrackingConfig(
+        tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
+        experiment=experiment,
+        artifact_root=(store / "artifacts").as_uri(),
+    )
+
+
+@dataclass
+class Study:
+    cfg: TrackingConfig
+    ids: dict[str, str]  # run name -> run id
+    model_dirs: dict[str, Path]  # run id -> the HF dir logged by that run
+
+
+def tiny_model(out: Path) -> Path:
+    """A tiny Llama with its own random weights, so each run's model is recognisable."""
+    torch.manual_seed(next(_SEEDS))
+    config = LlamaConfig(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        vocab_size=100,
+    )
+    AutoModelForCausalLM.from_config(config).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+def score(f1: float, tokens_per_entity: float | None = None, **extra: float) -> dict[str, float]:
+    metrics = {
+        "test_f1": f1,
+        "test_precision": f1 + 0.01,
+        "test_recall": f1 - 0.01,
+        "test_parse_error_rate": round(1 - f1, 4) / 10,
+        "test_sentences_per_s": 100 * f1,
+    }
+    if tokens_per_entity is not None:
+        metrics["test_generated_tokens_per_entity"] = tokens_per_entity
+    metrics.update(extra)
+    return metrics
+
+
+def train_run(
+    study: Study,
+    tmp: Path,
+    name: str,
+    formats: list[str],
+    corpora: list[str],
+    metrics: dict[str, float] | None,
+    status: str = "FINISHED",
+    wall_s: float | None = None,
+    log_model: bool = True,
+) -> str:
+    cfg = study.cfg
+    tags = {
+        "biogner.kind": "train",
+        "model": "tiny-llama",
+        "format": ",".join(formats),
+        "corpora": ",".join(corpora),
+    }
+    params = {"data": {"formats": formats, "corpora": corpora}, "model": {"spec": "tiny-llama"}}
+    run_id = tracking.start_run(cfg, name, tags=tags, params=params)
+    tracking.log_metrics_from_worker(run_id, {"loss": 1.0}, 0, cfg.uri)
+    if metrics:
+        tracking.log_metrics_from_worker(run_id, metrics, 0, cfg.uri)
+    if log_model:
+        model_dir = tiny_model(tmp / name)
+        meta = {"base_model": "tiny-llama", "format": formats[0], "formats": formats, "run": name}
+        tracking.log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
+        study.model_dirs[run_id] = model_dir
+    if status == "FAILED":
+        tracking.end_run(cfg, run_id, RuntimeError("diverged"))
+    else:
+        tracking.end_run(cfg, run_id)
+    if wall_s is not None:
+        client = tracking.client_for(cfg)
+        start = client.get_run(run_id).info.start_time
+        client.set_terminated(run_id, status, end_time=start + int(wall_s * 1000))
+    study.ids[name] = run_id
+    return run_id
+
+
+def eval_run(
+    study: Study,
+    parent: str,
+    fmt: str,
+    corpus: str,
+    metrics: dict[str, float],
+    experiment: str | None = None,
+) -> str:
+    tags = {
+        "biogner.kind": "evaluate",
+        "model": "tiny-llama",
+        "format": fmt,
+        "corpus": corpus,
+        "split": "test",
+    }
+    name = f"eval-{corpus}-{fmt}-test"
+    cfg = study.cfg.model_copy(update={"experiment": experiment or study.cfg.experiment})
+    with tracking.tracked_run(cfg, name, tags=tags, parent_run_id=parent) as run_id:
+        tracking.log_metrics_from_worker(run_id, metrics, 0, study.cfg.uri)
+        # evaluation also logs onto its parent; the parent keeps the last one
+        tracking.log_metrics_from_worker(parent, metrics, 0, study.cfg.uri)
+    return run_id
+
+
+# test_f1 (tokens per entity) of the single-format runs
+GRID = {
+    ("conv_term", NCBI): (0.71, 6.0),
+    ("multi_triple", NCBI): (0.69, 9.0),
+    ("multi_json", NCBI): (0.60, 12.0),
+    ("conv_term", CHEM): (0.80, 5.0),
+    ("multi_triple", CHEM): (0.82, 8.0),
+    ("multi_json", CHEM): (0.70, 11.0),
+}
+WALLS = {("conv_term", NCBI): 90.0, ("multi_triple", NCBI): 5400.0}
+
+
+@pytest.fixture(scope="module")
+def study(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Study:
+    """3 formats x 2 corpora, a multi-format run evaluated on both, a failed and an unscored run."""
+    tmp = tmp_path_factory.mktemp("models")
+    s = Study(make_cfg(store, "study"), {}, {})
+    for (fmt, corpus), (f1, cost) in GRID.items():
+        train_run(
+            s,
+            tmp,
+            f"{fmt}-{corpus}",
+            [fmt],
+            [corpus],
+            score(f1, cost),
+            wall_s=WALLS.get((fmt, corpus)),
+        )
+    mix = train_run(s, tmp, "mix", ["conv_term", "multi_triple"], [NCBI, CHEM], None)
+    # an evaluation may be logged to another experiment than its training run's
+    eval_run(s, mix, "conv_term", NCBI, score(0.65, 7.0), experiment="study-evaluations")
+    eval_run(s, mix, "conv_term", CHEM, score(0.75, 7.5))  # last: also the parent's test_f1
+    train_run(s, tmp, "crashed", ["multi_triple"], [NCBI], score(0.99, 1.0), status="FAILED")
+    train_run(s, tmp, "unscored", ["conv_term"], [NCBI], None)
+    return s
+
+
+def weights_of(uri: str, dst: Path) -> bytes:
+    return (tracking.download_model_dir(uri, dst_path=dst) / "model.safetensors").read_bytes()
+
+
+def assert_alias_serves(study: Study, model_name: str, run_name: str, dst: Path) -> None:
+    tracking.setup(study.cfg)
+    expected = (study.model_dirs[study.ids[run_name]] / "model.safetensors").read_bytes()
+    hf_dir = tracking.download_model_dir(f"models:/{model_name}@champion", dst_path=dst)
+    assert (hf_dir / "model.safetensors").read_bytes() == expected
+    assert json.loads((hf_dir / tracking.METADATA_FILE).read_text())["run"] == run_name
+
+
+def test_format_label_names_mixes_and_other_evaluation_formats() -> None:
+    assert format_label(["conv_term"]) == "conv_term"
+    assert format_label(["conv_term", "multi_triple"], "conv_term") == "mix(conv_term+multi_triple)"
+    assert (
+        format_label(["conv_term", "multi_json"], "multi_json")
+        == "mix(conv_term+multi_json)@multi_json"
+    )
+
+
+def test_ranking_is_by_metric_and_ignores_failed_and_unscored_runs(study: Study) -> None:
+    ranking = collect_results(study.cfg, "study")
+    assert [r.run_name for r in ranking] == [
+        "multi_triple-BC5CDR-chem",
+        "conv_term-BC5CDR-chem",
+        "mix",
+        "conv_term-NCBI-disease",
+        "multi_json-BC5CDR-chem",
+        "multi_triple-NCBI-disease",
+        "multi_json-NCBI-disease",
+    ]
+    best = ranking[0]
+    assert (best.value, best.format, best.corpus, best.model) == (
+        0.82,
+        "multi_triple",
+        CHEM,
+        "tiny-llama",
+    )
+    assert best.precision == pytest.approx(0.83) and best.recall == pytest.approx(0.81)
+    assert best.tokens_per_entity == 8.0
+    mix = ranking[2]
+    assert (mix.format, mix.corpus, mix.value) == (
+        "mix(conv_term+multi_triple)",
+        f"{NCBI}+{CHEM}",
+        0.75,
+    )
+
+
+def test_select_registers_the_best_finished_run_and_explains(study: Study, tmp_path: Path) -> None:
+    sel = select_champion(study.cfg, "study")
+    assert sel.model_name == "biogner-study"
+    assert sel.champion.run_name == "multi_triple-BC5CDR-chem"
+    assert sel.runner_up is not None and sel.runner_up.run_name == "conv_term-BC5CDR-chem"
+    assert sel.margin == pytest.approx(0.02)
+    assert sel.registered and sel.version == "1"
+    assert_alias_serves(study, "biogner-study", "multi_triple-BC5CDR-chem", tmp_path / "a")
+
+    client = tracking.client_for(study.cfg)
+    tags = client.get_model_version("biogner-study", sel.version).tags
+    assert tags["format"] == "multi_triple"
+    assert tags["metric"] == "test_f1"
+    assert float(tags["value"]) == 0.82
+    assert tags["runner_up"].startswith("conv_term-BC5CDR-chem")
+
+    text = explain(sel)
+    assert (
+        "champion: run multi_triple-BC5CDR-chem (format multi_triple, model tiny-llama, "
+        "corpus BC5CDR-chem, test_f1=0.8200), runner-up: run conv_term-BC5CDR-chem "
+        "(conv_term, 0.8000), margin 0.0200"
+    ) in text
+    table_lines = [line for line in text.splitlines() if line[:1].isdigit()]
+    assert len(table_lines) == 7
+    assert table_lines[0].split()[:2] == ["1", "multi_triple-BC5CDR-chem"]
+    assert "crashed" not in text and "unscored" not in text
+
+    again = select_champion(study.cfg, "study")  # same champion: nothing new registered
+    assert not again.registered and again.version == "1"
+    assert "nothing registered" in explain(again)
+    assert len(client.search_model_versions("name = 'biogner-study'")) == 1
+
+
+def test_corpus_filter_scores_runs_on_that_corpus(study: Study, tmp_path: Path) -> None:
+    sel = select_champion(study.cfg, "study", corpus="ncbi-disease", model_name="study-ncbi")
+    names = [r.run_name for r in sel.ranking]
+    assert names == [
+        "conv_term-NCBI-disease",
+        "multi_triple-NCBI-disease",
+        "mix",  # its NCBI evaluation (0.65), not the parent's last-logged 0.75
+        "multi_json-NCBI-disease",
+    ]
+    mix = sel.ranking[2]
+    assert (mix.value, mix.corpus, mix.tokens_per_entity) == (0.65, NCBI, 7.0)
+    assert mix.source_run_id != mix.run_id
+    assert all(r.corpus == NCBI for r in sel.ranking)
+    assert_alias_serves(study, "study-ncbi", "conv_term-NCBI-disease", tmp_path / "a")
+    with pytest.raises(ValueError, match="no FINISHED training run trained on corpus 'AnatEM'"):
+        select_champion(study.cfg, "study", corpus="AnatEM", model_name="study-anatem")
+
+
+def test_a_better_run_moves_the_alias(store: Path, tmp_path: Path) -> None:
+    s = Study(make_cfg(store, "moving"), {}, {})
+    train_run(s, tmp_path, "first", ["conv_term"], [NCBI], score(0.5, 5.0))
+    train_run(s, tmp_path, "second", ["multi_triple"], [NCBI], score(0.6, 5.0))
+    before = select_champion(s.cfg, "moving")
+    assert before.champion.run_name == "second" and before.version == "1"
+    assert_alias_serves(s, "biogner-moving", "second", tmp_path / "before")
+
+    train_run(s, tmp_path, "third", ["multi_json"], [NCBI], score(0.7, 5.0))
+    after = select_champion(s.cfg, "moving")
+    assert after.champion.run_name == "third" and after.registered and after.version == "2"
+    assert after.runner_up is not None and after.runner_up.run_name == "second"
+    assert_alias_serves(s, "biogner-moving", "third", tmp_path / "after")
+    client = tracking.client_for(s.cfg)
+    old = client.get_model_version("biogner-moving", "1")
+    assert old.run_id == s.ids["second"] and "champion" not in old.aliases
+
+
+def test_ties_are_broken_by_cost_then_run_name(store: Path, tmp_path: Path) -> None:
+    s = Study(make_cfg(store, "ties"), {}, {})
+    # created in an order that differs from the expected ranking
+    train_run(s, tmp_path, "b", ["conv_term"], [NCBI], score(0.5, 12.0), log_model=False)
+    train_run(s, tmp_path, "d", ["conv_term"], [NCBI], score(0.4, 1.0), log_model=False)
+    train_run(s, tmp_path, "c", ["conv_term"], [NCBI], score(0.5, 9.0), log_model=False)
+    train_run(s, tmp_path, "a", ["multi_triple"], [NCBI], score(0.5, 9.0))
+    train_run(s, tmp_path, "e", ["conv_term"], [NCBI], score(0.5), log_model=False)  # no cost
+    expected = ["a", "c", "b", "e", "d"]
+    for _ in range(2):
+        assert [r.run_name for r in collect_results(s.cfg, "ties")] == expected
+    assert select_champion(s.cfg, "ties").champion.run_name == "a"
+    assert select_champion(s.cfg, "ties").champion.run_name == "a"
+
+
+def test_no_finished_run_with_the_metric_is_a_clear_error(store: Path, tmp_path: Path) -> None:
+    s = Study(make_cfg(store, "nothing-scored"), {}, {})
+    train_run(
+        s, tmp_path, "crashed", ["conv_term"], [NCBI], score(0.9), status="FAILED", log_model=False
+    )
+    train_run(s, tmp_path, "unscored", ["conv_term"], [NCBI], None, log_model=False)
+    with pytest.raises(ValueError, match="no FINISHED training run .* with metric 'test_f1'"):
+        select_champion(s.cfg, "nothing-scored")
+    with pytest.raises(ValueError, match="no MLflow experiment named 'no-such-study'"):
+        select_champion(s.cfg, "no-such-study")
+    with pytest.raises(ValueError, match="nothing to report"):
+        build_report(s.cfg, "nothing-scored", tmp_path / "r")
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """NCBI-disease test split of two sentences; BC5CDR-chem absent (ceiling n/a).
+
+    "colon cancer and cancer" with only the second `cancer` a disease: `term` writings can
+    not say which occurrence (ceiling 0.5), `triple` can (ceiling 1.0).
+    """
+    root = tmp_path_factory.mktemp("data")
+    (root / NCBI).mkdir()
+    rows = [
+        ("colon", "O"), ("cancer", "O"), ("and", "O"), ("cancer", "B-Disease"), None,
+        ("ataxia", "B-Disease"), ("telangiectasia", "I-Disease"), ("patients", "O"), None,
+    ]  # fmt: skip
+    text = "".join("\n" if r is None else f"{r[0]}\t{r[1]}\n" for r in rows)
+    (root / NCBI / "test.tsv").write_text(text)
+    return root
+
+
+def table_row(markdown: str, label: str) -> list[str]:
+    prefix = f"| `{label}` |"
+    lines = [line for line in markdown.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, (label, markdown)
+    return [c.strip() for c in lines[0].strip("|").split("|")][1:]
+
+
+def assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = matplotlib.image.imread(path)
+    height, width, channels = image.shape
+    assert height >= 200 and width >= 300 and channels in (3, 4)
+    assert image[..., :3].std() > 0.05  # something was drawn
+
+
+def test_report_writes_heatmap_scatter_and_paper_table(
+    study: Study, tiny_data: Path, tmp_path: Path
+) -> None:
+    paths = build_report(study.cfg, "study", tmp_path / "report", data_dir=tiny_data)
+    assert list(paths.heatmaps) == ["tiny-llama"] and list(paths.scatters) == ["tiny-llama"]
+    assert_png(paths.heatmaps["tiny-llama"])
+    assert_png(paths.scatters["tiny-llama"])
+
+    md = paths.markdown.read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| format |"))
+    # corpora in registry order, five columns each
+    assert header == (
+        "| format | BC5CDR-chem F1 | BC5CDR-chem parse err | BC5CDR-chem tok/ent | "
+        "BC5CDR-chem ceiling | BC5CDR-chem wall | NCBI-disease F1 | NCBI-disease parse err | "
+        "NCBI-disease tok/ent | NCBI-disease ceiling | NCBI-disease wall |"
+    )
+    labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| `")]
+    # canonical FORMATS order (multi_* before conv_*), then the mix
+    assert labels == [
+        "`multi_triple`",
+        "`multi_json`",
+        "`conv_term`",
+        "`mix(conv_term+multi_triple)`",
+    ]
+    chem, ncbi = slice(0, 5), slice(5, 10)
+    assert table_row(md, "conv_term")[ncbi] == ["**0.7100**", "0.0290", "6.0", "0.5000", "90 s"]
+    assert table_row(md, "multi_triple")[ncbi] == ["0.6900", "0.0310", "9.0", "1.0000", "90.0 min"]
+    # BC5CDR-chem files are absent: ceiling n/a
+    assert table_row(md, "multi_triple")[chem][:4] == ["**0.8200**", "0.0180", "8.0", "n/a"]
+    mix = table_row(md, "mix(conv_term+multi_triple)")
+    assert (mix[0], mix[2], mix[3]) == ("0.7500", "7.5", "n/a")
+    assert (mix[5], mix[7], mix[8]) == ("0.6500", "7.0", "0.5000")
+    assert "crashed" not in md and "unscored" not in md
+
+    client = tracking.client_for(study.cfg)
+    exp = client.get_experiment_by_name("study")
+    assert exp is not None and paths.run_id is not None
+    reports = client.search_runs([exp.experiment_id], "tags.`biogner.kind` = 'report'")
+    assert [r.info.run_id for r in reports] == [paths.run_id]
+    assert reports[0].info.status == "FINISHED"
+    logged = {Path(a.path).name for a in client.list_artifacts(paths.run_id, "report")}
+    assert logged == {"report.md", "heatmap_tiny-llama.png", "cost_tiny-llama.png"}
+    # a report run never competes in the ranking
+    assert all(r.run_id != paths.run_id for r in collect_results(study.cfg, "study"))
+
+
+def test_cli_commands_print_ranking_and_report(
+    study: Study, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="biogner")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_select_command(sub)
+    add_report_command(sub)
+    uri = study.cfg.uri
+
+    def run(*argv: str) -> int:
+        args = parser.parse_args(list(argv))
+        return int(args.func(args))
+
+    assert run("select", "--experiment", "study", "--dry-run", "--tracking-uri", uri) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[2].split()[:2] == ["1", "multi_triple-BC5CDR-chem"]
+
+    assert run("select", "--experiment", "no-such-study", "--tracking-uri", uri) == 1
+    assert "no MLflow experiment named 'no-such-study'" in capsys.readouterr().err
+
+    out_dir = tmp_path / "cli-report"
+    argv = ["report", "--experiment", "study", "--out", str(out_dir), "--tracking-uri", uri]
+    assert run(*argv, "--data-dir", str(tiny_data), "--no-log") == 0
+    printed = capsys.readouterr().out
+    assert "# Study report: study" in printed
+    assert "| `multi_triple` | **0.8200** |" in printed
+    assert (out_dir / "report.md").read_text() in printed
