@@ -150,7 +150,10 @@ def build_dataset(cfg: ConvertConfig):
     fn_args = (cfg.formats, cfg.tokenizer)
     if cfg.tokenizer:
         return ds.map_batches(
-            RenderBatch, fn_constructor_args=fn_args, batch_size=256, concurrency=1
+            RenderBatch,
+            fn_constructor_args=fn_args,
+            batch_size=256,
+            compute=ray.data.ActorPoolStrategy(size=1),
         )
     return ds.map_batches(RenderBatch(*fn_args), batch_size=256)
 

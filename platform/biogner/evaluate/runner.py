@@ -171,7 +171,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         ExtractActor,
         fn_constructor_args=(str(model_dir), fmt, types, cfg.generation.model_dump()),
         batch_size=cfg.rows_per_task,
-        concurrency=cfg.num_actors,
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_gpus=1 if cfg.use_gpu else 0,
     ).take_all()
     wall = time.perf_counter() - start
@@ -232,8 +232,15 @@ def _log_evaluation(
         "split": cfg.split,
     }
     name = f"eval-{corpus}-{fmt}-{cfg.split}"
+    run_cfg = cfg.tracking
+    if parent:  # a nested run lives in its parent's experiment, whatever the default says
+        client = tracking.client_for(cfg.tracking)
+        experiment_id = client.get_run(parent).info.experiment_id
+        run_cfg = run_cfg.model_copy(
+            update={"experiment": client.get_experiment(experiment_id).name}
+        )
     with tracking.tracked_run(
-        cfg.tracking, name, tags=tags, params=cfg.model_dump(mode="json"), parent_run_id=parent
+        run_cfg, name, tags=tags, params=cfg.model_dump(mode="json"), parent_run_id=parent
     ) as run_id:
         client = tracking.client_for(cfg.tracking)
         for key, value in metrics.items():

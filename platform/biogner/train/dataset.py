@@ -68,6 +68,8 @@ class Tokenize:
 
 def training_dataset(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
     """The materialized tokenized dataset and its counts (rows, dropped as too long)."""
+    import ray
+
     d = cfg.data
     ensure_converted(cfg)
     formats = list(d.formats)
@@ -91,7 +93,7 @@ def training_dataset(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
         Tokenize,
         fn_constructor_args=(cfg.model.spec, cfg.model.cache_dir, d.max_length),
         batch_size=128,
-        concurrency=1,
+        compute=ray.data.ActorPoolStrategy(size=1),
     )
     ds = ds.materialize()
     total = ds.count()

@@ -180,6 +180,12 @@ def train_loop(config: dict[str, Any]) -> None:
                 "step": step,
             }
             if rank == 0 and (step % cfg.optim.log_every_steps == 0 or step == total_steps):
+                print(
+                    f"[train] step {step}/{total_steps} loss {loss:.4f} "
+                    f"lr {last['learning_rate']:.2e} tokens/s {last['tokens_per_s']:.0f} "
+                    f"padding {last['padding_ratio']:.3f}",
+                    flush=True,
+                )
                 log_metrics_from_worker(
                     run_id, {k: v for k, v in last.items() if k != "step"}, step, tracking_uri
                 )

@@ -1,0 +1,223 @@
+"""Format x model x corpus sweeps: each cell trained then evaluated, resumable, failure-isolated.
+
+A laptop runs the cells in sequence; on a cluster (`parallel: true`) each cell is a Ray task,
+and the cluster runs as many at once as its resources allow. A cell whose training run is
+FINISHED with the evaluation metric is skipped, so rerunning a sweep finishes what is left.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from biogner.config import deep_merge, load_config, parse_overrides
+from biogner.evaluate.runner import EvalConfig
+from biogner.generation import GenerationConfig
+from biogner.tracking import TrackingConfig
+
+
+class SweepEval(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    split: str = "test"
+    limit: int | None = None
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    num_actors: int = 1
+    use_gpu: bool = False
+
+
+class SweepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    experiment: str = "biogner-study"
+    base: str | None = Field(
+        "jobs/configs/smollm2_cpu.yaml", description="training config of every cell"
+    )
+    overrides: list[str] = Field(default_factory=list, description="key=value for every cell")
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m"])
+    formats: list[str] = Field(default_factory=lambda: ["conv_term", "multi_triple"])
+    mixes: list[list[str]] = Field(
+        default_factory=list, description="multi-format training mixes, each one cell"
+    )
+    corpora: list[str] = Field(default_factory=lambda: ["NCBI-disease"])
+    evaluate: SweepEval = Field(default_factory=SweepEval)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    parallel: bool = False
+    metric: str = "test_f1"
+
+    def cells(self) -> list[Cell]:
+        from biogner.formats import FORMATS
+
+        formats = list(FORMATS) if self.formats == ["all"] else self.formats
+        groups = [[f] for f in formats] + [list(m) for m in self.mixes]
+        return [
+            Cell(model, tuple(group), corpus)
+            for corpus in self.corpora
+            for model in self.models
+            for group in groups
+        ]
+
+
+@dataclass(frozen=True)
+class Cell:
+    model: str
+    formats: tuple[str, ...]
+    corpus: str
+
+    @property
+    def format_label(self) -> str:
+        return self.formats[0] if len(self.formats) == 1 else "mix(" + "+".join(self.formats) + ")"
+
+    def run_name(self, experiment: str) -> str:
+        model = self.model.replace("/", "_")
+        fmt = self.formats[0] if len(self.formats) == 1 else "mix-" + "-".join(self.formats)
+        return f"{experiment}-{model}-{self.corpus}-{fmt}"
+
+
+@dataclass
+class CellOutcome:
+    cell: Cell
+    status: str  # FINISHED, SKIPPED (done before), FAILED
+    run_id: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+    seconds: float = 0.0
+
+
+def cell_train_config(cfg: SweepConfig, cell: Cell):
+    """The resolved training config of one cell (base YAML + sweep overrides + cell axes)."""
+    from biogner.train.config import TrainConfig
+
+    cell_overrides = deep_merge(
+        parse_overrides(cfg.overrides),
+        {
+            "run_name": cell.run_name(cfg.experiment),
+            "model": {"spec": cell.model},
+            "data": {"formats": list(cell.formats), "corpora": [cell.corpus]},
+            "tracking": cfg.tracking.model_dump(mode="json") | {"experiment": cfg.experiment},
+        },
+    )
+    base = load_config(TrainConfig, cfg.base)
+    merged = deep_merge(base.model_dump(mode="json"), cell_overrides)
+    return TrainConfig.model_validate(merged)
+
+
+def finished_run(cfg: SweepConfig, run_name: str) -> tuple[str | None, dict[str, float]]:
+    """(run id, metrics) of a FINISHED training run of this name, if any."""
+    from biogner import tracking
+
+    experiment_id = tracking.setup(cfg.tracking.model_copy(update={"experiment": cfg.experiment}))
+    client = tracking.client_for(cfg.tracking)
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`mlflow.runName` = '{run_name}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if not runs:
+        return None, {}
+    return runs[0].info.run_id, dict(runs[0].data.metrics)
+
+
+def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
+    """Train (unless done) and evaluate (unless done) one cell; never raises."""
+    from biogner.evaluate.runner import run_evaluation
+    from biogner.train.driver import run_training
+
+    start = time.perf_counter()
+    name = cell.run_name(cfg.experiment)
+    try:
+        train_cfg = cell_train_config(cfg, cell)
+        run_id, metrics = finished_run(cfg, name)
+        if run_id and cfg.metric in metrics:
+            return CellOutcome(cell, "SKIPPED", run_id, metrics)
+        if run_id is None:
+            run_id = run_training(train_cfg).run_id
+        ev = cfg.evaluate
+        result = None
+        for fmt in cell.formats:  # a mix is evaluated in each of its formats
+            result = run_evaluation(
+                EvalConfig(
+                    model=f"runs:/{run_id}/model",
+                    corpus=cell.corpus,
+                    format=fmt,
+                    split=ev.split,
+                    limit=ev.limit,
+                    data_dir=train_cfg.data.data_dir,
+                    generation=ev.generation,
+                    num_actors=ev.num_actors,
+                    use_gpu=ev.use_gpu,
+                    tracking=train_cfg.tracking,
+                    parent_run_id=run_id,
+                    log_to_parent=fmt == cell.formats[0],
+                )
+            )
+        metrics = result.metrics if result else {}
+        return CellOutcome(cell, "FINISHED", run_id, metrics, seconds=time.perf_counter() - start)
+    except Exception as exc:  # one failed cell must not stop the others
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        return CellOutcome(cell, "FAILED", error=detail, seconds=time.perf_counter() - start)
+
+
+def run_sweep(cfg: SweepConfig, progress: bool = True) -> list[CellOutcome]:
+    """Every cell, in sequence or (parallel) as Ray tasks; returns one outcome per cell."""
+    from biogner.runtime import init_ray
+
+    init_ray()
+    cells = cfg.cells()
+    if cfg.parallel:
+        import ray
+
+        remote = ray.remote(num_cpus=0)(run_cell)
+        refs = [remote.remote(cfg, cell) for cell in cells]
+        return list(ray.get(refs))
+    outcomes = []
+    for i, cell in enumerate(cells, 1):
+        if progress:
+            print(f"[sweep {i}/{len(cells)}] {cell.run_name(cfg.experiment)}", flush=True)
+        outcome = run_cell(cfg, cell)
+        if progress:
+            print(f"[sweep {i}/{len(cells)}] {outcome.status} {_metric(outcome, cfg.metric)}")
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _metric(outcome: CellOutcome, metric: str) -> str:
+    value = outcome.metrics.get(metric)
+    return f"{metric}={value:.4f}" if value is not None else (outcome.error or "")
+
+
+def summary_table(cfg: SweepConfig, outcomes: list[CellOutcome]) -> str:
+    lines = [f"{'model':<16}{'corpus':<16}{'format':<28}{'status':<10}{cfg.metric:>9}  run"]
+    for o in outcomes:
+        value = o.metrics.get(cfg.metric)
+        shown = f"{value:.4f}" if value is not None else "-"
+        lines.append(
+            f"{o.cell.model:<16}{o.cell.corpus:<16}{o.cell.format_label:<28}{o.status:<10}"
+            f"{shown:>9}  {o.run_id or o.error}"
+        )
+    return "\n".join(lines)
+
+
+def load_sweep(path: str | Path | None, overrides: list[str]) -> SweepConfig:
+    return load_config(SweepConfig, path, overrides)
+
+
+def outcomes_json(outcomes: list[CellOutcome]) -> list[dict[str, Any]]:
+    return [
+        {
+            "model": o.cell.model,
+            "corpus": o.cell.corpus,
+            "format": o.cell.format_label,
+            "status": o.status,
+            "run_id": o.run_id,
+            "error": o.error,
+            "seconds": o.seconds,
+            **o.metrics,
+        }
+        for o in outcomes
+    ]

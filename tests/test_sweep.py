@@ -1,0 +1,103 @@
+"""A small study end to end on a local Ray: sweep -> evaluate -> select -> report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from biogner import tracking
+from biogner.cli import main
+from biogner.sweep import load_sweep, run_sweep
+
+TINY = Path(__file__).parents[1] / "jobs" / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def study(ray_session, data_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    cfg = load_sweep(
+        None,
+        [
+            "experiment=tiny-study",
+            f"base={TINY}",
+            "models=[tiny-llama]",
+            "formats=[conv_term,multi_triple]",
+            "corpora=[NCBI-disease]",
+            "overrides=[optim.max_steps=6,data.limit=48]",
+            "evaluate.limit=30",
+            f"tracking.tracking_uri=sqlite:///{root}/mlflow.db",
+            f"tracking.artifact_root={root}/artifacts",
+        ],
+    )
+    # Cells write Ray results and conversions under these paths.
+    cfg.overrides += [f"scaling.storage_path={root}/ray", f"data.converted_dir={root}/conv"]
+    return root, cfg, run_sweep(cfg, progress=False)
+
+
+def test_both_cells_finish_with_test_f1(study):
+    root, cfg, outcomes = study
+    assert [o.status for o in outcomes] == ["FINISHED", "FINISHED"]
+    client = MlflowClient(cfg.tracking.uri)
+    for o in outcomes:
+        run = client.get_run(o.run_id)
+        assert run.info.status == "FINISHED"
+        assert 0.0 <= run.data.metrics["test_f1"] <= 1.0
+        assert run.data.metrics["test_sentences"] == 30
+        children = client.search_runs(
+            [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{o.run_id}'"
+        )
+        assert len(children) == 1 and children[0].data.tags["biogner.kind"] == "evaluate"
+        arts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
+        assert {"predictions.jsonl", "errors.md"} <= arts
+
+
+def test_rerun_skips_finished_cells(study):
+    root, cfg, _ = study
+    again = run_sweep(cfg, progress=False)
+    assert [o.status for o in again] == ["SKIPPED", "SKIPPED"]
+
+
+def test_failed_cell_does_not_stop_the_others(study):
+    root, cfg, _ = study
+    broken = cfg.model_copy(
+        update={"formats": ["conv_term"], "models": ["tiny-llama", "/no/such/model"]}
+    )
+    outcomes = run_sweep(broken, progress=False)
+    assert [o.status for o in outcomes] == ["SKIPPED", "FAILED"]
+    assert "/no/such/model" in (outcomes[1].error or "")
+
+
+def test_select_champion_and_report(study, tmp_path, capsys):
+    root, cfg, outcomes = study
+    from biogner.evaluate.report import build_report
+    from biogner.selection import select_champion
+
+    selection = select_champion(cfg.tracking, cfg.experiment, "test_f1", model_name="tiny-ner")
+    best = max(outcomes, key=lambda o: o.metrics["test_f1"])
+    assert selection.ranking[0].value == pytest.approx(best.metrics["test_f1"])
+    version = tracking.get_alias_version(cfg.tracking, "tiny-ner", "champion")
+    assert version is not None
+    assert version.run_id == selection.ranking[0].run_id
+
+    paths = build_report(cfg.tracking, cfg.experiment, tmp_path / "report")
+    assert list(paths.heatmaps) == ["tiny-llama"]
+    assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in paths.heatmaps.values())
+    table = paths.markdown.read_text()
+    assert "conv_term" in table and "multi_triple" in table
+
+    # Evaluating the registered champion reproduces the F1 its run logged.
+    uri = "models:/tiny-ner@champion"
+    code = main(
+        ["evaluate", "--model", uri, "--limit", "30", "--tracking-uri", cfg.tracking.uri]
+        + [f"tracking.artifact_root={cfg.tracking.artifact_root}", "log_to_parent=false"]
+    )
+    assert code == 0
+    out = capsys.readouterr().out
+    client = MlflowClient(cfg.tracking.uri)
+    logged = client.get_run(version.run_id).data.metrics["test_f1"]
+    assert f"F1 {logged:.4f}" in out
+    exp = client.get_experiment_by_name(cfg.experiment)
+    (again,) = client.search_runs([exp.experiment_id], f"tags.model_uri = '{uri}'")
+    assert again.data.metrics["test_f1"] == logged  # exactly, not approximately
