@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -114,6 +115,7 @@ def ray_head(data_dir: Path) -> Iterator[Head]:
     finally:
         _stop(proc)
         log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir: Path) -> None:
