@@ -539,12 +539,6 @@ def test_rayservice_serve_config_is_a_valid_biogner_serve_config() -> None:
     assert cfg.model.ray_actor_options.get("num_gpus") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="serve_configs/gpu.yaml binds http_options.host 127.0.0.1: KubeRay's serve Service "
-    "reaches the proxies at the pod IP, so the RayService needs 0.0.0.0 (or no host: the "
-    "deploy schema's default); remove this marker once gpu.yaml is fixed",
-)
 def test_rayservice_proxies_listen_on_the_pod_network() -> None:
     ((_, service),) = docs_of("RayService")
     serve = yaml.safe_load(service["spec"]["serveConfigV2"])

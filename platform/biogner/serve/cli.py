@@ -1,0 +1,205 @@
+"""`biogner serve`: start the NER endpoint locally from a Serve config file (blocking).
+
+The config file is the same one `serve run` / `serve deploy` read; this command only adds
+`--model`, `--host`, `--port` and `--set key=value` overrides, starts a local Ray (or joins
+RAY_ADDRESS), runs the application and prints its URL until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from biogner.serve.schema import ServeConfig
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_APP = "biogner"
+READY_TIMEOUT_S = 300.0
+
+
+class ServeStartError(RuntimeError):
+    """The endpoint could not be started or did not become ready (port busy, model failed)."""
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail fast, naming the address, when something already listens there: Serve's proxy
+    would otherwise retry binding in the background and the app would never answer."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ServeStartError(
+                    f"{host}:{port} is already in use (another server, or a running "
+                    "`biogner serve`?): stop it or choose another port with --port"
+                ) from None
+            raise ServeStartError(f"cannot bind {host}:{port}: {exc}") from None
+
+
+def start_app(
+    cfg: ServeConfig, host: str, port: int, name: str = DEFAULT_APP, route_prefix: str = "/"
+) -> str:
+    """Start Serve's HTTP proxy on host:port (unless Serve already runs on this Ray) and
+    deploy the application; returns its base URL once Serve reports it running."""
+    from ray import serve
+
+    from biogner.serve.app import build_application
+
+    if not serve.status().proxies:
+        check_port_free(host, port)
+        serve.start(http_options={"host": host, "port": port})
+    serve.run(build_application(cfg), name=name, route_prefix=route_prefix)
+    return f"http://{host}:{port}{route_prefix.rstrip('/')}"
+
+
+def wait_ready(base_url: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+    """Poll GET /readyz until the model answers; the last error is in the exception."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while True:
+        try:
+            r = httpx.get(f"{base_url}/readyz", timeout=10)
+            if r.status_code == 200:
+                ready: dict[str, Any] = r.json()
+                return ready
+            last = f"HTTP {r.status_code}: {r.text[:300]}"
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() > deadline:
+            raise ServeStartError(
+                f"{base_url}/readyz not ready after {timeout_s:.0f} s ({last}); if Serve was "
+                "already running on this Ray, it keeps the HTTP host/port it was started with"
+            )
+        time.sleep(0.5)
+
+
+def stop_app(name: str) -> None:
+    """Delete the application; stop Serve too when no other application is left."""
+    from ray import serve
+
+    serve.delete(name)
+    if not serve.status().applications:
+        serve.shutdown()
+
+
+def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `serve` on the `biogner` sub-command parser."""
+    p = subparsers.add_parser("serve", help="serve a model over HTTP with Ray Serve (batched)")
+    p.add_argument("--config", help="Serve config file, e.g. serve_configs/local.yaml")
+    p.add_argument("--app", help="application name in the config (default: the first)")
+    p.add_argument(
+        "--model",
+        help="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a directory",
+    )
+    p.add_argument("--host", help=f"bind address (default: config, else {DEFAULT_HOST})")
+    p.add_argument("--port", type=int, help=f"HTTP port (default: config, else {DEFAULT_PORT})")
+    p.add_argument("--tracking-uri", help="MLflow store holding the model (overrides the config)")
+    p.add_argument("--artifact-root", help="artifact root of a local MLflow store")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an application arg (dotted keys, e.g. batching.max_batch_size=8)",
+    )
+    p.add_argument("--check", action="store_true", help="validate and print the config; no serve")
+    p.set_defaults(func=run_serve)
+    return p
+
+
+def load_serve_file(path: str | None, app: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(http_options, application entry) from a Serve config file, or defaults without one."""
+    from biogner.config import ConfigError
+
+    if path is None:
+        return {}, {"name": DEFAULT_APP, "route_prefix": "/", "args": {}}
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"serve config {path} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    apps = data.get("applications") if isinstance(data, dict) else None
+    if not isinstance(apps, list) or not apps:
+        raise ConfigError(f"{path}: no `applications:` list")
+    entry = apps[0] if app is None else next((a for a in apps if a.get("name") == app), None)
+    if entry is None:
+        names = [a.get("name") for a in apps]
+        raise ConfigError(f"{path}: no application named {app!r}; found {names}")
+    if not str(entry.get("import_path", "")).startswith("biogner.serve.app:"):
+        raise ConfigError(
+            f"{path}: application {entry.get('name')!r} import_path must be "
+            f"biogner.serve.app:build_app, got {entry.get('import_path')!r}"
+        )
+    return dict(data.get("http_options") or {}), dict(entry)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from biogner.config import ConfigError, deep_merge, parse_overrides
+    from biogner.serve.app import parse_config, resolve_locations
+
+    try:
+        http, entry = load_serve_file(args.config, args.app)
+        app_args = deep_merge(dict(entry.get("args") or {}), parse_overrides(args.set))
+        if args.model:
+            app_args["model_uri"] = args.model
+        for key in ("tracking_uri", "artifact_root"):
+            if getattr(args, key, None):
+                app_args.setdefault("tracking", {})[key] = getattr(args, key)
+        cfg = resolve_locations(parse_config(app_args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    host = args.host or http.get("host") or DEFAULT_HOST
+    port = int(args.port or http.get("port") or DEFAULT_PORT)
+    name = str(entry.get("name") or DEFAULT_APP)
+    prefix = str(entry.get("route_prefix") or "/")
+    if args.check:
+        print(json.dumps({"host": host, "port": port, "name": name, **cfg.model_dump()}, indent=2))
+        return 0
+
+    from biogner.runtime import init_ray
+
+    try:
+        init_ray()
+        print(f"starting {name}: model {cfg.model_uri} ...", flush=True)
+        base = start_app(cfg, host, port, name, prefix)
+        wait_ready(base)
+    except ServeStartError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"serving {cfg.model_uri} at {base}/v1/extract (docs: {base}/docs)", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    print("shutting down", flush=True)
+    stop_app(name)
+    return 0
+
+
+__all__ = [
+    "ServeStartError",
+    "add_serve_command",
+    "check_port_free",
+    "load_serve_file",
+    "run_serve",
+    "start_app",
+    "stop_app",
+    "wait_ready",
+]

@@ -1,0 +1,230 @@
+"""The model side of serving, without Ray: resolve and load a model URI, turn texts into model
+inputs, and turn generations back into entities with offsets in the texts as sent.
+
+Kept apart from the Serve deployment so that the offset and format handling can be tested
+directly with real formats and real parsers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biogner.generation import Generation, GenerationConfig, Generator, read_model_metadata
+from biogner.serve.schema import Entity, Limits, ModelRef, TextResult, Tracking
+from biogner.serve.text import Window, make_windows
+
+
+class RequestError(ValueError):
+    """A request the service refuses; carries the HTTP status and the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+        }
+
+
+@dataclass
+class LoadedModel:
+    """A model in memory plus what the service reports about it."""
+
+    generator: Generator
+    ref: ModelRef
+    format: str
+    entity_types: list[str]
+    metadata: dict[str, Any]
+    loaded_at: float = field(default_factory=time.time)
+    download_dir: Path | None = None
+
+    def close(self) -> None:
+        """Delete the downloaded copy (weights are already in memory)."""
+        if self.download_dir is not None:
+            shutil.rmtree(self.download_dir, ignore_errors=True)
+            self.download_dir = None
+
+    def select_types(self, requested: Sequence[str] | None) -> list[str]:
+        """The entity types to extract, in the model's own order (conv turns follow it)."""
+        if requested is None:
+            return list(self.entity_types)
+        if not requested:
+            raise RequestError(422, "empty", "entity_types must not be empty", "entity_types")
+        unknown = sorted({t for t in requested if t not in self.entity_types})
+        if unknown:
+            raise RequestError(
+                422,
+                "unknown_entity_types",
+                f"unknown entity types {unknown}; this model knows {self.entity_types}",
+                "entity_types",
+            )
+        wanted = set(requested)
+        return [t for t in self.entity_types if t in wanted]
+
+
+def resolve_ref(model_uri: str, tracking: Tracking) -> tuple[ModelRef, str]:
+    """The model's name/version/run and the URI to download (a registry alias is pinned to
+    the version it points to now, so a concurrent alias move cannot mix two versions)."""
+    from biogner import tracking as tr
+
+    if not model_uri.startswith(("models:/", "runs:/")):
+        path = Path(model_uri).expanduser().resolve()
+        return ModelRef(name=path.name, uri=model_uri), str(path)
+    cfg = tr.TrackingConfig(
+        tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root
+    )
+    tr.setup(cfg)
+    if model_uri.startswith("runs:/"):
+        run_id = model_uri[len("runs:/") :].split("/", 1)[0]
+        return ModelRef(uri=model_uri, run_id=run_id), model_uri
+    ref = model_uri[len("models:/") :].strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        mv = tr.get_alias_version(cfg, name, alias)
+        if mv is None:
+            raise LookupError(f"{model_uri}: no registered model {name!r} with alias {alias!r}")
+    else:
+        name, _, number = ref.rpartition("/")
+        mv = tr.client_for(cfg).get_model_version(name, number)
+    version = str(mv.version)
+    return (
+        ModelRef(name=name, version=version, uri=model_uri, run_id=mv.run_id or None),
+        f"models:/{name}/{version}",
+    )
+
+
+def load(model_uri: str, tracking: Tracking, generation: GenerationConfig) -> LoadedModel:
+    """Resolve `model_uri` (registry, run or directory), download it and load it."""
+    from biogner import tracking as tr
+
+    ref, source = resolve_ref(model_uri, tracking)
+    download_dir: Path | None = None
+    if source.startswith(("models:/", "runs:/")):
+        download_dir = Path(tempfile.mkdtemp(prefix="biogner-serve-"))
+    try:
+        model_dir = tr.download_model_dir(source, download_dir)
+        meta = read_model_metadata(model_dir)
+        for key in ("format", "entity_types"):
+            if not meta.get(key):
+                raise ValueError(f"{model_dir}/{tr.METADATA_FILE}: missing {key!r}")
+        generator = Generator(model_dir, generation)
+    except BaseException:
+        if download_dir is not None:
+            shutil.rmtree(download_dir, ignore_errors=True)
+        raise
+    return LoadedModel(
+        generator=generator,
+        ref=ref,
+        format=str(meta["format"]),
+        entity_types=[str(t) for t in meta["entity_types"]],
+        metadata=meta,
+        download_dir=download_dir,
+    )
+
+
+def check_texts(texts: Sequence[str], limits: Limits) -> None:
+    """Refuse empty, oversized or non-encodable texts, naming the first one at fault."""
+    if not texts:
+        raise RequestError(422, "empty", "texts must hold at least one text", "texts")
+    if len(texts) > limits.max_texts:
+        raise RequestError(
+            422,
+            "too_many_texts",
+            f"{len(texts)} texts; at most {limits.max_texts} per request",
+            "texts",
+        )
+    for i, text in enumerate(texts):
+        where = f"texts[{i}]"
+        if not text.strip():
+            raise RequestError(422, "empty", "text is empty or only whitespace", where)
+        if len(text) > limits.max_chars_per_text:
+            raise RequestError(
+                422,
+                "text_too_long",
+                f"{len(text)} characters; at most {limits.max_chars_per_text} per text",
+                where,
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                422, "invalid_text", f"not valid Unicode (lone surrogate at {exc.start})", where
+            ) from None
+
+
+def check_entity_types(requested: Sequence[str] | None, limits: Limits) -> None:
+    """Refuse an oversized entity_types list before it reaches the model."""
+    if requested is not None and len(requested) > limits.max_entity_types:
+        raise RequestError(
+            422,
+            "too_many_entity_types",
+            f"{len(requested)} entity types; at most {limits.max_entity_types} per request",
+            "entity_types",
+        )
+
+
+def prepare(texts: Sequence[str], limits: Limits) -> list[list[Window]]:
+    """Model inputs (sentence windows) for each text; the texts must have passed check_texts."""
+    return [
+        make_windows(text, limits.window_tokens, limits.window_chars, id_prefix=f"t{i}w")
+        for i, text in enumerate(texts)
+    ]
+
+
+def assemble(
+    texts: Sequence[str], windows: Sequence[Sequence[Window]], generations: Sequence[Generation]
+) -> list[TextResult]:
+    """Entities per text from the generations of its windows (flattened, in window order).
+
+    Every entity's offsets index the text as sent and `text` is exactly `text[start:end]`.
+    """
+    results: list[TextResult] = []
+    it = iter(generations)
+    for text, text_windows in zip(texts, windows, strict=True):
+        found: set[tuple[int, int, str]] = set()
+        incomplete = False
+        for window in text_windows:
+            gen = next(it)
+            incomplete = incomplete or gen.truncated
+            for span in gen.parse.spans:
+                mapped = window.to_original(span.start, span.end)
+                if mapped is not None:
+                    found.add((mapped[0], mapped[1], span.label))
+        entities = [
+            Entity(start=s, end=e, label=lab, text=text[s:e]) for s, e, lab in sorted(found)
+        ]
+        results.append(
+            TextResult(
+                entities=entities,
+                truncated=any(w.truncated for w in text_windows),
+                incomplete=incomplete,
+            )
+        )
+    if next(it, None) is not None:
+        raise ValueError("more generations than windows")
+    return results
+
+
+__all__ = [
+    "LoadedModel",
+    "RequestError",
+    "assemble",
+    "check_entity_types",
+    "check_texts",
+    "load",
+    "prepare",
+    "resolve_ref",
+]

@@ -1,0 +1,238 @@
+"""The serving config (validated before anything starts) and the HTTP request/response schema.
+
+Why validate here: a Serve deployment whose `max_ongoing_requests` is below
+`max_batch_size * max_concurrent_batches` silently never fills its batches, and an autoscaler
+whose `target_ongoing_requests` is not below `max_ongoing_requests` never scales; both are
+config mistakes that should fail at `serve run`, not show up as a slow service.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from biogner.generation import GenerationConfig
+
+API_KEY_ENV = "BIOGNER_API_KEY"
+
+
+class Limits(BaseModel):
+    """Request limits; a request over any of them gets a 4xx naming the field."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_texts: int = Field(64, ge=1, description="texts per request")
+    max_chars_per_text: int = Field(20_000, ge=1)
+    max_body_bytes: int = Field(2_000_000, ge=1)
+    max_entity_types: int = Field(32, ge=1)
+    window_tokens: int = Field(128, ge=1, description="tokens per model input (long sentences)")
+    window_chars: int = Field(1_000, ge=1, description="characters per model input")
+
+
+class Batching(BaseModel):
+    """`@serve.batch` settings: requests from many clients merged into one generate call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_batch_size: int = Field(16, ge=1)
+    batch_wait_timeout_s: float = Field(0.02, ge=0.0)
+    max_concurrent_batches: int = Field(1, ge=1)
+
+
+class Autoscaling(BaseModel):
+    """A subset of Serve's autoscaling_config (passed through as is)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(2, ge=1)
+    target_ongoing_requests: float = Field(8.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscaling:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"autoscaling.min_replicas ({self.min_replicas}) > max_replicas "
+                f"({self.max_replicas})"
+            )
+        return self
+
+
+class ModelDeployment(BaseModel):
+    """Options of the NERModel deployment (one model copy per replica)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: int = Field(1, ge=1)
+    autoscaling: Autoscaling | None = None
+    max_ongoing_requests: int = Field(64, ge=1)
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 1})
+    health_check_period_s: float = Field(10.0, gt=0)
+    health_check_timeout_s: float = Field(30.0, gt=0)
+    graceful_shutdown_timeout_s: float = Field(30.0, ge=0)
+
+
+class IngressDeployment(BaseModel):
+    """Options of the HTTP ingress (thin: validation and JSON only)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_replicas: int = Field(1, ge=1)
+    max_ongoing_requests: int = Field(256, ge=1)
+    ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
+
+
+class Tracking(BaseModel):
+    """Where `models:/` and `runs:/` URIs resolve (see biogner.tracking.TrackingConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tracking_uri: str | None = None
+    artifact_root: str | None = None
+
+
+class ServeConfig(BaseModel):
+    """Everything `build_app(args)` accepts; `args:` of a Serve config file is this, as YAML."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str = Field(
+        "models:/biogner@champion",
+        description="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a dir",
+    )
+    tracking: Tracking = Field(default_factory=Tracking)
+    revision: str = Field(
+        "",
+        description="change it to make replicas reload the model in place, e.g. after moving "
+        "the champion alias (same model_uri, new version behind it)",
+    )
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(device="auto"))
+    limits: Limits = Field(default_factory=Limits)
+    batching: Batching = Field(default_factory=Batching)
+    model: ModelDeployment = Field(default_factory=ModelDeployment)
+    ingress: IngressDeployment = Field(default_factory=IngressDeployment)
+    api_key_env: str = Field(API_KEY_ENV, description="env var holding the Bearer key, if set")
+
+    @model_validator(mode="after")
+    def _batches_can_fill(self) -> ServeConfig:
+        b, m = self.batching, self.model
+        need = b.max_batch_size * b.max_concurrent_batches
+        if m.max_ongoing_requests < need:
+            raise ValueError(
+                f"model.max_ongoing_requests ({m.max_ongoing_requests}) must be >= "
+                f"batching.max_batch_size ({b.max_batch_size}) * "
+                f"batching.max_concurrent_batches ({b.max_concurrent_batches}) = {need}: "
+                "otherwise a replica never receives enough requests to fill a batch"
+            )
+        if self.ingress.max_ongoing_requests < b.max_batch_size:
+            raise ValueError(
+                f"ingress.max_ongoing_requests ({self.ingress.max_ongoing_requests}) must be >= "
+                f"batching.max_batch_size ({b.max_batch_size}): the ingress would cap batches"
+            )
+        a = m.autoscaling
+        if a is not None and a.target_ongoing_requests >= m.max_ongoing_requests:
+            raise ValueError(
+                f"model.autoscaling.target_ongoing_requests ({a.target_ongoing_requests}) must "
+                f"be < model.max_ongoing_requests ({m.max_ongoing_requests}): a replica can "
+                "never report more ongoing requests than it accepts, so it would never scale"
+            )
+        return self
+
+    def model_user_config(self) -> dict[str, Any]:
+        """What NERModel.reconfigure receives: changing it swaps the model in place."""
+        return {
+            "model_uri": self.model_uri,
+            "tracking": self.tracking.model_dump(),
+            "revision": self.revision,
+        }
+
+
+# --------------------------------------------------------------------------- HTTP schema
+
+
+class ExtractRequest(BaseModel):
+    """POST /v1/extract body."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    texts: list[str] = Field(description="raw texts (abstracts, notes); sentences are found")
+    entity_types: list[str] | None = Field(
+        None, description="subset of the model's entity types; default: all of them"
+    )
+
+
+class Entity(BaseModel):
+    start: int = Field(description="character offset in the text (inclusive)")
+    end: int = Field(description="character offset in the text (exclusive)")
+    label: str
+    text: str = Field(description="text[start:end]")
+
+
+class TextResult(BaseModel):
+    entities: list[Entity]
+    truncated: bool = Field(description="part of the text was cut (window character limit)")
+    incomplete: bool = Field(
+        False, description="a model answer hit its token budget: entities may be missing"
+    )
+
+
+class ModelRef(BaseModel):
+    name: str | None = None
+    version: str | None = None
+    uri: str
+    run_id: str | None = None
+
+
+class BatchInfo(BaseModel):
+    requests: int = Field(description="requests merged into the model call that served this one")
+    windows: int = Field(description="model inputs (sentence windows) in that call")
+
+
+class ExtractResponse(BaseModel):
+    results: list[TextResult]
+    model: ModelRef
+    format: str
+    entity_types: list[str]
+    batch: BatchInfo
+
+
+class ModelInfo(BaseModel):
+    model: ModelRef
+    format: str
+    entity_types: list[str]
+    base_model: str | None = None
+    corpora: list[str] = Field(default_factory=list)
+    loaded_at: float
+    replica: str
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+__all__ = [
+    "API_KEY_ENV",
+    "Autoscaling",
+    "BatchInfo",
+    "Batching",
+    "Entity",
+    "ErrorDetail",
+    "ErrorResponse",
+    "ExtractRequest",
+    "ExtractResponse",
+    "IngressDeployment",
+    "Limits",
+    "ModelDeployment",
+    "ModelInfo",
+    "ModelRef",
+    "ServeConfig",
+    "TextResult",
+    "Tracking",
+]

@@ -1,0 +1,188 @@
+"""Raw text -> corpus-like sentences -> spans back in the raw text's own offsets.
+
+Why: the models were trained on IOB2 corpora whose text is tokens joined by one space
+(`Parkinson ' s disease`, `5 - FU`, `( APC )`). A served abstract or clinical note must be
+tokenized the same way before the model sees it, and the spans the model finds in the joined
+text must be mapped back to exact offsets in the text the client sent.
+
+Pipeline: `tokenize_text` (runs of letters/digits, every other visible character alone) ->
+`split_sentences` (., ? or ! before whitespace and an uppercase letter or digit, unless after a
+common abbreviation; a blank line always ends a sentence) -> `make_windows` (at most N tokens
+and M characters per window) -> `Window.to_original` for every span.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from biogner.types import Sentence
+
+# A token is a run of letters/digits (any script), or any other non-space character alone:
+# `[^\W_]` is a word character that is not the underscore, so `_` falls in the second branch.
+TOKEN_RE = re.compile(r"[^\W_]+|[^\w\s]|_")
+SENTENCE_END = frozenset(".?!")
+# Words after which a period does not end a sentence (compared lower-cased, without the
+# final period). A single letter covers initials (`J. Smith`) and the tail of `e.g.`/`i.e.`.
+ABBREVIATIONS = frozenset(
+    {
+        "e.g",
+        "i.e",
+        "et al",
+        "al",
+        "fig",
+        "figs",
+        "vs",
+        "dr",
+        "cf",
+        "approx",
+        "ca",
+        "ref",
+        "refs",
+        "eq",
+        "resp",
+        "prof",
+        "mr",
+        "mrs",
+        "ms",
+        "st",
+        "no",
+        "vol",
+        "pp",
+    }
+)
+_WORD_BEFORE = re.compile(r"(?:^|[^\w.])((?:\w+\.)*\w+(?: al)?)$")
+_BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
+
+Offsets = tuple[int, int]
+
+
+def tokenize_text(text: str) -> list[Offsets]:
+    """(start, end) of every token of `text`, in order; every non-space char is in one token."""
+    return [m.span() for m in TOKEN_RE.finditer(text)]
+
+
+def _is_abbreviation(text: str, period: int) -> bool:
+    """Whether the period at `text[period]` closes an abbreviation rather than a sentence."""
+    match = _WORD_BEFORE.search(text, max(0, period - 24), period)
+    if match is None:
+        return False
+    word = match.group(1).lower()
+    return len(word) == 1 or word in ABBREVIATIONS or word.rsplit(" ", 1)[-1] in ABBREVIATIONS
+
+
+def split_sentences(text: str, tokens: Sequence[Offsets]) -> list[list[Offsets]]:
+    """Group tokens into sentences (abstracts, notes); never drops or reorders a token."""
+    sentences: list[list[Offsets]] = []
+    current: list[Offsets] = []
+    for i, (start, end) in enumerate(tokens):
+        current.append((start, end))
+        if i + 1 == len(tokens):
+            break
+        nxt_start = tokens[i + 1][0]
+        gap = text[end:nxt_start]
+        if _BLANK_LINE.search(gap):
+            boundary = True
+        else:
+            first = text[nxt_start]
+            boundary = (
+                text[start:end] in SENTENCE_END
+                and gap != ""
+                and (first.isupper() or first.isdigit())
+                and not (text[start:end] == "." and _is_abbreviation(text, start))
+            )
+        if boundary:
+            sentences.append(current)
+            current = []
+    if current:
+        sentences.append(current)
+    return sentences
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model input: a corpus-like sentence and where each of its tokens is in the raw text.
+
+    `truncated` is set when a token longer than the window's character limit was cut: the
+    cut-off characters were not read by the model.
+    """
+
+    sentence: Sentence
+    offsets: tuple[Offsets, ...]
+    truncated: bool = False
+
+    def to_original(self, start: int, end: int) -> Offsets | None:
+        """Map [start, end) in `sentence.text` to the raw text; None if it holds no token char.
+
+        A span edge on a joining space is moved inward to the nearest token character, so
+        the result starts and ends on characters the model actually saw.
+        """
+        joined = self.sentence.token_offsets()
+        first = next((k for k, (_, e) in enumerate(joined) if start < e), None)
+        last = next((k for k in range(len(joined) - 1, -1, -1) if end > joined[k][0]), None)
+        if first is None or last is None or first > last:
+            return None
+        j_start, _ = joined[first]
+        o_start = self.offsets[first][0] + max(start - j_start, 0)
+        j_last, j_last_end = joined[last]
+        o_end = self.offsets[last][0] + (min(end, j_last_end) - j_last)
+        return (o_start, o_end) if o_start < o_end else None
+
+    def to_joined(self, start: int, end: int) -> Offsets | None:
+        """Map raw-text [start, end) to `sentence.text` (the inverse of `to_original` on
+        token characters); None if no token of this window lies inside it."""
+        joined = self.sentence.token_offsets()
+        first = next((k for k, (_, e) in enumerate(self.offsets) if start < e), None)
+        last = next(
+            (k for k in range(len(self.offsets) - 1, -1, -1) if end > self.offsets[k][0]), None
+        )
+        if first is None or last is None or first > last:
+            return None
+        j_start = joined[first][0] + max(start - self.offsets[first][0], 0)
+        j_end = joined[last][0] + (min(end, self.offsets[last][1]) - self.offsets[last][0])
+        return (j_start, j_end) if j_start < j_end else None
+
+
+def make_windows(text: str, max_tokens: int, max_chars: int, id_prefix: str = "w") -> list[Window]:
+    """Sentences of `text` cut into windows of at most `max_tokens` tokens and `max_chars`
+    characters of joined text (a single longer token is cut and the window flagged)."""
+    if max_tokens < 1 or max_chars < 1:
+        raise ValueError(f"max_tokens and max_chars must be >= 1, got {max_tokens}, {max_chars}")
+    windows: list[Window] = []
+
+    def flush(group: list[Offsets], cut: bool) -> None:
+        if group:
+            tokens = [text[s:e] for s, e in group]
+            sentence = Sentence.from_tokens(f"{id_prefix}{len(windows)}", tokens)
+            windows.append(Window(sentence, tuple(group), cut))
+
+    for sentence in split_sentences(text, tokenize_text(text)):
+        group: list[Offsets] = []
+        width = 0
+        cut = False
+        for start, end in sentence:
+            if end - start > max_chars:
+                end, cut_here = start + max_chars, True
+            else:
+                cut_here = False
+            extra = (end - start) + (1 if group else 0)
+            if group and (len(group) >= max_tokens or width + extra > max_chars):
+                flush(group, cut)
+                group, width, cut = [], 0, False
+                extra = end - start
+            group.append((start, end))
+            width += extra
+            cut = cut or cut_here
+        flush(group, cut)
+    return windows
+
+
+__all__ = [
+    "ABBREVIATIONS",
+    "TOKEN_RE",
+    "Window",
+    "make_windows",
+    "split_sentences",
+    "tokenize_text",
+]

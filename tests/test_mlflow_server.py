@@ -1,0 +1,189 @@
+"""The cluster path over HTTP: a real `mlflow server` (SQLite backend, proxied local artifact
+store, as infra/k8s/mlflow.yaml runs it with PostgreSQL and S3) on 127.0.0.1; tiny-llama is
+trained against it on Ray, evaluated, selected as champion and loaded for serving from
+`models:/...@champion`. Nothing touches the store except through the server's REST API.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from biogner.config import load_config
+from biogner.evaluate.runner import EvalConfig, run_evaluation
+from biogner.generation import GenerationConfig
+from biogner.selection import select_champion
+from biogner.serve import engine
+from biogner.serve.schema import Limits, Tracking
+from biogner.tracking import TrackingConfig
+from biogner.train.config import TrainConfig
+from biogner.train.driver import run_training
+
+TINY = Path(__file__).parents[1] / "jobs" / "configs" / "tiny.yaml"
+EXPERIMENT = "mlflow-server-path"
+START_TIMEOUT_S = 90.0
+SENTENCE = "Germline mutations in the BRCA1 gene predispose women to breast and ovarian cancer."
+
+
+@dataclass
+class Server:
+    uri: str
+    artifacts: Path  # the server's --artifacts-destination (clients never write there directly)
+    log: Path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _mlflow_executable() -> str:
+    """The `mlflow` console script of this interpreter's environment."""
+    local = Path(sys.executable).with_name("mlflow")
+    return str(local) if local.is_file() else (shutil.which("mlflow") or "mlflow")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`mlflow server` as a subprocess; stopped (SIGTERM, then SIGKILL) after the module."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    artifacts = root / "artifacts"
+    log = root / "server.log"
+    port = _free_port()
+    cmd = [
+        _mlflow_executable(),
+        "server",
+        "--host=127.0.0.1",
+        f"--port={port}",
+        "--workers=1",
+        f"--backend-store-uri=sqlite:///{root / 'mlflow.db'}",
+        "--serve-artifacts",
+        f"--artifacts-destination={artifacts.as_uri()}",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + START_TIMEOUT_S
+    try:
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow server exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{uri}/health", timeout=2.0).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"mlflow server not up after {START_TIMEOUT_S}s:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield Server(uri, artifacts, log)
+    finally:
+        # The server forks workers: signal its whole process group (its own session).
+        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            if proc.poll() is not None:
+                break
+            os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                continue
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
+def test_train_evaluate_select_serve_through_an_mlflow_server(
+    server: Server, ray_session, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        monkeypatch.delenv(var, raising=False)
+    cfg = load_config(
+        TrainConfig,
+        TINY,
+        [
+            "run_name=tiny-over-http",
+            f"tracking.tracking_uri={server.uri}",
+            f"tracking.experiment={EXPERIMENT}",
+            f"scaling.storage_path={tmp_path}/ray",
+            f"data.converted_dir={tmp_path}/converted",
+            "optim.max_steps=4",
+            "optim.checkpoint_every_steps=4",
+            "data.limit=32",
+            "scaling.num_workers=1",  # the distributed path is tests/test_train.py's
+        ],
+    )
+    # A remote server owns the artifact root: the client must not impose a local one.
+    assert cfg.tracking.artifact_root is None
+
+    trained = run_training(cfg)
+    assert trained.status == "FINISHED" and trained.steps == 4
+    client = MlflowClient(tracking_uri=server.uri, registry_uri=server.uri)
+    run = client.get_run(trained.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.info.artifact_uri.startswith("mlflow-artifacts:/")  # proxied by the server
+    assert sorted(m.step for m in client.get_metric_history(trained.run_id, "loss")) == [1, 2, 3, 4]
+    # The model went over HTTP into the server's artifact destination, not a client path.
+    assert list(server.artifacts.rglob("biogner_model.json")), f"no model in {server.artifacts}"
+
+    tracking_cfg = TrackingConfig(tracking_uri=server.uri, experiment=EXPERIMENT)
+    evaluated = run_evaluation(
+        EvalConfig(
+            model=f"runs:/{trained.run_id}/model",
+            corpus="NCBI-disease",
+            split="test",
+            limit=10,
+            data_dir=str(data_dir),
+            generation=GenerationConfig(batch_size=10, max_new_tokens_cap=32, device="cpu"),
+            tracking=tracking_cfg,
+        )
+    )
+    assert evaluated.parent_run_id == trained.run_id and len(evaluated.predictions) == 10
+    assert evaluated.run_id is not None
+    nested = client.get_run(evaluated.run_id)
+    assert nested.data.tags["mlflow.parentRunId"] == trained.run_id
+    assert "test_f1" in client.get_run(trained.run_id).data.metrics
+
+    selection = select_champion(tracking_cfg, EXPERIMENT)
+    assert selection.champion.run_id == trained.run_id and selection.registered
+    mv = client.get_model_version_by_alias(selection.model_name, "champion")
+    assert mv.run_id == trained.run_id and str(mv.version) == selection.version
+    assert mv.tags["format"] == "conv_term"
+
+    loaded = engine.load(
+        f"models:/{selection.model_name}@champion",
+        Tracking(tracking_uri=server.uri),
+        GenerationConfig(batch_size=4, max_new_tokens_cap=32, device="cpu"),
+    )
+    try:
+        assert loaded.ref.version == selection.version and loaded.ref.run_id == trained.run_id
+        assert loaded.format == "conv_term" and loaded.entity_types == ["Disease"]
+        limits = Limits()
+        engine.check_texts([SENTENCE], limits)
+        windows = engine.prepare([SENTENCE], limits)
+        generations = loaded.generator.extract(
+            [w.sentence for w in windows[0]], loaded.format, loaded.entity_types
+        )
+        (result,) = engine.assemble([SENTENCE], windows, generations)
+    finally:
+        loaded.close()
+    assert loaded.download_dir is None
+    # An untrained tiny model finds little; what it finds must index the text as sent.
+    for ent in result.entities:
+        assert SENTENCE[ent.start : ent.end] == ent.text and ent.label == "Disease"
+    assert all(len(g.answers) == 1 for g in generations)  # conv_term: one turn per type

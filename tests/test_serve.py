@@ -1,0 +1,411 @@
+"""The Ray Serve NER endpoint, for real: Serve on 127.0.0.1, HTTP with httpx, a tiny model
+built from config, a SQLite MLflow registry for the champion swap. Nothing is mocked.
+
+The tiny random model rarely finds entities, so no test depends on how many it finds; the
+offset mapping is proven with real formats in test_serve_text.py, and here every entity the
+service returns must index its text.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from biogner.config import ConfigError
+from biogner.serve.app import build_application, parse_config
+from biogner.serve.cli import add_serve_command
+from biogner.serve.schema import ServeConfig
+
+ROOT = Path(__file__).parents[1]
+API_KEY = "test-key-123"
+APP = "biogner-test"
+META = {
+    "format": "conv_term",
+    "entity_types": ["Disease"],
+    "base_model": "tiny-llama",
+    "corpora": ["NCBI-disease"],
+}
+
+
+# --------------------------------------------------------------------------- config (no Ray)
+
+
+def test_config_refuses_batches_that_can_never_fill() -> None:
+    with pytest.raises(ConfigError, match=r"max_ongoing_requests \(8\) must be >= .* = 16"):
+        parse_config({"batching": {"max_batch_size": 16}, "model": {"max_ongoing_requests": 8}})
+    with pytest.raises(ConfigError, match="= 32"):
+        parse_config(
+            {
+                "batching.max_batch_size": "16",
+                "batching.max_concurrent_batches": "2",
+                "model.max_ongoing_requests": "20",
+            }
+        )
+    with pytest.raises(ConfigError, match="ingress.max_ongoing_requests"):
+        parse_config({"ingress": {"max_ongoing_requests": 4}})
+
+
+def test_config_refuses_autoscaling_target_at_or_above_the_cap() -> None:
+    with pytest.raises(ConfigError, match="target_ongoing_requests"):
+        parse_config(
+            {"model": {"max_ongoing_requests": 16, "autoscaling": {"target_ongoing_requests": 16}}}
+        )
+    with pytest.raises(ConfigError, match="model.nmu_replicas"):
+        parse_config({"model": {"nmu_replicas": 2}})
+
+
+def test_serve_run_style_args_are_parsed() -> None:
+    cfg = parse_config({"model_uri": "runs:/abc/model", "batching.max_batch_size": "4"})
+    assert cfg.model_uri == "runs:/abc/model" and cfg.batching.max_batch_size == 4
+
+
+@pytest.mark.parametrize("name", ["local.yaml", "gpu.yaml"])
+def test_config_files_are_valid_serve_configs(name: str) -> None:
+    from ray.serve.schema import ServeDeploySchema
+
+    data = yaml.safe_load((ROOT / "serve_configs" / name).read_text())
+    schema = ServeDeploySchema.model_validate(data)
+    assert schema.http_options.host == "127.0.0.1"
+    app = data["applications"][0]
+    assert app["import_path"] == "biogner.serve.app:build_app"
+    cfg = parse_config(app["args"])
+    build_application(cfg)  # binds deployments with their options: nothing starts
+    if name == "gpu.yaml":
+        assert cfg.model.ray_actor_options["num_gpus"] == 1
+        auto = cfg.model.autoscaling
+        assert auto is not None and auto.min_replicas == 1 and auto.max_replicas > 1
+        assert auto.target_ongoing_requests < cfg.model.max_ongoing_requests
+    else:
+        assert cfg.generation.device == "cpu" and cfg.model.num_replicas == 1
+
+
+def test_cli_check_prints_the_resolved_config(capsys, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("BIOGNER_HOME", str(tmp_path))
+    parser = argparse.ArgumentParser()
+    add_serve_command(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "serve",
+            "--config",
+            str(ROOT / "serve_configs" / "local.yaml"),
+            "--model",
+            "models:/x@champion",
+            "--set",
+            "batching.max_batch_size=8",
+            "--check",
+        ]
+    )
+    assert args.func(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["host"] == "127.0.0.1" and out["model_uri"] == "models:/x@champion"
+    assert out["batching"]["max_batch_size"] == 8
+    assert out["tracking"]["tracking_uri"] == f"sqlite:///{tmp_path}/.biogner/mlflow.db"
+    store = f"sqlite:///{tmp_path}/other.db"
+    args = parser.parse_args(["serve", "--tracking-uri", store, "--check"])
+    assert args.func(args) == 0
+    assert json.loads(capsys.readouterr().out)["tracking"]["tracking_uri"] == store
+    bad = parser.parse_args(["serve", "--set", "model.max_ongoing_requests=1", "--check"])
+    assert bad.func(bad) == 2
+
+
+# --------------------------------------------------------------------------- live service
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny-llama saved as a biogner model directory (built from config, no training)."""
+    from biogner.modeling import ModelConfig, load_model
+
+    out = tmp_path_factory.mktemp("served") / "tiny"
+    model, tokenizer = load_model(ModelConfig(spec="tiny-llama", lora=False), "cpu", False)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "biogner_model.json").write_text(json.dumps(META))
+    return out
+
+
+def app_config(model_uri: str, store: Path) -> ServeConfig:
+    return parse_config(
+        {
+            "model_uri": model_uri,
+            "tracking": {
+                "tracking_uri": f"sqlite:///{store}/mlflow.db",
+                "artifact_root": f"{store}/artifacts",
+            },
+            "generation": {"device": "cpu", "max_new_tokens_cap": 16},
+            "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
+            "limits": {
+                "max_texts": 4,
+                "max_chars_per_text": 2000,
+                "max_body_bytes": 20000,
+                "window_tokens": 24,
+                "window_chars": 120,
+                "max_entity_types": 3,
+            },
+            "model": {"max_ongoing_requests": 16, "health_check_period_s": 1},
+            "ingress": {
+                "ray_actor_options": {
+                    "num_cpus": 0,
+                    "runtime_env": {"env_vars": {"BIOGNER_API_KEY": API_KEY}},
+                }
+            },
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, model_dir, tmp_path_factory):
+    from ray import serve
+
+    store = tmp_path_factory.mktemp("serve-store")
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    cfg = app_config(str(model_dir), store)
+    serve.run(build_application(cfg), name=APP, route_prefix="/")
+    yield {"url": f"http://127.0.0.1:{port}", "store": store, "model_dir": model_dir}
+    serve.shutdown()
+
+
+@pytest.fixture
+def client(service):
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=service["url"], headers=headers, timeout=60) as c:
+        yield c
+
+
+def assert_entities_index_texts(texts: list[str], body: dict[str, Any]) -> None:
+    assert len(body["results"]) == len(texts)
+    for text, result in zip(texts, body["results"], strict=True):
+        assert isinstance(result["truncated"], bool)
+        for ent in result["entities"]:
+            assert 0 <= ent["start"] < ent["end"] <= len(text)
+            assert text[ent["start"] : ent["end"]] == ent["text"]
+            assert ent["label"] in body["entity_types"]
+
+
+async def post_many(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120) as c:
+        return list(await asyncio.gather(*(c.post("/v1/extract", json=b) for b in bodies)))
+
+
+def test_demo_refuses_a_busy_port_with_a_clear_error(tmp_path) -> None:
+    from biogner.serve.cli import ServeStartError
+    from biogner.serve.demo import serve_and_query
+    from biogner.tracking import TrackingConfig
+
+    tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServeStartError, match=f"127.0.0.1:{port} is already in use"):
+            serve_and_query("models:/x@champion", tracking, port, "text")
+
+
+def test_health_readiness_model_and_openapi(client) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    info = client.get("/v1/model").json()
+    assert info["format"] == "conv_term" and info["entity_types"] == ["Disease"]
+    assert info["base_model"] == "tiny-llama" and info["model"]["name"] == "tiny"
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/extract"]["post"]
+    assert "texts" in json.dumps(post["requestBody"]) and "422" in post["responses"]
+    assert {"/healthz", "/readyz", "/v1/model", "/v1/stats"} <= set(spec["paths"])
+
+
+def test_api_key_is_required_when_set(service) -> None:
+    with httpx.Client(base_url=service["url"], timeout=30) as c:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": API_KEY}):
+            r = c.post("/v1/extract", json={"texts": ["x"]}, headers=headers)
+            assert r.status_code == 401, headers
+            assert r.json()["error"]["field"] == "authorization"
+            assert r.headers["www-authenticate"] == "Bearer"
+        assert c.get("/v1/model").status_code == 401
+        assert c.get("/healthz").status_code == 200  # probes stay open
+
+
+BAD_REQUESTS: list[tuple[str, bytes, int, str]] = [
+    ("empty body", b"", 400, "body"),
+    ("not JSON", b'{"texts": [', 400, "body"),
+    ("not UTF-8", b'{"texts": ["caf\xe9"]}', 400, "body"),
+    ("not an object", b'["a"]', 422, "body"),
+    ("missing texts", b'{"text": ["a"]}', 422, "texts"),
+    ("texts not a list", b'{"texts": "a"}', 422, "texts"),
+    ("text not a string", b'{"texts": ["a", 3]}', 422, "texts[1]"),
+    ("types not a list", b'{"texts": ["a"], "entity_types": "Disease"}', 422, "entity_types"),
+    ("no texts", b'{"texts": []}', 422, "texts"),
+    ("blank text", b'{"texts": ["ok", " \\n "]}', 422, "texts[1]"),
+    ("too many texts", json.dumps({"texts": ["a"] * 5}).encode(), 422, "texts"),
+    ("text too long", json.dumps({"texts": ["a", "b " * 1001]}).encode(), 422, "texts[1]"),
+    ("body too big", json.dumps({"texts": ["a" * 30000]}).encode(), 413, "body"),
+    ("no types", b'{"texts": ["a"], "entity_types": []}', 422, "entity_types"),
+    (
+        "too many types",
+        json.dumps({"texts": ["a"], "entity_types": ["D"] * 4}).encode(),
+        422,
+        "entity_types",
+    ),
+]
+
+
+def test_bad_requests_get_a_json_4xx_naming_the_field(client) -> None:
+    for what, body, status, field in BAD_REQUESTS:
+        r = client.post("/v1/extract", content=body, headers={"Content-Type": "application/json"})
+        assert r.status_code == status, (what, r.text)
+        err = r.json()["error"]
+        assert err["field"] == field, (what, err)
+        assert err["message"] and err["code"], what
+    r = client.post("/v1/extract", json={"texts": ["a"], "entity_types": ["Gene", "Disease", "X"]})
+    assert r.status_code == 422
+    assert "['Gene', 'X']" in r.json()["error"]["message"]
+    assert client.get("/v1/nope").json()["error"]["code"] == "http_error"
+    # nothing crashed: the service still answers
+    ok = client.post("/v1/extract", json={"texts": ["Colon cancer."]})
+    assert ok.status_code == 200 and len(ok.json()["results"]) == 1
+
+
+def test_extraction_offsets_index_the_texts(client) -> None:
+    texts = [
+        "Patients with Parkinson's disease (PD) got 5-FU. The APC gene, e.g. APC2, was mutated!",
+        "Naïve T-cells\tand β-blockers:\n\nno   ataxia-telangiectasia 😀 in 2 of 3 cases.",
+        "x" * 300 + " tail",  # one token longer than window_chars: cut, flagged
+        " ".join(["word"] * 60),  # longer than window_tokens: several windows
+    ]
+    r = client.post("/v1/extract", json={"texts": texts, "entity_types": ["Disease"]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert_entities_index_texts(texts, body)
+    assert [res["truncated"] for res in body["results"]] == [False, False, True, False]
+    assert body["format"] == "conv_term" and body["entity_types"] == ["Disease"]
+    assert body["model"]["uri"].endswith("tiny") and body["batch"]["windows"] >= 7
+
+
+def test_concurrent_requests_are_batched(client, service) -> None:
+    before = client.get("/v1/stats").json()
+    bodies = [{"texts": [f"Case {i}: colon cancer and fever."]} for i in range(24)]
+    responses = asyncio.run(post_many(service["url"], bodies))
+    assert [r.status_code for r in responses] == [200] * 24
+    after = client.get("/v1/stats").json()
+    batches = after["batches"] - before["batches"]
+    requests = after["requests"] - before["requests"]
+    assert requests == 24 and batches < 24
+    assert requests / batches > 1.0, after
+    assert max(r.json()["batch"]["requests"] for r in responses) > 1
+
+
+def register_champion(store: Path, model_dir: Path) -> str:
+    """Log the tiny model with other metadata (two types, another format) as champion."""
+    from biogner import tracking
+
+    cfg = tracking.TrackingConfig(
+        tracking_uri=f"sqlite:///{store}/mlflow.db",
+        artifact_root=f"{store}/artifacts",
+        experiment="serve-test",
+    )
+    meta = {**META, "format": "multi_term", "entity_types": ["Disease", "Chemical"]}
+    with tracking.tracked_run(cfg, "champion") as run_id:
+        tracking.log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
+    return tracking.register_champion(cfg, run_id, "ner-tiny")
+
+
+def test_champion_swap_keeps_in_flight_requests(client, service) -> None:
+    from ray import serve
+
+    version = register_champion(service["store"], service["model_dir"])
+    old = client.get("/v1/model").json()
+    cfg = app_config("models:/ner-tiny@champion", service["store"])
+    swapped = threading.Event()
+
+    def swap() -> None:
+        serve.run(build_application(cfg), name=APP, route_prefix="/")
+        swapped.set()
+
+    async def traffic() -> list[httpx.Response]:
+        out: list[httpx.Response] = []
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=service["url"], headers=headers, timeout=120) as c:
+            while not swapped.is_set() or len(out) < 16:
+                wave = [
+                    c.post("/v1/extract", json={"texts": [f"Wave {len(out)}: cancer {k}."]})
+                    for k in range(8)
+                ]
+                out += await asyncio.gather(*wave)
+        return out
+
+    thread = threading.Thread(target=swap)
+    thread.start()
+    responses = asyncio.run(traffic())
+    thread.join(timeout=120)
+    assert swapped.is_set()
+    assert [r.status_code for r in responses] == [200] * len(responses)  # none dropped
+    uris = [r.json()["model"]["uri"] for r in responses]
+    assert uris[-1] == "models:/ner-tiny@champion"
+    info = client.get("/v1/model").json()
+    assert info["model"] == {
+        "name": "ner-tiny",
+        "version": version,
+        "uri": "models:/ner-tiny@champion",
+        "run_id": info["model"]["run_id"],
+    }
+    assert info["model"]["run_id"] and info["format"] == "multi_term"
+    assert info["replica"] == old["replica"]  # swapped in place, not a new replica
+    r = client.post(
+        "/v1/extract", json={"texts": ["Aspirin for fever."], "entity_types": ["Chemical"]}
+    )
+    assert r.status_code == 200 and r.json()["entity_types"] == ["Chemical"]
+
+
+def test_killed_replica_is_replaced(client, service) -> None:
+    import ray
+
+    before = client.get("/v1/model").json()
+    old = before["replica"]
+    actors = [
+        a
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if f"{APP}#NERModel#" in a["name"] and old in a["name"]
+    ]
+    assert len(actors) == 1, actors
+    replica = ray.get_actor(actors[0]["name"], namespace=actors[0]["namespace"])
+
+    async def load_then_kill() -> list[httpx.Response]:
+        bodies = [{"texts": [f"Sentence {i} on asthma."] * 4} for i in range(12)]
+        pending = asyncio.ensure_future(post_many(service["url"], bodies))
+        await asyncio.sleep(0.05)
+        ray.kill(replica, no_restart=True)
+        return await pending
+
+    responses = asyncio.run(load_then_kill())
+    for r in responses:  # answered or refused as JSON, never a dropped connection
+        assert r.status_code in (200, 500, 503), r.text
+        if r.status_code != 200:
+            assert r.json()["error"]["code"] in ("unavailable", "internal", "model_error")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if client.get("/readyz").status_code == 200:
+            break
+        time.sleep(0.5)
+    info = client.get("/v1/model").json()
+    assert info["replica"] != old
+    assert info["model"] == before["model"]  # the new replica loads the current user_config
+    after = asyncio.run(post_many(service["url"], [{"texts": ["Fever."]}] * 8))
+    assert [r.status_code for r in after] == [200] * 8
