@@ -1,0 +1,70 @@
+"""`biogner demo --tiny`: the whole platform path (convert, train two formats, evaluate,
+select, serve, query over HTTP) with tiny-llama, then a second run that reuses everything."""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from biogner import tracking
+from biogner.cli import main
+from biogner.demo import SAMPLE_ABSTRACT
+from biogner.tracking import TrackingConfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo_home(ray_session, data_dir, tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("demo") / ".biogner"
+
+
+def run_demo(home: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    code = main(["demo", "--tiny", "--home", str(home), "--port", str(free_port())])
+    out = capsys.readouterr().out
+    assert code == 0, out[-4000:]
+    return out
+
+
+def test_tiny_demo_runs_every_stage_and_prints_entities(demo_home, capsys):
+    out = run_demo(demo_home, capsys)
+    for stage in range(1, 7):
+        assert f"[{stage}/6]" in out
+    # Stage 1 converted all ten formats of the three splits.
+    assert len(list((demo_home / "converted").glob("*/split=*/format=*"))) == 30
+    # Both cells trained and were scored; the champion alias exists and names one of them.
+    cfg = TrackingConfig(
+        tracking_uri=f"sqlite:///{demo_home}/mlflow.db",
+        artifact_root=str(demo_home / "artifacts"),
+    )
+    version = tracking.get_alias_version(cfg, "biogner-tiny", "champion")
+    assert version is not None
+    run = MlflowClient(cfg.uri).get_run(version.run_id)
+    assert run.info.status == "FINISHED" and "test_f1" in run.data.metrics
+    # The endpoint answered for the abstract: the count line, and each entity line's offsets
+    # slice the abstract to the printed text.
+    found = re.search(r"(\d+) entities:", out)
+    assert found, out[-3000:]
+    for start, end, text in re.findall(r"\[\s*(\d+),\s*(\d+)\) \S+\s+(.+)", out):
+        assert SAMPLE_ABSTRACT[int(start) : int(end)] == text.strip()
+    assert "mlflow ui --backend-store-uri" in out and "/v1/extract" in out
+    # The demo's endpoint is gone afterwards (it prints how to serve the champion again).
+    from ray import serve
+
+    from biogner.serve.demo import DEMO_APP
+
+    assert DEMO_APP not in serve.status().applications
+
+
+def test_second_run_reuses_conversion_and_finished_cells(demo_home, capsys):
+    out = run_demo(demo_home, capsys)
+    assert "reusing" in out
+    assert out.count("SKIPPED") >= 2 and "FAILED" not in out

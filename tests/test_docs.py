@@ -1,0 +1,54 @@
+"""The README's configuration reference is generated from the config models: keep it current."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from biogner.cli import build_parser
+from biogner.docs import END, START, config_reference
+
+README = Path(__file__).parents[1] / "README.md"
+
+
+def test_readme_config_reference_is_current():
+    text = README.read_text()
+    section = text.split(START, 1)[1].split(END, 1)[0]
+    assert section.strip() == config_reference().strip(), (
+        "README configuration reference is stale: run "
+        'python -c "from biogner.docs import update_readme; from pathlib import Path; '
+        "update_readme(Path('README.md'))\""
+    )
+
+
+def test_reference_lists_nested_training_keys():
+    ref = config_reference()
+    for key in ("`optim.learning_rate`", "`deepspeed.zero_stage`", "`model.lora_r`", "`base`"):
+        assert key in ref
+
+
+def readme_commands() -> list[str]:
+    """Every `biogner ...` command line of the README's shell blocks (continuations joined)."""
+    blocks = re.findall(r"```bash\n(.*?)```", README.read_text(), flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("biogner "):
+                commands.append(line)
+    return commands
+
+
+def test_every_readme_command_parses_with_the_cli():
+    """The README's commands are the CLI's: each one parses (placeholders filled in)."""
+    commands = readme_commands()
+    assert len(commands) >= 10
+    parser = build_parser()
+    for line in commands:
+        argv = shlex.split(line.replace("<run_id>", "0" * 32).replace("NAME", "demo"))[1:]
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # argparse exits on an unknown command or option
+            raise AssertionError(f"README command does not parse: {line}") from exc
+        assert callable(args.func), line
