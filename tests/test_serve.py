@@ -75,8 +75,12 @@ def test_config_files_are_valid_serve_configs(name: str) -> None:
 
     data = yaml.safe_load((ROOT / "serve_configs" / name).read_text())
     schema = ServeDeploySchema.model_validate(data)
-    assert schema.http_options.host == "127.0.0.1"
     app = data["applications"][0]
+    # Local binds loopback only; in a cluster the proxies listen on the pod network (KubeRay's
+    # Service reaches them at the pod IP) and the API key is read from the environment.
+    expected_host = "127.0.0.1" if name == "local.yaml" else "0.0.0.0"
+    assert schema.http_options.host == expected_host
+    assert app["args"]["api_key_env"] == "BIOGNER_API_KEY"
     assert app["import_path"] == "biogner.serve.app:build_app"
     cfg = parse_config(app["args"])
     build_application(cfg)  # binds deployments with their options: nothing starts

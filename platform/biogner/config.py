@@ -65,12 +65,17 @@ def load_config(model: type[M], path: str | Path | None = None, overrides: Seque
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: top level must be a mapping")
         data = loaded or {}
-    data = deep_merge(data, parse_overrides(overrides))
+    return validate(model, deep_merge(data, parse_overrides(overrides)), source)
+
+
+def validate(model: type[M], data: dict[str, Any], source: str) -> M:
+    """`model` from `data`, or a ConfigError naming `source` and every bad field."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         fields = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
         )
         raise ConfigError(f"{source}: {fields}") from None
 

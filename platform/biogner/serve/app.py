@@ -32,7 +32,7 @@ from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from biogner.config import ConfigError, deep_merge, parse_overrides
+from biogner.config import deep_merge, parse_overrides, validate
 from biogner.generation import GenerationConfig
 from biogner.serve import engine
 from biogner.serve.schema import (
@@ -392,14 +392,7 @@ def parse_config(args: Mapping[str, Any]) -> ServeConfig:
     strings; dotted keys such as `batching.max_batch_size=8` address nested fields)."""
     plain = {k: v for k, v in args.items() if "." not in k}
     dotted = [f"{k}={v}" for k, v in args.items() if "." in k]
-    data = deep_merge(plain, parse_overrides(dotted))
-    try:
-        return ServeConfig.model_validate(data)
-    except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'args'}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"biogner serve args: {fields}") from None
+    return validate(ServeConfig, deep_merge(plain, parse_overrides(dotted)), "biogner serve args")
 
 
 def resolve_locations(cfg: ServeConfig) -> ServeConfig:
