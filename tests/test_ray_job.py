@@ -49,6 +49,9 @@ def free_port() -> int:
 def client_env() -> dict[str, str]:
     env = {**os.environ, **HEAD_ENV}
     env.pop("RAY_ADDRESS", None)  # the CLI gets --address; nothing else may redirect it
+    # As a user with the venv activated: the job's `python` entrypoint (run by the head's job
+    # supervisor, which inherits the head's environment) must be the venv's, not the system's.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
 
 
