@@ -419,3 +419,22 @@ def test_repeated_mentions_fill_occurrences_in_order() -> None:
         res = roundtrip(FORMATS[name], sent, ["GENE"])
         assert res.spans == list(sent.spans), name
         assert Counter(texts(sent, res.spans)) == Counter({"APC": 3})
+
+
+UNKNOWN_TYPE_ANSWERS = {
+    "multi_inline": "Patients with [Parkinson ' s disease | Gene] and colon cancer were seen",
+    "multi_triple": "Parkinson ' s disease | Gene | 1",
+    "multi_json": '[{"text": "Parkinson \' s disease", "type": "Gene"}]',
+    "multi_bio": "Patients(O) with(O) Parkinson(B-Gene) '(I-Gene) s(I-Gene) disease(I-Gene) "
+    "and(O) colon(O) cancer(O) were(O) seen(O)",
+}
+
+
+@pytest.mark.parametrize("name", sorted(UNKNOWN_TYPE_ANSWERS))
+def test_a_mention_of_an_unknown_type_is_a_problem_not_a_predicted_mention(name: str) -> None:
+    """Every writing counts the same: an unknown type is dropped as a parse problem, and
+    predicted mentions (the hallucination rate's denominator) are those with a known type."""
+    res = get_format(name).parse([UNKNOWN_TYPE_ANSWERS[name]], PD, ["Disease"])
+    assert res.spans == []
+    assert res.predicted_mentions == 0
+    assert any("Gene" in p for p in res.problems), res.problems

@@ -94,11 +94,11 @@ class InlineWriting(Writing):
             mapping = position_map(rewritten, sentence.text)
         offset = len(rewritten) - len(rewritten.lstrip())
         for start, end, type_name in found:
-            result.predicted_mentions += 1
             label = canonical_type(type_name, types)
             if label is None:
                 result.problems.append(f"unknown type {type_name.strip()!r}")
                 continue
+            result.predicted_mentions += 1
             # Strip spaces the model put inside the brackets.
             while start < end and rewritten[start] == " ":
                 start += 1
