@@ -29,14 +29,26 @@ class DemoPreset:
     batch_size: int
     learning_rate: float
     eval_limit: int
-    lora: bool
+    model_overrides: tuple[str, ...]
 
 
-# `full` is sized to finish in under 15 minutes on a 2-core CPU (the study's per-format budget,
-# jobs/configs/study_ncbi_cpu.yaml, for two formats); `tiny` runs the same path in about a minute.
+# LoRA as in jobs/configs/smollm2_cpu.yaml (the CPU study's base).
+SMOLLM2_LORA = (
+    "model.lora=true",
+    "model.lora_r=16",
+    "model.lora_alpha=32",
+    "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
+    "optim.warmup_ratio=0.1",
+)
+# `full`: the two best formats of the CPU study (bench/RESULTS.md) with twice its step budget;
+# about 8 minutes on an idle 2-core CPU, under 15. `tiny`: the same path in about a minute.
 PRESETS = {
-    "full": DemoPreset("smollm2-135m", ("multi_term", "conv_term"), 1000, 12, 4, 2e-3, 40, True),
-    "tiny": DemoPreset("tiny-llama", ("conv_term", "multi_triple"), 48, 6, 4, 2e-3, 20, False),
+    "full": DemoPreset(
+        "smollm2-135m", ("conv_term", "multi_term"), 1000, 24, 4, 2e-3, 50, SMOLLM2_LORA
+    ),
+    "tiny": DemoPreset(
+        "tiny-llama", ("conv_term", "multi_triple"), 48, 6, 4, 2e-3, 20, ("model.lora=false",)
+    ),
 }
 
 
@@ -89,7 +101,7 @@ def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int 
         experiment=experiment,
         base=None,
         overrides=[
-            f"model.lora={str(preset.lora).lower()}",
+            *preset.model_overrides,
             f"data.limit={preset.train_limit}",
             f"data.converted_dir={converted}",
             f"optim.max_steps={preset.steps}",
