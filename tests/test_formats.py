@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 import pytest
 
+from biogner.evaluate.format_check import check_format
 from biogner.formats import FORMATS, Format, get_format, resolve_formats
-from biogner.formats.check import check_format
 from biogner.types import Sentence, Span
 
 ALL = sorted(FORMATS)

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from biogner.corpora.iob import tags_to_spans
+from biogner.evaluate.format_check import check_format
 from biogner.formats import FORMATS
-from biogner.formats.check import check_format
 from biogner.types import Sentence
 
 NASTY = ["[", "]", "|", "\\", "{", "}", '"', ":", "(", ")", "B-Disease", "O", "None", "I-X"]

@@ -22,8 +22,8 @@ def _cmd_formats_list(args: argparse.Namespace) -> int:
 
 def _cmd_formats_check(args: argparse.Namespace) -> int:
     from biogner.corpora import IOBError, get_corpus, load_split
+    from biogner.evaluate.format_check import check_format
     from biogner.formats import resolve_formats
-    from biogner.formats.check import check_format
 
     try:
         corpus = get_corpus(args.corpus)

@@ -99,7 +99,7 @@ class CeilingCache:
         return self._values[key]
 
     def _compute(self, fmt: str, corpus: str) -> float | None:
-        from biogner.formats.check import check_format
+        from biogner.evaluate.format_check import check_format
 
         if fmt not in FORMATS:
             return None
