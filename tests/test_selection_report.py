@@ -240,15 +240,15 @@ def test_ranking_is_by_metric_and_ignores_failed_and_unscored_runs(study: Study)
 
 def test_select_registers_the_best_finished_run_and_explains(study: Study, tmp_path: Path) -> None:
     sel = select_champion(study.cfg, "study")
-    assert sel.model_name == "biogner-study"
+    assert sel.model_name == "biogner"
     assert sel.champion.run_name == "multi_triple-BC5CDR-chem"
     assert sel.runner_up is not None and sel.runner_up.run_name == "conv_term-BC5CDR-chem"
     assert sel.margin == pytest.approx(0.02)
     assert sel.registered and sel.version == "1"
-    assert_alias_serves(study, "biogner-study", "multi_triple-BC5CDR-chem", tmp_path / "a")
+    assert_alias_serves(study, "biogner", "multi_triple-BC5CDR-chem", tmp_path / "a")
 
     client = tracking.client_for(study.cfg)
-    tags = client.get_model_version("biogner-study", sel.version).tags
+    tags = client.get_model_version("biogner", sel.version).tags
     assert tags["format"] == "multi_triple"
     assert tags["metric"] == "test_f1"
     assert float(tags["value"]) == 0.82
@@ -268,7 +268,7 @@ def test_select_registers_the_best_finished_run_and_explains(study: Study, tmp_p
     again = select_champion(study.cfg, "study")  # same champion: nothing new registered
     assert not again.registered and again.version == "1"
     assert "nothing registered" in explain(again)
-    assert len(client.search_model_versions("name = 'biogner-study'")) == 1
+    assert len(client.search_model_versions("name = 'biogner'")) == 1
 
 
 def test_corpus_filter_scores_runs_on_that_corpus(study: Study, tmp_path: Path) -> None:
@@ -293,12 +293,12 @@ def test_a_better_run_moves_the_alias(store: Path, tmp_path: Path) -> None:
     s = Study(make_cfg(store, "moving"), {}, {})
     train_run(s, tmp_path, "first", ["conv_term"], [NCBI], score(0.5, 5.0))
     train_run(s, tmp_path, "second", ["multi_triple"], [NCBI], score(0.6, 5.0))
-    before = select_champion(s.cfg, "moving")
+    before = select_champion(s.cfg, "moving", model_name="biogner-moving")
     assert before.champion.run_name == "second" and before.version == "1"
     assert_alias_serves(s, "biogner-moving", "second", tmp_path / "before")
 
     train_run(s, tmp_path, "third", ["multi_json"], [NCBI], score(0.7, 5.0))
-    after = select_champion(s.cfg, "moving")
+    after = select_champion(s.cfg, "moving", model_name="biogner-moving")
     assert after.champion.run_name == "third" and after.registered and after.version == "2"
     assert after.runner_up is not None and after.runner_up.run_name == "second"
     assert_alias_serves(s, "biogner-moving", "third", tmp_path / "after")
@@ -318,8 +318,8 @@ def test_ties_are_broken_by_cost_then_run_name(store: Path, tmp_path: Path) -> N
     expected = ["a", "c", "b", "e", "d"]
     for _ in range(2):
         assert [r.run_name for r in collect_results(s.cfg, "ties")] == expected
-    assert select_champion(s.cfg, "ties").champion.run_name == "a"
-    assert select_champion(s.cfg, "ties").champion.run_name == "a"
+    assert select_champion(s.cfg, "ties", model_name="biogner-ties").champion.run_name == "a"
+    assert select_champion(s.cfg, "ties", model_name="biogner-ties").champion.run_name == "a"
 
 
 def test_no_finished_run_with_the_metric_is_a_clear_error(store: Path, tmp_path: Path) -> None:
@@ -442,3 +442,20 @@ def test_cli_commands_print_ranking_and_report(
     assert "# Study report: study" in printed
     assert "| `multi_triple` | **0.8200** |" in printed
     assert (out_dir / "report.md").read_text() in printed
+
+
+def test_default_champion_is_what_the_serve_configs_load() -> None:
+    """`biogner select` without --model-name registers the model the endpoints serve."""
+    import yaml
+
+    from biogner.selection import DEFAULT_ALIAS, DEFAULT_MODEL_NAME
+
+    parser = argparse.ArgumentParser()
+    add_select_command(parser.add_subparsers())
+    args = parser.parse_args(["select", "--experiment", "e"])
+    default_ref = f"models:/{args.model_name}@{args.alias}"
+    assert (args.model_name, args.alias) == (DEFAULT_MODEL_NAME, DEFAULT_ALIAS)
+    for name in ("local.yaml", "gpu.yaml"):
+        path = Path(__file__).parents[1] / "serve_configs" / name
+        app = yaml.safe_load(path.read_text())["applications"][0]
+        assert app["args"]["model_uri"] == default_ref, name

@@ -27,6 +27,7 @@ TRAIN_KIND = "train"
 EVALUATE_KIND = "evaluate"
 DEFAULT_METRIC = "test_f1"
 DEFAULT_ALIAS = "champion"
+DEFAULT_MODEL_NAME = "biogner"  # serve_configs/*.yaml load models:/biogner@champion
 _PAGE = 1000
 
 
@@ -270,8 +271,8 @@ def select_champion(
 ) -> Selection:
     """Rank the FINISHED training runs of `experiment` by `metric` and make the best champion.
 
-    The best run's logged model becomes a new version of `model_name` (default
-    `biogner-<experiment>`) and `alias` moves to it (aliases, never stages); nothing is
+    The best run's logged model becomes a new version of `model_name` (default `biogner`, the
+    name the serve configs load) and `alias` moves to it (aliases, never stages); nothing is
     registered when the alias already points at a version from that run. The version is
     tagged with its format, metric, value, corpus and runner-up.
     """
@@ -285,7 +286,7 @@ def select_champion(
             "(`biogner evaluate`)"
         )
     best = ranking[0]
-    name = model_name or f"biogner-{experiment}"
+    name = model_name or DEFAULT_MODEL_NAME
     current = tracking.get_alias_version(exp_cfg, name, alias)
     if current is not None and current.run_id == best.run_id:
         version, registered = str(current.version), False
@@ -414,7 +415,11 @@ def add_select_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--experiment", required=True, help="MLflow experiment of the study")
     p.add_argument("--metric", default=DEFAULT_METRIC)
     p.add_argument("--corpus", help="only runs trained on this corpus, scored on it")
-    p.add_argument("--model-name", help="registered model (default: biogner-<experiment>)")
+    p.add_argument(
+        "--model-name",
+        default=DEFAULT_MODEL_NAME,
+        help="registered model (default: %(default)s, the name serve_configs/*.yaml load)",
+    )
     p.add_argument("--alias", default=DEFAULT_ALIAS)
     p.add_argument("--dry-run", action="store_true", help="print the ranking, register nothing")
     add_tracking_argument(p)
