@@ -59,6 +59,17 @@ def test_rerun_skips_finished_cells(study):
     assert [o.status for o in again] == ["SKIPPED", "SKIPPED"]
 
 
+def test_rerun_with_another_budget_refuses_to_reuse_the_finished_cell(study):
+    """Same run name, different training config: reporting the old result would be wrong."""
+    root, cfg, _ = study
+    changed = cfg.model_copy(
+        update={"formats": ["conv_term"], "overrides": [*cfg.overrides, "optim.max_steps=7"]}
+    )
+    (outcome,) = run_sweep(changed, progress=False)
+    assert outcome.status == "FAILED"
+    assert "optim.max_steps" in (outcome.error or "") and "new experiment" in (outcome.error or "")
+
+
 def test_failed_cell_does_not_stop_the_others(study):
     root, cfg, _ = study
     broken = cfg.model_copy(

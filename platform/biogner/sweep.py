@@ -106,8 +106,26 @@ def cell_train_config(cfg: SweepConfig, cell: Cell):
     return TrainConfig.model_validate(merged)
 
 
-def finished_run(cfg: SweepConfig, run_name: str) -> tuple[str | None, dict[str, float]]:
-    """(run id, metrics) of a FINISHED training run of this name, if any."""
+# Where a run's files live may change between reruns; what was trained may not.
+LOCATION_PARAMS = ("tracking.", "scaling.", "data.data_dir", "data.converted_dir")
+
+
+def changed_params(run_params: dict[str, str], train_cfg: Any) -> list[str]:
+    """Training keys whose value differs from what a finished run was trained with."""
+    from biogner.tracking import flatten_params
+
+    now = flatten_params(train_cfg.model_dump(mode="json"))
+    return sorted(
+        k
+        for k, v in now.items()
+        if not k.startswith(LOCATION_PARAMS) and k in run_params and run_params[k] != v
+    )
+
+
+def finished_run(
+    cfg: SweepConfig, run_name: str
+) -> tuple[str | None, dict[str, float], dict[str, str]]:
+    """(run id, metrics, params) of a FINISHED training run of this name, if any."""
     from biogner import tracking
 
     experiment_id = tracking.setup(cfg.tracking.model_copy(update={"experiment": cfg.experiment}))
@@ -119,8 +137,8 @@ def finished_run(cfg: SweepConfig, run_name: str) -> tuple[str | None, dict[str,
         max_results=1,
     )
     if not runs:
-        return None, {}
-    return runs[0].info.run_id, dict(runs[0].data.metrics)
+        return None, {}, {}
+    return runs[0].info.run_id, dict(runs[0].data.metrics), dict(runs[0].data.params)
 
 
 def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
@@ -132,7 +150,13 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
     name = cell.run_name(cfg.experiment)
     try:
         train_cfg = cell_train_config(cfg, cell)
-        run_id, metrics = finished_run(cfg, name)
+        run_id, metrics, params = finished_run(cfg, name)
+        changed = changed_params(params, train_cfg) if run_id else []
+        if changed:  # reusing it would report results of a budget the config no longer says
+            raise ValueError(
+                f"run {name!r} ({run_id}) FINISHED with other values of {', '.join(changed)}; "
+                "use a new experiment name (or delete that run) to train with this config"
+            )
         if run_id and cfg.metric in metrics:
             return CellOutcome(cell, "SKIPPED", run_id, metrics)
         if run_id is None:
