@@ -9,14 +9,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.image
-import mlflow
 import pytest
 import torch
+from mlflow_store import make_cfg
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from biogner import tracking
@@ -33,25 +32,6 @@ from biogner.tracking import TrackingConfig
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NCBI, CHEM = "NCBI-disease", "BC5CDR-chem"
 _SEEDS = itertools.count()
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One SQLite store per module (its schema costs seconds); MLflow globals restored after."""
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            mp.delenv(var, raising=False)
-        yield tmp_path_factory.mktemp("mlflow")
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
-
-
-def make_cfg(store: Path, experiment: str) -> TrackingConfig:
-    return TrackingConfig(
-        tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
-        experiment=experiment,
-        artifact_root=(store / "artifacts").as_uri(),
-    )
 
 
 @dataclass

@@ -7,13 +7,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
 import pytest
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow_store import make_cfg
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from biogner import tracking
@@ -25,29 +25,6 @@ METADATA = {
     "entity_types": ["Disease", "Chemical"],
     "corpus": "BC5CDR",
 }
-
-
-@pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One SQLite store per module: creating its schema costs seconds.
-
-    `setup` points MLflow's globals (and, through MLflow, the MLFLOW_*_URI env vars) at this
-    store; they are restored afterwards so that other test modules see a clean process.
-    """
-    with pytest.MonkeyPatch.context() as mp:
-        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-            mp.delenv(var, raising=False)
-        yield tmp_path_factory.mktemp("mlflow")
-        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
-        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
-
-
-def make_cfg(store: Path, experiment: str) -> TrackingConfig:
-    return TrackingConfig(
-        tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
-        experiment=experiment,
-        artifact_root=(store / "artifacts").as_uri(),
-    )
 
 
 @pytest.fixture(scope="module")
