@@ -188,9 +188,16 @@ def test_generate_with_left_padded_batch(tiny) -> None:
     torch.testing.assert_close(out.scores[0][0], single.scores[0][0], atol=1e-4, rtol=1e-4)
 
 
-def test_dtype_resolution() -> None:
-    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+def test_dtype_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    import biogner.modeling as modeling
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda cpuinfo=None: False)
+    assert resolve_dtype("auto", cpu) == torch.float32
+    monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda cpuinfo=None: True)
+    assert resolve_dtype("auto", cpu) == torch.bfloat16  # inference on a bf16 CPU
+    assert resolve_dtype("auto", cpu, for_training=True) == torch.float32  # autocast trains
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
     with pytest.raises(ValueError, match="model.dtype"):
         ModelConfig(dtype="float8")
 
@@ -237,3 +244,14 @@ def test_gguf_file_spec_loads_smollm2() -> None:
     with torch.no_grad():
         out = model.generate(ids, max_new_tokens=10, do_sample=False)
     assert "Paris" in tokenizer.decode(out[0, ids.shape[1] :])
+
+
+def test_native_bf16_is_read_from_the_cpu_flags() -> None:
+    from biogner.modeling import cpu_has_native_bf16
+
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+    sapphire = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
+    zen4 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+    assert not cpu_has_native_bf16(avx2)
+    assert cpu_has_native_bf16(sapphire) and cpu_has_native_bf16(zen4)
+    assert not cpu_has_native_bf16("")  # no flags line: assume emulated bf16 (slow)

@@ -90,6 +90,20 @@ def test_zero2_and_zero3_follow_the_same_loss_curve(zero2_run, store):
         assert a[step] == pytest.approx(b[step], rel=1e-4)
 
 
+def test_bf16_and_fp32_give_the_same_loss_at_step_one(zero2_run, store):
+    cfg, outcome = zero2_run  # fp32
+    bf16 = tiny_cfg(store, "bf16", "optim.max_steps=2", "deepspeed.precision=bf16")
+    out = run_training(bf16)
+    a, b = losses(cfg, outcome.run_id), losses(bf16, out.run_id)
+    # Same batches, same initial weights: only the forward's precision differs.
+    assert b[1] == pytest.approx(a[1], rel=2e-2)
+    assert b[1] != a[1]  # autocast really computed in bf16
+    assert (
+        MlflowClient(cfg.tracking.uri).get_run(out.run_id).data.params["deepspeed.precision"]
+        == "bf16"
+    )
+
+
 def test_rerun_resumes_from_checkpoint_with_same_data_and_optimizer(zero2_run, store):
     ref_cfg, ref = zero2_run
     cfg = tiny_cfg(store, "resume", "optim.max_steps=6", "optim.checkpoint_every_steps=2")

@@ -53,13 +53,22 @@ class OptimSection(_Strict):
 class DeepSpeedSection(_Strict):
     zero_stage: Literal[0, 1, 2, 3] = 2
     offload_optimizer: bool = False
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto",
+        description="auto: bf16 where the GPU or CPU computes it natively (AVX512-BF16/AMX), "
+        "else fp32; master weights and optimizer state stay fp32",
+    )
 
 
 class ScalingSection(_Strict):
     num_workers: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
+    threads_per_worker: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads of a CPU worker; default: the node's cores / its workers",
+    )
     max_failures: int = 1
     storage_path: str = ".biogner/ray_results"
 

@@ -9,10 +9,24 @@ from biogner.train.config import TrainConfig
 
 
 def precision(cfg: TrainConfig, on_gpu: bool) -> str:
-    """bf16 on GPU, fp32 on CPU unless the config says otherwise."""
-    if cfg.deepspeed.precision != "auto":
-        return cfg.deepspeed.precision
-    return "bf16" if on_gpu else "fp32"
+    """The run's compute precision: 'auto' is bf16 where the GPU or CPU computes it natively
+    (a CPU without AVX512-BF16/AMX emulates it, far slower than fp32), fp32 otherwise."""
+    import torch
+
+    from biogner.modeling import native_bf16
+
+    requested = cfg.deepspeed.precision
+    if requested == "fp16" and not on_gpu:
+        raise ValueError("deepspeed.precision=fp16 needs a GPU: use bf16 or fp32 on a CPU")
+    if requested != "auto":
+        return requested
+    return "bf16" if native_bf16(torch.device("cuda" if on_gpu else "cpu")) else "fp32"
+
+
+def cpu_autocast(cfg: TrainConfig, on_gpu: bool) -> bool:
+    """bf16 on a CPU runs under torch.autocast around the forward pass (fp32 weights, fp32
+    optimizer state); on a GPU DeepSpeed's bf16 mode does the same with fp32 master weights."""
+    return not on_gpu and precision(cfg, on_gpu) == "bf16"
 
 
 def scheduler(cfg: TrainConfig, total_steps: int) -> dict[str, Any]:
@@ -83,7 +97,7 @@ def build_deepspeed_config(
         },
         "scheduler": scheduler(cfg, total_steps),
         "zero_optimization": zero,
-        "bf16": {"enabled": prec == "bf16"},
+        "bf16": {"enabled": prec == "bf16" and on_gpu},
         "fp16": {"enabled": prec == "fp16"},
         "zero_allow_untested_optimizer": True,
         "wall_clock_breakdown": False,

@@ -7,8 +7,10 @@ part in checkpoints (ZeRO shards) and reports them to Ray Train.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -19,7 +21,7 @@ import torch
 
 from biogner.train.batching import collate, epoch_batches, rank_examples
 from biogner.train.config import TrainConfig
-from biogner.train.deepspeed_config import build_deepspeed_config
+from biogner.train.deepspeed_config import build_deepspeed_config, cpu_autocast
 
 STATE_FILE = "train_state.json"
 DS_TAG = "deepspeed"
@@ -35,6 +37,16 @@ def _import_deepspeed(on_gpu: bool) -> Any:
         if comm is not None and hasattr(comm, "build_shm_op"):
             setattr(comm, "build_shm_op", lambda: None)  # noqa: B010
     return deepspeed
+
+
+def worker_threads(cfg: TrainConfig, local_world: int) -> int:
+    """Torch threads for a CPU worker: the config's, else this node's cores shared evenly by
+    its workers. Ray starts workers with OMP_NUM_THREADS=1 (or their logical CPU share), which
+    left a lone worker computing on one core of two."""
+    if cfg.scaling.threads_per_worker:
+        return cfg.scaling.threads_per_worker
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(local_world, 1))
 
 
 def _all_mean(values: list[float]) -> list[float]:
@@ -109,6 +121,13 @@ def train_loop(config: dict[str, Any]) -> None:
     on_gpu = device.type == "cuda"
     deepspeed = _import_deepspeed(on_gpu)
     torch.manual_seed(cfg.optim.seed)
+    if not on_gpu:
+        torch.set_num_threads(worker_threads(cfg, ctx.get_local_world_size()))
+    autocast = (
+        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        if cpu_autocast(cfg, on_gpu)
+        else contextlib.nullcontext
+    )
 
     model, tokenizer = load_model(cfg.model, device=device, for_training=True)
     ds_config = build_deepspeed_config(cfg, world, total_steps, on_gpu)
@@ -156,7 +175,8 @@ def train_loop(config: dict[str, Any]) -> None:
         )[:micro_per_epoch]
         for i in range(state["micro_in_epoch"], len(batches)):
             tensors, real, padded = collate(batches[i], pad_id)
-            out = engine(**{k: v.to(device) for k, v in tensors.items()})
+            with autocast():
+                out = engine(**{k: v.to(device) for k, v in tensors.items()})
             engine.backward(out.loss)
             engine.step()
             window["loss"] += float(out.loss.detach())
@@ -179,6 +199,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 "epoch": state["epoch"] + (i + 1) / max(len(batches), 1),
                 "step": step,
             }
+            if on_gpu:
+                last["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             if rank == 0 and (step % cfg.optim.log_every_steps == 0 or step == total_steps):
                 print(
                     f"[train] step {step}/{total_steps} loss {loss:.4f} "
