@@ -5,8 +5,16 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
+from biogner import prompts
 from biogner.corpora import load_split
-from biogner.data import ConvertConfig, convert, read_rows, row_sentence, shard_path
+from biogner.data import (
+    ConvertConfig,
+    convert,
+    read_rows,
+    row_sentence,
+    shard_is_current,
+    shard_path,
+)
 from biogner.formats import FORMATS, get_format
 
 
@@ -61,6 +69,21 @@ def test_partition_files_hold_one_slice(ray_session, data_dir, tmp_path):
     assert table.num_rows == 25
     assert set(table.column_names) >= {"id", "sentence_id", "messages", "target", "n_entities"}
     assert not (out / "corpus=NCBI-disease" / "split=train").exists()
+
+
+def test_a_slice_rendered_with_another_prompt_is_stale(
+    ray_session, data_dir, tmp_path, monkeypatch
+):
+    out = tmp_path / "conv"
+    assert not shard_is_current(out, "NCBI-disease", "dev", "conv_term")  # nothing there yet
+    convert(
+        ConvertConfig(formats=["conv_term"], splits=["dev"], data_dir=str(data_dir), out=str(out),
+                      limit=5)
+    )  # fmt: skip
+    assert shard_is_current(out, "NCBI-disease", "dev", "conv_term")
+    # A later version asks another question: the old rows must not train its models.
+    monkeypatch.setattr(prompts, "SYSTEM_PROMPT", "Another system turn.")
+    assert not shard_is_current(out, "NCBI-disease", "dev", "conv_term")
 
 
 def test_convert_names_missing_file_and_unknown_format(tmp_path):

@@ -11,6 +11,7 @@ import pytest
 
 from biogner.evaluate.format_check import check_format
 from biogner.formats import FORMATS, Format, get_format, resolve_formats
+from biogner.prompts import SYSTEM_PROMPT
 from biogner.types import Sentence, Span
 
 ALL = sorted(FORMATS)
@@ -238,7 +239,8 @@ def test_multi_type_round_trip(name: str) -> None:
 @pytest.mark.parametrize("name", [n for n in ALL if n.startswith("conv_")])
 def test_conv_has_one_turn_pair_per_type(name: str) -> None:
     fmt = FORMATS[name]
-    messages = fmt.render(BC5, BC5_TYPES)
+    system, *messages = fmt.render(BC5, BC5_TYPES)
+    assert system == {"role": "system", "content": SYSTEM_PROMPT}
     assert [m["role"] for m in messages] == ["user", "assistant"] * 2
     assert BC5.text in messages[0]["content"]
     assert BC5.text not in messages[2]["content"]
@@ -251,7 +253,8 @@ def test_conv_has_one_turn_pair_per_type(name: str) -> None:
 
 @pytest.mark.parametrize("name", [n for n in ALL if n.startswith("multi_")])
 def test_multi_has_one_turn_naming_all_types(name: str) -> None:
-    messages = FORMATS[name].render(BC5, BC5_TYPES)
+    system, *messages = FORMATS[name].render(BC5, BC5_TYPES)
+    assert system["role"] == "system"
     assert [m["role"] for m in messages] == ["user", "assistant"]
     assert BC5.text in messages[0]["content"]
     assert "Chemical" in messages[0]["content"] and "Disease" in messages[0]["content"]

@@ -219,6 +219,27 @@ def shard_path(root: str | Path, corpus: str, split: str, fmt: str) -> Path:
     return Path(root) / f"corpus={corpus}" / f"split={split}" / f"format={fmt}"
 
 
+def shard_is_current(root: str | Path, corpus: str, split: str, fmt: str) -> bool:
+    """Whether a converted slice exists and its rows are what the code renders today.
+
+    Prompts and writings change between versions; a slice converted before such a change
+    would train a model on one prompt and evaluate it on another. Re-rendering the slice's
+    first row and comparing its messages catches that at the cost of one Parquet row."""
+    import pyarrow.parquet as pq
+
+    files = sorted(shard_path(root, corpus, split, fmt).glob("*.parquet"))
+    if not files:
+        return False
+    table = pq.ParquetFile(files[0]).read_row_group(0).slice(0, 1)
+    rows = table.to_pylist()
+    if not rows:
+        return False
+    row = rows[0]
+    fresh = next(render_rows(row_sentence(row), corpus, split, [fmt]))
+    stored = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
+    return bool(stored == fresh["messages"])
+
+
 def read_rows(root: str | Path, corpus: str, split: str, fmts: Sequence[str]):
     """Ray Dataset of converted rows for one corpus split and one or more formats."""
     import ray

@@ -63,7 +63,7 @@ def _done(start: float) -> None:
 
 def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int = 8000) -> int:
     from biogner.corpora.registry import SPLITS
-    from biogner.data import ConvertConfig, convert, shard_path
+    from biogner.data import ConvertConfig, convert, shard_is_current
     from biogner.evaluate.report import build_report
     from biogner.formats import FORMATS
     from biogner.runtime import init_ray
@@ -87,7 +87,7 @@ def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int 
         (fmt, split)
         for fmt in FORMATS
         for split in SPLITS
-        if not shard_path(str(converted), CORPUS, split, fmt).is_dir()
+        if not shard_is_current(converted, CORPUS, split, fmt)
     ]
     if missing:
         summary = convert(ConvertConfig(corpora=[CORPUS], formats=["all"], out=str(converted)))

@@ -144,7 +144,7 @@ class Generator:
 
         fmt = get_format(fmt) if isinstance(fmt, str) else fmt
         types = list(types)
-        chats: list[list[dict[str, str]]] = [[] for _ in sentences]
+        chats: list[list[dict[str, str]]] = [fmt.opening() for _ in sentences]
         answers: list[list[str]] = [[] for _ in sentences]
         counts = [0] * len(sentences)
         hit = [False] * len(sentences)

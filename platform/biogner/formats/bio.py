@@ -18,10 +18,7 @@ class BioWriting(Writing):
     name = "bio"
     exact = True
     nesting = False
-    instruction = (
-        "Repeat every word of the text, each followed by its tag in parentheses: B-type for the"
-        " first word of an entity, I-type for the next ones, O otherwise."
-    )
+    instruction = "Every word with its tag: word(B-type), word(I-type) or word(O)."
 
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
         tags = spans_to_tags(sentence, list(spans))

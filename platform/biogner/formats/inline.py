@@ -24,10 +24,7 @@ class InlineWriting(Writing):
     name = "inline"
     exact = True
     nesting = True
-    instruction = (
-        "Rewrite the text, putting each entity in brackets as [mention | type]; keep every other"
-        " character as it is (a literal [ ] | or \\ is written with a backslash before it)."
-    )
+    instruction = "The text with each entity as [mention | type]; \\ escapes [ ] | \\."
 
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
         text = sentence.text

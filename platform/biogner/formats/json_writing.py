@@ -42,10 +42,7 @@ class JsonWriting(Writing):
     name = "json"
     exact = False
     nesting = True
-    instruction = (
-        'Answer with a JSON list of objects {"text": mention as written in the text,'
-        ' "type": entity type}; [] if there is none.'
-    )
+    instruction = 'A JSON list of {"text": mention, "type": type}; [] if none.'
 
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
         items = [{"text": s.text_in(sentence.text), "type": s.label} for s in ordered(spans)]

@@ -28,9 +28,7 @@ class TermWriting(Writing):
     exact = False
     nesting = True
     instruction = (
-        "Write each entity mention exactly as it appears in the text, one per line"
-        " (prefixed by its type and ': ' when several types are asked);"
-        " write None if there is none."
+        "Mentions as written, one per line (as type: mention for several types); None if none."
     )
 
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:

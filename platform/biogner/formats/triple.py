@@ -24,10 +24,7 @@ class TripleWriting(Writing):
     name = "triple"
     exact = True
     nesting = True
-    instruction = (
-        "Write one entity per line as: mention | type | n, where n counts which occurrence of"
-        " that mention in the text it is (1 for the first); write None if there is none."
-    )
+    instruction = "mention | type | n (its n-th occurrence), one per line; None if none."
 
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
         index = TokenIndex(sentence)

@@ -39,6 +39,10 @@ class Format:
             return [prompts.multi_prompt(text, types, self.writing.instruction)]
         return prompts.conv_prompts(text, types, self.writing.instruction)
 
+    def opening(self) -> list[Message]:
+        """The turns before the first question (the system turn), in training and generation."""
+        return [{"role": "system", "content": prompts.SYSTEM_PROMPT}]
+
     def answers(self, sentence: Sentence, types: Sequence[str]) -> list[str]:
         """Target answers, one per turn."""
         return [
@@ -48,7 +52,7 @@ class Format:
 
     def render(self, sentence: Sentence, types: Sequence[str]) -> list[Message]:
         """The whole training chat: user/assistant turns."""
-        messages: list[Message] = []
+        messages: list[Message] = self.opening()
         for question, answer in zip(
             self.questions(sentence.text, types), self.answers(sentence, types), strict=True
         ):

@@ -5,18 +5,19 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from biogner.data import ConvertConfig, convert, read_rows, shard_path
+from biogner.data import ConvertConfig, convert, read_rows, shard_is_current
 from biogner.train.config import TrainConfig
 
 
 def ensure_converted(cfg: TrainConfig) -> None:
-    """Convert the (corpus, split, format) slices the run needs and the shards lack."""
+    """Convert the (corpus, split, format) slices the run needs and the shards lack or hold
+    in an older rendering (another prompt or writing version)."""
     d = cfg.data
     missing = [
         (corpus, fmt)
         for corpus in d.corpora
         for fmt in d.formats
-        if not shard_path(d.converted_dir, corpus, d.split, fmt).is_dir()
+        if not shard_is_current(d.converted_dir, corpus, d.split, fmt)
     ]
     for corpus, fmt in missing:
         convert(
