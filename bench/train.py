@@ -64,6 +64,20 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
         "rms_norm_eps": 1e-6,
         "tie_word_embeddings": True,
     },
+    # The same architecture at test size: the CPU run of bench/gpu/check.sh.
+    "tiny-qwen2": {
+        "model_type": "qwen2",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 2048,
+        "max_position_embeddings": 2048,
+        "rope_theta": 1_000_000.0,
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": True,
+    },
 }
 MEMORY_SAMPLE_S = 0.5
 
@@ -71,19 +85,21 @@ MEMORY_SAMPLE_S = 0.5
 # --------------------------------------------------------------------------- configs
 
 
-def build_config_model(name: str, root: Path) -> str:
-    """A randomly initialised model shaped like `name`, saved as an HF dir (with the
-    SmolLM2 tokenizer: its ids fit any larger vocabulary); returns the dir as a spec."""
-    target = root / f"bench-{name}"
+def build_config_model(name: str, root: Path, tokenizer_spec: str = "smollm2-135m") -> str:
+    """A randomly initialised model shaped like `name`, saved as an HF dir with the tokenizer
+    of `tokenizer_spec` (its ids must fit the shape's vocabulary); returns the dir as a spec."""
+    target = root / f"bench-{name}-{Path(tokenizer_spec).name}"
     if (target / "config.json").is_file():
         return str(target)
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from biogner.modeling import SMOLLM2, load_tokenizer
+    from biogner.modeling import load_tokenizer
 
     shape = dict(MODEL_CONFIGS[name])
-    tokenizer = load_tokenizer(SMOLLM2)
+    tokenizer = load_tokenizer(tokenizer_spec)
+    if len(tokenizer) > shape["vocab_size"]:
+        raise ValueError(f"{tokenizer_spec}'s {len(tokenizer)} ids do not fit {name}'s vocabulary")
     config = AutoConfig.for_model(
         shape.pop("model_type"),
         **shape,
@@ -93,6 +109,7 @@ def build_config_model(name: str, root: Path) -> str:
     )
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=root))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)

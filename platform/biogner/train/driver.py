@@ -49,8 +49,11 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def run_training(cfg: TrainConfig) -> TrainOutcome:
-    """Train with Ray Train + DeepSpeed and log everything to MLflow."""
+def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
+    """Train with Ray Train + DeepSpeed and log everything to MLflow.
+
+    `rows`, a Ray Dataset of tokenized rows (`id`, `input_ids`, `labels`), replaces the
+    configured corpora: benchmarks and the GPU check train on fixed-length rows with it."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -70,7 +73,10 @@ def run_training(cfg: TrainConfig) -> TrainOutcome:
         resume=True,
     )
     try:
-        dataset, counts = training_data(cfg)
+        if rows is None:
+            dataset, counts = training_data(cfg)
+        else:
+            dataset, counts = rows.materialize(), {"rows": rows.count(), "dropped_too_long": 0}
         world = cfg.scaling.num_workers
         steps_per_epoch, total_steps = plan_steps(cfg, counts["rows"], world)
         tracking.log_metrics_from_worker(
