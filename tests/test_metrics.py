@@ -216,3 +216,41 @@ def test_scorer_accumulates_like_score() -> None:
     assert (sc.overall.tp, sc.overall.fn) == (1, 1)
     assert sc.parse_error_rate == 0.5
     assert sc.hallucination_rate == pytest.approx(2 / 3)
+
+
+def test_bootstrap_interval_brackets_f1_and_narrows_with_more_sentences() -> None:
+    from biogner.evaluate.metrics import bootstrap_f1
+
+    small = [(1, 0, 0)] * 10 + [(0, 1, 1)] * 10  # F1 = 2*10 / (2*10 + 10 + 10) = 0.5
+    large = small * 20
+    lo_s, hi_s = bootstrap_f1(small)
+    lo_l, hi_l = bootstrap_f1(large)
+    assert lo_s < 0.5 < hi_s and lo_l < 0.5 < hi_l
+    assert hi_l - lo_l < (hi_s - lo_s) / 2  # 20x the sentences: about 1/sqrt(20) the width
+    assert bootstrap_f1(small) == bootstrap_f1(small)  # seeded: reproducible
+    assert bootstrap_f1([(3, 0, 0)] * 5) == (1.0, 1.0)
+
+
+def test_paired_bootstrap_tells_a_real_difference_from_noise() -> None:
+    from biogner.evaluate.metrics import paired_bootstrap
+
+    good = [(1, 0, 0)] * 80 + [(0, 0, 1)] * 20
+    bad = [(1, 0, 0)] * 40 + [(0, 0, 1)] * 60
+    assert paired_bootstrap(good, bad) > 0.99
+    assert paired_bootstrap(bad, good) < 0.01
+    assert paired_bootstrap(good, good) == 0.5  # identical systems: every resample ties
+    nearly = [*good[:-21], (0, 0, 1), *good[-20:]]  # one sentence worse
+    assert 0.5 < paired_bootstrap(good, nearly) < 0.95
+    with pytest.raises(ValueError, match="same sentences"):
+        paired_bootstrap(good, bad[:10])
+
+
+def test_scores_carry_interval_and_counts_as_metrics() -> None:
+    scorer = Scorer()
+    for i in range(30):
+        gold = [Span(0, 4, "Disease")]
+        scorer.add(f"s{i}", gold, gold if i % 3 else [Span(5, 9, "Disease")])
+    m = scorer.scores.as_metrics("dev_")
+    assert m["dev_sentences"] == 30 and m["dev_gold_mentions"] == 30
+    assert m["dev_f1_low"] < m["dev_f1"] < m["dev_f1_high"]
+    assert scorer.scores.per_sentence[0] == (0, 1, 1) and scorer.scores.per_sentence[1] == (1, 0, 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,7 +192,7 @@ def test_format_label_names_mixes_and_other_evaluation_formats() -> None:
 
 
 def test_ranking_is_by_metric_and_ignores_failed_and_unscored_runs(study: Study) -> None:
-    ranking = collect_results(study.cfg, "study")
+    ranking = collect_results(study.cfg, "study", "test_f1")
     assert [r.run_name for r in ranking] == [
         "multi_triple-BC5CDR-chem",
         "conv_term-BC5CDR-chem",
@@ -219,7 +220,7 @@ def test_ranking_is_by_metric_and_ignores_failed_and_unscored_runs(study: Study)
 
 
 def test_select_registers_the_best_finished_run_and_explains(study: Study, tmp_path: Path) -> None:
-    sel = select_champion(study.cfg, "study")
+    sel = select_champion(study.cfg, "study", "test_f1")
     assert sel.model_name == "biogner"
     assert sel.champion.run_name == "multi_triple-BC5CDR-chem"
     assert sel.runner_up is not None and sel.runner_up.run_name == "conv_term-BC5CDR-chem"
@@ -245,14 +246,16 @@ def test_select_registers_the_best_finished_run_and_explains(study: Study, tmp_p
     assert table_lines[0].split()[:2] == ["1", "multi_triple-BC5CDR-chem"]
     assert "crashed" not in text and "unscored" not in text
 
-    again = select_champion(study.cfg, "study")  # same champion: nothing new registered
+    again = select_champion(study.cfg, "study", "test_f1")  # same champion: nothing new registered
     assert not again.registered and again.version == "1"
     assert "nothing registered" in explain(again)
     assert len(client.search_model_versions("name = 'biogner'")) == 1
 
 
 def test_corpus_filter_scores_runs_on_that_corpus(study: Study, tmp_path: Path) -> None:
-    sel = select_champion(study.cfg, "study", corpus="ncbi-disease", model_name="study-ncbi")
+    sel = select_champion(
+        study.cfg, "study", "test_f1", corpus="ncbi-disease", model_name="study-ncbi"
+    )
     names = [r.run_name for r in sel.ranking]
     assert names == [
         "conv_term-NCBI-disease",
@@ -266,19 +269,19 @@ def test_corpus_filter_scores_runs_on_that_corpus(study: Study, tmp_path: Path) 
     assert all(r.corpus == NCBI for r in sel.ranking)
     assert_alias_serves(study, "study-ncbi", "conv_term-NCBI-disease", tmp_path / "a")
     with pytest.raises(ValueError, match="no FINISHED training run trained on corpus 'AnatEM'"):
-        select_champion(study.cfg, "study", corpus="AnatEM", model_name="study-anatem")
+        select_champion(study.cfg, "study", "test_f1", corpus="AnatEM", model_name="study-anatem")
 
 
 def test_a_better_run_moves_the_alias(store: Path, tmp_path: Path) -> None:
     s = Study(make_cfg(store, "moving"), {}, {})
     train_run(s, tmp_path, "first", ["conv_term"], [NCBI], score(0.5, 5.0))
     train_run(s, tmp_path, "second", ["multi_triple"], [NCBI], score(0.6, 5.0))
-    before = select_champion(s.cfg, "moving", model_name="biogner-moving")
+    before = select_champion(s.cfg, "moving", "test_f1", model_name="biogner-moving")
     assert before.champion.run_name == "second" and before.version == "1"
     assert_alias_serves(s, "biogner-moving", "second", tmp_path / "before")
 
     train_run(s, tmp_path, "third", ["multi_json"], [NCBI], score(0.7, 5.0))
-    after = select_champion(s.cfg, "moving", model_name="biogner-moving")
+    after = select_champion(s.cfg, "moving", "test_f1", model_name="biogner-moving")
     assert after.champion.run_name == "third" and after.registered and after.version == "2"
     assert after.runner_up is not None and after.runner_up.run_name == "second"
     assert_alias_serves(s, "biogner-moving", "third", tmp_path / "after")
@@ -297,9 +300,15 @@ def test_ties_are_broken_by_cost_then_run_name(store: Path, tmp_path: Path) -> N
     train_run(s, tmp_path, "e", ["conv_term"], [NCBI], score(0.5), log_model=False)  # no cost
     expected = ["a", "c", "b", "e", "d"]
     for _ in range(2):
-        assert [r.run_name for r in collect_results(s.cfg, "ties")] == expected
-    assert select_champion(s.cfg, "ties", model_name="biogner-ties").champion.run_name == "a"
-    assert select_champion(s.cfg, "ties", model_name="biogner-ties").champion.run_name == "a"
+        assert [r.run_name for r in collect_results(s.cfg, "ties", "test_f1")] == expected
+    assert (
+        select_champion(s.cfg, "ties", "test_f1", model_name="biogner-ties").champion.run_name
+        == "a"
+    )
+    assert (
+        select_champion(s.cfg, "ties", "test_f1", model_name="biogner-ties").champion.run_name
+        == "a"
+    )
 
 
 def test_no_finished_run_with_the_metric_is_a_clear_error(store: Path, tmp_path: Path) -> None:
@@ -309,9 +318,9 @@ def test_no_finished_run_with_the_metric_is_a_clear_error(store: Path, tmp_path:
     )
     train_run(s, tmp_path, "unscored", ["conv_term"], [NCBI], None, log_model=False)
     with pytest.raises(ValueError, match="no FINISHED training run .* with metric 'test_f1'"):
-        select_champion(s.cfg, "nothing-scored")
+        select_champion(s.cfg, "nothing-scored", "test_f1")
     with pytest.raises(ValueError, match="no MLflow experiment named 'no-such-study'"):
-        select_champion(s.cfg, "no-such-study")
+        select_champion(s.cfg, "no-such-study", "test_f1")
     with pytest.raises(ValueError, match="nothing to report"):
         build_report(s.cfg, "nothing-scored", tmp_path / "r")
 
@@ -392,7 +401,7 @@ def test_report_writes_heatmap_scatter_and_paper_table(
     logged = {Path(a.path).name for a in client.list_artifacts(paths.run_id, "report")}
     assert logged == {"report.md", "heatmap_tiny-llama.png", "cost_tiny-llama.png"}
     # a report run never competes in the ranking
-    assert all(r.run_id != paths.run_id for r in collect_results(study.cfg, "study"))
+    assert all(r.run_id != paths.run_id for r in collect_results(study.cfg, "study", "test_f1"))
 
 
 def test_cli_commands_print_ranking_and_report(
@@ -408,7 +417,19 @@ def test_cli_commands_print_ranking_and_report(
         args = parser.parse_args(list(argv))
         return int(args.func(args))
 
-    assert run("select", "--experiment", "study", "--dry-run", "--tracking-uri", uri) == 0
+    assert (
+        run(
+            "select",
+            "--experiment",
+            "study",
+            "--metric",
+            "test_f1",
+            "--dry-run",
+            "--tracking-uri",
+            uri,
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.splitlines()[2].split()[:2] == ["1", "multi_triple-BC5CDR-chem"]
 
@@ -439,3 +460,89 @@ def test_default_champion_is_what_the_serve_configs_load() -> None:
         path = Path(__file__).parents[1] / "serve_configs" / name
         app = yaml.safe_load(path.read_text())["applications"][0]
         assert app["args"]["model_uri"] == default_ref, name
+
+
+def dev_eval(
+    study: Study,
+    parent: str,
+    fmt: str,
+    metrics: dict[str, float],
+    hits: list[bool],
+    subset: bool = False,
+) -> str:
+    """A dev evaluation as run_evaluation logs it: nested run, predictions.jsonl (one gold
+    mention per sentence, predicted exactly where `hits` says) and, for whole splits only,
+    the metrics copied onto the training run."""
+    tags = {
+        "biogner.kind": "evaluate",
+        "model": "tiny-llama",
+        "format": fmt,
+        "corpus": NCBI,
+        "split": "dev",
+        tracking.SUBSET_TAG: str(subset).lower(),
+    }
+    with tracking.tracked_run(study.cfg, f"eval-{fmt}-dev", tags=tags, parent_run_id=parent) as rid:
+        tracking.log_metrics_from_worker(rid, metrics, 0, study.cfg.uri)
+        records = [
+            {"id": f"s{i}", "gold": [[0, 4, "Disease"]], "pred": [[0, 4, "Disease"]] if hit else []}
+            for i, hit in enumerate(hits)
+        ]
+        client = tracking.client_for(study.cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / "predictions.jsonl"
+            target.write_text("".join(json.dumps(r) + "\n" for r in records))
+            client.log_artifact(rid, str(target))
+    if not subset:
+        tracking.log_metrics_from_worker(parent, metrics, 0, study.cfg.uri)
+    return rid
+
+
+def dev_score(f1: float, tokens_per_entity: float) -> dict[str, float]:
+    return {"dev_f1": f1, "dev_generated_tokens_per_entity": tokens_per_entity}
+
+
+def test_a_first_n_evaluation_is_never_selected(store: Path, tmp_path: Path) -> None:
+    s = Study(make_cfg(store, "subsets"), {}, {})
+    whole = train_run(s, tmp_path, "whole", ["conv_term"], [NCBI], None)
+    quick = train_run(s, tmp_path, "quick", ["multi_json"], [NCBI], None)
+    dev_eval(s, whole, "conv_term", dev_score(0.5, 6.0), [True, False] * 20)
+    dev_eval(s, quick, "multi_json", dev_score(0.9, 6.0), [True] * 9 + [False], subset=True)
+    ranking = collect_results(s.cfg, "subsets", "dev_f1")
+    assert [r.run_name for r in ranking] == ["whole"]
+    assert [r.run_name for r in collect_results(s.cfg, "subsets", "dev_f1", corpus=NCBI)] == [
+        "whole"
+    ]
+    assert select_champion(s.cfg, "subsets", model_name="biogner-subsets").champion.run_name == (
+        "whole"
+    )
+
+
+def test_a_statistical_tie_goes_to_the_cheaper_format(store: Path, tmp_path: Path) -> None:
+    s = Study(make_cfg(store, "tie"), {}, {})
+    costly = train_run(s, tmp_path, "costly", ["conv_bio"], [NCBI], None)
+    cheap = train_run(s, tmp_path, "cheap", ["conv_term"], [NCBI], None)
+    # 40 sentences: the two differ on one (costly gets it right)
+    base = [True] * 24 + [False] * 16
+    dev_eval(s, costly, "conv_bio", dev_score(0.62, 40.0), [*base[:-1], True])
+    dev_eval(s, cheap, "conv_term", dev_score(0.60, 6.0), base)
+    sel = select_champion(s.cfg, "tie", model_name="biogner-tie")
+    assert sel.comparison is not None and sel.comparison.tie
+    assert 0.5 < sel.comparison.p_better < 0.95 and sel.comparison.sentences == 40
+    assert sel.champion.run_name == "cheap" and sel.comparison.cheaper_preferred
+    text = explain(sel)
+    assert "statistically tied" in text and "the cheaper one wins" in text
+    tags = tracking.client_for(s.cfg).get_model_version("biogner-tie", sel.version).tags
+    assert tags["tie_broken_by_cost"] == "true" and tags["metric"] == "dev_f1"
+
+
+def test_a_clear_win_keeps_the_better_format_even_if_costlier(store: Path, tmp_path: Path) -> None:
+    s = Study(make_cfg(store, "win"), {}, {})
+    costly = train_run(s, tmp_path, "costly", ["conv_bio"], [NCBI], None)
+    cheap = train_run(s, tmp_path, "cheap", ["conv_term"], [NCBI], None)
+    dev_eval(s, costly, "conv_bio", dev_score(0.9, 40.0), [True] * 36 + [False] * 4)
+    dev_eval(s, cheap, "conv_term", dev_score(0.5, 6.0), [True, False] * 20)
+    sel = select_champion(s.cfg, "win", model_name="biogner-win")
+    assert sel.champion.run_name == "costly"
+    assert sel.comparison is not None and sel.comparison.p_better > 0.99
+    assert not sel.comparison.tie and not sel.comparison.cheaper_preferred
+    assert "P(champion better than the next) = 1.000" in explain(sel)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
 from biogner.corpora.registry import SPLITS
+from biogner.runtime import VERBOSE_ENV
 
 
 def _cmd_formats_list(args: argparse.Namespace) -> int:
@@ -124,8 +126,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     result = run_evaluation(cfg)
     m = result.metrics
     p = f"{cfg.split}_"
+    subset = f" (first {cfg.limit}: a subset, not selectable)" if cfg.limit else ""
     print(
-        f"{cfg.model} on {cfg.corpus}/{cfg.split}: F1 {m[p + 'f1']:.4f}  P {m[p + 'precision']:.4f}"
+        f"{cfg.model} on {cfg.corpus}/{cfg.split}{subset}, {int(m[p + 'sentences'])} sentences, "
+        f"{int(m[p + 'gold_mentions'])} gold mentions: F1 {m[p + 'f1']:.4f} "
+        f"[95% CI {m[p + 'f1_low']:.4f}-{m[p + 'f1_high']:.4f}]  P {m[p + 'precision']:.4f}"
         f"  R {m[p + 'recall']:.4f}  parse errors {m[p + 'parse_error_rate']:.3f}"
         f"  hallucinations {m[p + 'hallucination_rate']:.3f}"
         f"  tokens/entity {m[p + 'generated_tokens_per_entity']:.1f}"
@@ -166,6 +171,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biogner", description="Generative biomedical NER with lightweight LLMs on Ray."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's, DeepSpeed's and the libraries' own logs and progress bars "
+        "(default: they go to .biogner/logs/)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -249,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:  # read by biogner.runtime, here and in every Ray worker
+        os.environ[VERBOSE_ENV] = "1"
     return int(args.func(args))
 
 

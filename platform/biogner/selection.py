@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -20,12 +20,17 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from biogner import tracking
 from biogner.corpora.registry import SPLITS
-from biogner.tracking import TrackingConfig
+from biogner.evaluate.metrics import Counts, paired_bootstrap, sentence_counts
+from biogner.tracking import SUBSET_TAG, TrackingConfig
+from biogner.types import Span
 
 KIND_TAG = "biogner.kind"
 TRAIN_KIND = "train"
 EVALUATE_KIND = "evaluate"
-DEFAULT_METRIC = "test_f1"
+DEFAULT_METRIC = "dev_f1"  # choose on dev; test stays a report
+# Below this probability that the best beats the runner-up (paired bootstrap over sentences),
+# the two are tied and the one that writes fewer tokens per entity (cheaper to serve) wins.
+TIE_PROBABILITY = 0.95
 DEFAULT_ALIAS = "champion"
 DEFAULT_MODEL_NAME = "biogner"  # serve_configs/*.yaml load models:/biogner@champion
 _PAGE = 1000
@@ -53,6 +58,11 @@ class RunResult:
     sentences_per_s: float | None
     train_wall_s: float | None
     source_run_id: str
+    f1_low: float | None = None  # 95 % bootstrap interval of the metric's split F1
+    f1_high: float | None = None
+    sentences: int | None = None
+    gold_mentions: int | None = None
+    evaluation_run_id: str | None = None  # the evaluation whose predictions.jsonl scored it
 
     @property
     def format(self) -> str:
@@ -159,7 +169,17 @@ def _result(train: Run, source: Run, metric: str, corpus: str, eval_format: str)
         sentences_per_s=_opt(m, f"{prefix}sentences_per_s"),
         train_wall_s=_wall_s(train),
         source_run_id=str(source.info.run_id),
+        f1_low=_opt(m, f"{prefix}f1_low"),
+        f1_high=_opt(m, f"{prefix}f1_high"),
+        sentences=_int(m, f"{prefix}sentences"),
+        gold_mentions=_int(m, f"{prefix}gold_mentions"),
+        evaluation_run_id=None if source is train else str(source.info.run_id),
     )
+
+
+def _int(metrics: dict[str, float], key: str) -> int | None:
+    value = metrics.get(key)
+    return None if value is None else int(value)
 
 
 def _evaluations(client: MlflowClient, metric: str) -> dict[str, dict[tuple[str, str], Run]]:
@@ -177,6 +197,8 @@ def _evaluations(client: MlflowClient, metric: str) -> dict[str, dict[tuple[str,
         tags = run.data.tags
         parent = tags.get(MLFLOW_PARENT_RUN_ID)
         if not parent or metric not in run.data.metrics:
+            continue
+        if tags.get(SUBSET_TAG) == "true":  # first-N sentences: shown, never selected
             continue
         if split is not None and tags.get("split", split) != split:
             continue
@@ -229,9 +251,72 @@ def collect_results(
             continue
         if metric in run.data.metrics:
             label = next((c for c in corpora if c.lower() == wanted), "") if wanted else ""
-            results.append(_result(run, run, metric, label or "+".join(corpora), first))
+            result = _result(run, run, metric, label or "+".join(corpora), first)
+            own = [ev for (c, f), ev in children.items() if f == first and len(corpora) == 1]
+            if own:  # its per-sentence predictions, for the paired comparison
+                result = replace(result, evaluation_run_id=str(own[-1].info.run_id))
+            results.append(result)
     results.sort(key=rank_key)
     return results
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """The best-ranked run against the runner-up on the same sentences."""
+
+    p_better: float  # P(best's F1 > runner-up's F1), paired bootstrap over sentences
+    sentences: int
+    tie: bool  # p_better below TIE_PROBABILITY: the difference is within the noise
+    cheaper_preferred: bool  # a tie, and the runner-up writes fewer tokens per entity
+
+
+def predictions_counts(cfg: TrackingConfig, eval_run_id: str) -> dict[str, Counts] | None:
+    """Per-sentence (tp, fp, fn) from an evaluation run's predictions.jsonl, or None."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    client = tracking.client_for(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = client.download_artifacts(eval_run_id, "predictions.jsonl", tmp)
+        except Exception:  # a run scored without its predictions (older runs): no comparison
+            return None
+        counts: dict[str, Counts] = {}
+        for line in Path(path).read_text().splitlines():
+            record = json.loads(line)
+            gold = [Span(int(a), int(b), str(c)) for a, b, c in record["gold"]]
+            pred = [Span(int(a), int(b), str(c)) for a, b, c in record["pred"]]
+            counts[str(record["id"])] = sentence_counts(gold, pred)
+    return counts
+
+
+def compare_best_two(
+    cfg: TrackingConfig, ranking: list[RunResult]
+) -> tuple[list[RunResult], Comparison | None]:
+    """Paired bootstrap of the two best runs; on a tie the cheaper one goes first.
+
+    Returns the (possibly reordered) ranking and the comparison, or None when fewer than two
+    runs have per-sentence predictions to compare."""
+    if len(ranking) < 2:
+        return ranking, None
+    best, runner = ranking[0], ranking[1]
+    if best.evaluation_run_id is None or runner.evaluation_run_id is None:
+        return ranking, None
+    a = predictions_counts(cfg, best.evaluation_run_id)
+    b = predictions_counts(cfg, runner.evaluation_run_id)
+    if not a or not b:
+        return ranking, None
+    shared = sorted(set(a) & set(b))
+    p = paired_bootstrap([a[i] for i in shared], [b[i] for i in shared])
+    tie = p < TIE_PROBABILITY
+    cost = [
+        r.tokens_per_entity if r.tokens_per_entity is not None else math.inf for r in (best, runner)
+    ]
+    cheaper = tie and cost[1] < cost[0]
+    if cheaper:
+        ranking = [runner, best, *ranking[2:]]
+    return ranking, Comparison(p, len(shared), tie, cheaper)
 
 
 @dataclass
@@ -246,6 +331,7 @@ class Selection:
     ranking: list[RunResult]
     version: str
     registered: bool  # False when the alias already pointed at the champion run's model
+    comparison: Comparison | None = None
 
     @property
     def champion(self) -> RunResult:
@@ -285,6 +371,7 @@ def select_champion(
             f"(tag {KIND_TAG}={TRAIN_KIND}) with metric {metric!r}; evaluate a model first "
             "(`biogner evaluate`)"
         )
+    ranking, comparison = compare_best_two(exp_cfg, ranking)
     best = ranking[0]
     name = model_name or DEFAULT_MODEL_NAME
     current = tracking.get_alias_version(exp_cfg, name, alias)
@@ -296,7 +383,9 @@ def select_champion(
         except LookupError as e:
             raise LookupError(f"champion run {best.run_name} cannot be registered: {e}") from e
         registered = True
-    selection = Selection(experiment, metric, corpus, name, alias, ranking, version, registered)
+    selection = Selection(
+        experiment, metric, corpus, name, alias, ranking, version, registered, comparison
+    )
     _tag_version(exp_cfg, selection)
     return selection
 
@@ -313,6 +402,9 @@ def _tag_version(cfg: TrackingConfig, selection: Selection) -> None:
         "runner_up": f"{runner.run_name} ({runner.run_id})" if runner else "none",
         "margin": f"{selection.margin:.6g}" if selection.margin is not None else "n/a",
     }
+    if selection.comparison is not None:
+        tags["p_better_than_runner_up"] = f"{selection.comparison.p_better:.4f}"
+        tags["tie_broken_by_cost"] = str(selection.comparison.cheaper_preferred).lower()
     client = tracking.client_for(cfg)
     for key, value in tags.items():
         client.set_model_version_tag(selection.model_name, selection.version, key, value)
@@ -324,7 +416,8 @@ def _num(value: float | None, spec: str = ".4f") -> str:
 
 def ranking_table(ranking: list[RunResult], metric: str) -> str:
     """The ranking as a fixed-width text table, best first."""
-    header = ["#", "run", "model", "format", "corpus", metric, "P", "R", "parse err", "tok/ent"]
+    header = ["#", "run", "model", "format", "corpus", metric, "95% CI", "sent", "gold", "P", "R"]
+    header += ["parse err", "tok/ent"]
     rows = [
         [
             str(i),
@@ -333,6 +426,9 @@ def ranking_table(ranking: list[RunResult], metric: str) -> str:
             r.format,
             r.corpus,
             _num(r.value),
+            f"{_num(r.f1_low)}-{_num(r.f1_high)}" if r.f1_low is not None else "-",
+            str(r.sentences) if r.sentences is not None else "-",
+            str(r.gold_mentions) if r.gold_mentions is not None else "-",
             _num(r.precision),
             _num(r.recall),
             _num(r.parse_error_rate),
@@ -366,6 +462,20 @@ def explain(selection: Selection) -> str:
         )
     else:
         sentence += ", no runner-up"
+    comparison = selection.comparison
+    if comparison is not None:
+        other = selection.ranking[1]
+        sentence += (
+            f"; P(champion better than the next) = {comparison.p_better:.3f} by paired "
+            f"bootstrap over {comparison.sentences} sentences"
+            if not comparison.cheaper_preferred
+            else f"; {best.format} and {other.format} are statistically tied (P({other.format} "
+            f"better) = {comparison.p_better:.3f} < {TIE_PROBABILITY} over {comparison.sentences} "
+            f"sentences): the cheaper one wins, {best.tokens_per_entity:.1f} vs "
+            f"{other.tokens_per_entity:.1f} generated tokens per entity"
+        )
+        if comparison.tie and not comparison.cheaper_preferred:
+            sentence += " (a statistical tie; the champion is also the cheaper or as cheap)"
     ref = f"models:/{selection.model_name}@{selection.alias}"
     if selection.registered:
         registry = f"registered {selection.model_name} version {selection.version}; {ref}"

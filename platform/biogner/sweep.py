@@ -23,8 +23,13 @@ from biogner.tracking import TrackingConfig
 
 class SweepEval(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    split: str = "test"
-    limit: int | None = None
+    splits: list[str] = Field(
+        default_factory=lambda: ["dev", "test"],
+        description="every cell is evaluated on each (whole) split: dev chooses, test reports",
+    )
+    limit: int | None = Field(
+        None, description="first N sentences only: a quick look, never selectable"
+    )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     num_actors: int = 1
     use_gpu: bool = False
@@ -47,7 +52,7 @@ class SweepConfig(BaseModel):
     evaluate: SweepEval = Field(default_factory=SweepEval)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     parallel: bool = False
-    metric: str = "test_f1"
+    metric: str = Field("dev_f1", description="what the summary shows and `select` ranks by")
 
     def cells(self) -> list[Cell]:
         from biogner.formats import FORMATS
@@ -157,30 +162,33 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
                 f"run {name!r} ({run_id}) FINISHED with other values of {', '.join(changed)}; "
                 "use a new experiment name (or delete that run) to train with this config"
             )
-        if run_id and cfg.metric in metrics:
+        ev = cfg.evaluate
+        wanted = [f"{split}_f1" for split in ev.splits]
+        if run_id and ev.limit is None and all(k in metrics for k in wanted):
             return CellOutcome(cell, "SKIPPED", run_id, metrics)
         if run_id is None:
             run_id = run_training(train_cfg).run_id
-        ev = cfg.evaluate
-        result = None
-        for fmt in cell.formats:  # a mix is evaluated in each of its formats
-            result = run_evaluation(
-                EvalConfig(
-                    model=f"runs:/{run_id}/model",
-                    corpus=cell.corpus,
-                    format=fmt,
-                    split=ev.split,
-                    limit=ev.limit,
-                    data_dir=train_cfg.data.data_dir,
-                    generation=ev.generation,
-                    num_actors=ev.num_actors,
-                    use_gpu=ev.use_gpu,
-                    tracking=train_cfg.tracking,
-                    parent_run_id=run_id,
-                    log_to_parent=fmt == cell.formats[0],
+        metrics = {}
+        for split in ev.splits:
+            for fmt in cell.formats:  # a mix is evaluated in each of its formats
+                result = run_evaluation(
+                    EvalConfig(
+                        model=f"runs:/{run_id}/model",
+                        corpus=cell.corpus,
+                        format=fmt,
+                        split=split,
+                        limit=ev.limit,
+                        data_dir=train_cfg.data.data_dir,
+                        generation=ev.generation,
+                        num_actors=ev.num_actors,
+                        use_gpu=ev.use_gpu,
+                        tracking=train_cfg.tracking,
+                        parent_run_id=run_id,
+                        log_to_parent=fmt == cell.formats[0],
+                    )
                 )
-            )
-        metrics = result.metrics if result else {}
+                if fmt == cell.formats[0]:
+                    metrics.update(result.metrics)
         return CellOutcome(cell, "FINISHED", run_id, metrics, seconds=time.perf_counter() - start)
     except Exception as exc:  # one failed cell must not stop the others
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()

@@ -54,6 +54,8 @@ METADATA_FILE = "biogner_model.json"
 CONFIG_ARTIFACT = "config.yaml"
 TRACEBACK_ARTIFACT = "error_traceback.txt"
 ERROR_TAG = "error"
+# An evaluation of the first N sentences of a split ("true"): shown, never selected.
+SUBSET_TAG = "subset"
 HF_ARTIFACT_KEY = "hf_dir"
 # Pickle-based weight files: refused so that a logged model is always loadable without
 # executing pickled code (training_args.bin from HF Trainer is such a pickle too).

@@ -7,13 +7,17 @@ exactly; the same definition as seqeval's strict IOB2 mode (a test proves the eq
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from biogner.formats.base import ParseResult
 from biogner.types import Span
 
 Key = tuple[str, int, int, str]
+Counts = tuple[int, int, int]  # one sentence's (tp, fp, fn)
+BOOTSTRAP_RESAMPLES = 1000
+CONFIDENCE = 0.95
 
 
 @dataclass
@@ -57,6 +61,17 @@ class Scores:
     parse_problems: int = 0
     predicted_mentions: int = 0
     hallucinated: int = 0
+    per_sentence: list[Counts] = field(default_factory=list)
+
+    @property
+    def gold_mentions(self) -> int:
+        return self.overall.tp + self.overall.fn
+
+    def f1_interval(
+        self, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+    ) -> tuple[float, float]:
+        """95 % bootstrap interval of the micro F1 over sentences (see `bootstrap_f1`)."""
+        return bootstrap_f1(self.per_sentence, resamples, seed)
 
     @property
     def parse_error_rate(self) -> float:
@@ -77,6 +92,9 @@ class Scores:
         out[f"{prefix}parse_error_rate"] = self.parse_error_rate
         out[f"{prefix}hallucination_rate"] = self.hallucination_rate
         out[f"{prefix}sentences"] = float(self.sentences)
+        out[f"{prefix}gold_mentions"] = float(self.gold_mentions)
+        low, high = self.f1_interval()
+        out[f"{prefix}f1_low"], out[f"{prefix}f1_high"] = low, high
         return out
 
 
@@ -100,14 +118,16 @@ class Scorer:
         g, p = _keys(sentence_id, gold), _keys(sentence_id, predicted)
         sc = self.scores
         sc.sentences += 1
+        mine = PRF()
         for key in g | p:
             label = key[3]
             prf = sc.per_label.setdefault(label, PRF())
             hit = min(g[key], p[key])
-            for target in (sc.overall, prf):
+            for target in (sc.overall, prf, mine):
                 target.tp += hit
                 target.fp += p[key] - hit
                 target.fn += g[key] - hit
+        sc.per_sentence.append((mine.tp, mine.fp, mine.fn))
         if parse is not None:
             sc.parse_problems += len(parse.problems)
             sc.sentences_with_parse_errors += bool(parse.problems)
@@ -128,3 +148,62 @@ def score(
     if extra:
         raise KeyError(f"predictions for unknown sentence ids: {sorted(extra)[:5]}")
     return scorer.scores
+
+
+def sentence_counts(gold: Iterable[Span], predicted: Iterable[Span]) -> Counts:
+    """(tp, fp, fn) of one sentence, strict matching."""
+    g, p = set(gold), set(predicted)
+    return len(g & p), len(p - g), len(g - p)
+
+
+def _resampled_sums(tables: Sequence[Sequence[Counts]], resamples: int, seed: int) -> Any:
+    """Summed counts of `resamples` bootstrap draws of sentences, the same draws for every
+    table: shape (resamples, 3 x len(tables))."""
+    import numpy as np
+
+    both = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1, 3) for t in tables], axis=1)
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(both), size=(resamples, len(both)))
+    return both[picks].sum(axis=1)
+
+
+def _f1(sums: Any) -> Any:
+    import numpy as np
+
+    tp, fp, fn = sums[:, 0], sums[:, 1], sums[:, 2]
+    denom = 2 * tp + fp + fn
+    return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def bootstrap_f1(
+    counts: Sequence[Counts], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval (95 %) of micro F1, resampling whole sentences.
+
+    Sentences, not mentions, are the unit: a model's errors cluster in hard sentences, and
+    the split is a sample of sentences. Deterministic for a seed."""
+    import numpy as np
+
+    if not counts:
+        return 0.0, 0.0
+    f1 = _f1(_resampled_sums([counts], resamples, seed))
+    tail = (1 - CONFIDENCE) / 2 * 100
+    return float(np.percentile(f1, tail)), float(np.percentile(f1, 100 - tail))
+
+
+def paired_bootstrap(
+    a: Sequence[Counts], b: Sequence[Counts], resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+) -> float:
+    """P(F1 of a > F1 of b) when the same sentences are resampled for both (ties count half).
+
+    `a[i]` and `b[i]` must be the same sentence. Near 1: a is reliably better; near 0.5: the
+    two are indistinguishable on this split."""
+    import numpy as np
+
+    if len(a) != len(b):
+        raise ValueError(f"paired bootstrap needs the same sentences: {len(a)} vs {len(b)}")
+    if not a:
+        return 0.5
+    sums = _resampled_sums([a, b], resamples, seed)
+    fa, fb = _f1(sums[:, :3]), _f1(sums[:, 3:])
+    return float(np.mean(fa > fb) + 0.5 * np.mean(fa == fb))

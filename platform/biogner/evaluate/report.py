@@ -22,7 +22,6 @@ from biogner import tracking
 from biogner.corpora import CORPORA, get_corpus, load_split
 from biogner.formats import FORMATS
 from biogner.selection import (
-    DEFAULT_METRIC,
     KIND_TAG,
     RunResult,
     add_tracking_argument,
@@ -32,6 +31,8 @@ from biogner.selection import (
     rank_key,
 )
 from biogner.tracking import TrackingConfig
+
+REPORT_METRIC = "test_f1"  # models are chosen on dev (select) and reported on test
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -251,7 +252,7 @@ def build_report(
     cfg: TrackingConfig,
     experiment: str,
     out: Path,
-    metric: str = DEFAULT_METRIC,
+    metric: str = REPORT_METRIC,
     data_dir: str | Path | None = None,
     log_run: bool = True,
 ) -> ReportPaths:
@@ -325,7 +326,7 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p = subparsers.add_parser("report", help="F1 heatmaps, cost plots and the study table")
     p.add_argument("--experiment", required=True, help="MLflow experiment of the study")
     p.add_argument("--out", required=True, help="directory for report.md and the PNGs")
-    p.add_argument("--metric", default=DEFAULT_METRIC)
+    p.add_argument("--metric", default=REPORT_METRIC)
     p.add_argument("--data-dir", help="corpora, for the ceiling F1 (default: usual data dir)")
     p.add_argument("--no-log", action="store_true", help="do not log a report run to MLflow")
     add_tracking_argument(p)

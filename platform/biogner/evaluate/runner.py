@@ -21,7 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from biogner.evaluate.metrics import Scorer, Scores
 from biogner.formats.base import ParseResult
 from biogner.generation import GenerationConfig
-from biogner.tracking import TrackingConfig
+from biogner.progress import Progress
+from biogner.tracking import SUBSET_TAG, TrackingConfig
 from biogner.types import Sentence, Span
 
 
@@ -32,7 +33,11 @@ class EvalConfig(BaseModel):
     corpus: str = "NCBI-disease"
     format: str | None = Field(None, description="default: the format the model was trained on")
     split: str = "test"
-    limit: int | None = None
+    limit: int | None = Field(
+        None,
+        description="first N sentences only: a quick look, tagged as a subset, never copied "
+        "onto the training run and never eligible for champion selection",
+    )
     data_dir: str | None = None
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     num_actors: int = 1
@@ -43,7 +48,9 @@ class EvalConfig(BaseModel):
     parent_run_id: str | None = Field(
         None, description="default: the training run of a runs:/ or models:/ URI"
     )
-    log_to_parent: bool = Field(True, description="also log <split>_f1 ... on the parent run")
+    log_to_parent: bool = Field(
+        True, description="also log <split>_f1 ... on the parent run (whole splits only)"
+    )
 
 
 @dataclass
@@ -167,13 +174,18 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     items = [sentence_row(s, corpus.name, cfg.split) for s in sentences]
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.rows_per_task))
     start = time.perf_counter()
-    preds = ds.map_batches(
+    mapped = ds.map_batches(
         ExtractActor,
         fn_constructor_args=(str(model_dir), fmt, types, cfg.generation.model_dump()),
         batch_size=cfg.rows_per_task,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_gpus=1 if cfg.use_gpu else 0,
-    ).take_all()
+    )
+    progress = Progress(f"evaluate {fmt} {corpus.name}/{cfg.split}", len(items), "sentences")
+    preds = []
+    for row in mapped.iter_rows():
+        preds.append(row)
+        progress.update()
     wall = time.perf_counter() - start
     preds.sort(key=lambda r: r["sentence_id"])
 
@@ -204,7 +216,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     )
     parent = cfg.parent_run_id or model_run
     run_id = _log_evaluation(cfg, fmt, corpus.name, meta, metrics, preds, gold, parent)
-    if parent and cfg.log_to_parent:
+    if parent and cfg.log_to_parent and cfg.limit is None:
         client = tracking.client_for(cfg.tracking)
         for key, value in metrics.items():
             client.log_metric(parent, key, value)
@@ -230,8 +242,10 @@ def _log_evaluation(
         "format": fmt,
         "corpus": corpus,
         "split": cfg.split,
+        SUBSET_TAG: "true" if cfg.limit is not None else "false",
+        "sentences": str(len(gold)),
     }
-    name = f"eval-{corpus}-{fmt}-{cfg.split}"
+    name = f"eval-{corpus}-{fmt}-{cfg.split}" + (f"-first{cfg.limit}" if cfg.limit else "")
     run_cfg = cfg.tracking
     if parent:  # a nested run lives in its parent's experiment, whatever the default says
         client = tracking.client_for(cfg.tracking)
