@@ -1,11 +1,86 @@
 """Connecting to Ray the same way everywhere: a cluster under `ray job submit`, a local
-one otherwise."""
+one otherwise; and keeping the terminal readable.
+
+Ray, Ray Data, DeepSpeed and transformers each print their own INFO lines and progress
+bars, from the driver and from every worker. Unless `BIOGNER_VERBOSE` is set (`biogner
+--verbose`), their logs go to a file under `.biogner/logs/` and their progress bars are off;
+what the terminal shows is biogner's own one line per training step and one progress line
+per evaluation, each with an ETA. Workers' own output stays in Ray's session logs
+(`/tmp/ray/session_latest/logs/`).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
 
 LOCAL_MIN_CPUS = 4  # 2 train workers + a Ray Data task must fit, or lazy pipelines deadlock
+VERBOSE_ENV = "BIOGNER_VERBOSE"
+# Loggers whose INFO lines go to the log file, not the terminal, unless verbose.
+QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "DeepSpeed", "mlflow")
+# Set for the driver and passed to every worker: no progress bars but biogner's.
+QUIET_ENV = {
+    "RAY_DATA_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "TQDM_DISABLE": "1",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
+_log_file: Path | None = None
+_handler: logging.Handler | None = None
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def log_file() -> Path | None:
+    """Where Ray's and the libraries' logs went this process (None when verbose)."""
+    return _log_file
+
+
+def quiet_logs(home: str | Path | None = None) -> Path | None:
+    """Send the libraries' loggers to `<home>/.biogner/logs/biogner-<time>.log` and turn
+    their progress bars off (here and, through `worker_env`, in Ray workers)."""
+    global _log_file, _handler
+    if verbose():
+        return None
+    if _log_file is None or _handler is None:
+        base = Path(home or os.environ.get("BIOGNER_HOME") or os.getcwd()).resolve()
+        folder = base / ".biogner" / "logs"
+        folder.mkdir(parents=True, exist_ok=True)
+        _log_file = folder / f"biogner-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        _handler = logging.FileHandler(_log_file)
+        _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    os.environ.update(QUIET_ENV)
+    warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
+    handler = _handler
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if isinstance(old, logging.StreamHandler) and not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
+    return _log_file
+
+
+def worker_env() -> dict[str, str]:
+    """Environment every Ray worker gets: biogner's, DeepSpeed's, HF's, MLflow's variables,
+    and the quiet settings unless verbose."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k.startswith(("BIOGNER_", "DS_", "HF_", "TRANSFORMERS_", "MLFLOW_"))
+    }
+    if not verbose():
+        env.update(QUIET_ENV)
+    return env
 
 
 def init_ray(num_cpus: int | None = None) -> None:
@@ -15,15 +90,21 @@ def init_ray(num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
-    env = {
-        "env_vars": {
-            k: v
-            for k, v in os.environ.items()
-            if k.startswith(("BIOGNER_", "DS_", "HF_", "TRANSFORMERS_", "MLFLOW_"))
-        }
-    }
+    quiet = not verbose()
+    runtime_env = {"env_vars": worker_env()}
+    # Quiet: workers' and Ray's own actors' output (Ray Train's PlacementGroupCleaner warns
+    # every second without a dashboard) stays in Ray's session logs; the driver prints
+    # training steps from MLflow (train.driver.StepPrinter) and evaluation progress itself.
+    options: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": not quiet}
+    if quiet:
+        quiet_logs()
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(address=os.environ["RAY_ADDRESS"], runtime_env=env, log_to_driver=True)
-        return
-    cpus = num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
-    ray.init(num_cpus=cpus, include_dashboard=False, runtime_env=env, log_to_driver=True)
+        ray.init(address=os.environ["RAY_ADDRESS"], **options)
+    else:
+        cpus = num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, **options)
+    if quiet:
+        quiet_logs()  # ray.init re-attaches its own stream handler to the "ray" logger
+        from ray.data import DataContext
+
+        DataContext.get_current().enable_progress_bars = False

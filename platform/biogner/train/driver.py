@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from biogner import tracking
 from biogner.config import to_yaml
-from biogner.runtime import init_ray
+from biogner.progress import duration
+from biogner.runtime import init_ray, log_file, verbose
 from biogner.train.config import TrainConfig
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, train_loop
 
@@ -28,6 +30,61 @@ class TrainOutcome:
     steps: int  # optimizer steps done (up to the last checkpoint when STOPPED)
     metrics: dict[str, Any]
     checkpoint_path: str | None
+
+
+class StepPrinter(threading.Thread):
+    """Prints the training steps rank 0 logs to MLflow, one line each, with an ETA.
+
+    The driver, not the workers, writes the terminal: worker output carries Ray's prefixes,
+    arrives twice through Ray Train's log forwarding, and interleaves with Ray's own actors'
+    warnings. Reading the run's metric history every few seconds costs one query."""
+
+    KEYS = ("loss", "learning_rate", "tokens_per_s", "padding_ratio")
+
+    def __init__(self, cfg: TrainConfig, run_id: str, total_steps: int, every_s: float = 2.0):
+        super().__init__(daemon=True, name="biogner-step-printer")
+        self.client = tracking.client_for(cfg.tracking)
+        self.run_id, self.total, self.every_s = run_id, total_steps, every_s
+        self._stop_event = threading.Event()
+        self.printed = max((m.step for m in self._history("loss")), default=0)
+        self.first_seen: tuple[float, int] | None = None
+
+    def _history(self, key: str) -> list[Any]:
+        return list(self.client.get_metric_history(self.run_id, key))
+
+    def poll(self) -> None:
+        history = {k: self._history(k) for k in self.KEYS}
+        columns = {k: {m.step: m.value for m in ms} for k, ms in history.items()}
+        logged_at = {m.step: m.timestamp / 1000 for m in history["loss"]}  # when rank 0 logged
+        for step in sorted(s for s in columns["loss"] if s > self.printed):
+            if self.first_seen is None:
+                self.first_seen = (logged_at[step], step)
+            t0, s0 = self.first_seen
+            per_step = (logged_at[step] - t0) / (step - s0) if step > s0 else None
+            eta = duration(per_step * (self.total - step)) if per_step else "?"
+            value = {k: columns[k].get(step, float("nan")) for k in self.KEYS}
+            print(
+                f"[train] step {step}/{self.total} loss {value['loss']:.4f} "
+                f"lr {value['learning_rate']:.2e} tokens/s {value['tokens_per_s']:.0f} "
+                f"padding {value['padding_ratio']:.3f} eta {eta}",
+                flush=True,
+            )
+            self.printed = step
+
+    def run(self) -> None:
+        while not self._stop_event.wait(self.every_s):
+            try:
+                self.poll()
+            except Exception as exc:  # a busy store must not kill the run
+                log.debug("step printer: %s", exc)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(timeout=10)
+        try:
+            self.poll()
+        except Exception as exc:
+            log.debug("step printer: %s", exc)
 
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
@@ -85,6 +142,18 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
             0,
             cfg.tracking.uri,
         )
+        print(
+            f"[train] {cfg.run_name}: {counts['rows']} examples, {total_steps} steps of "
+            f"{cfg.optim.per_device_batch_size * cfg.optim.gradient_accumulation_steps * world}"
+            f" on {world} worker(s); MLflow run {run_id}",
+            flush=True,
+        )
+        if log_file() is not None:
+            print(
+                f"[train] Ray/DeepSpeed logs: {log_file()} and /tmp/ray/session_latest/logs/ "
+                "(biogner --verbose shows them here)",
+                flush=True,
+            )
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={
@@ -108,7 +177,14 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
             datasets={"train": dataset},
             dataset_config=DataConfig(datasets_to_split=[]),
         )
-        result = trainer.fit()
+        printer = None if verbose() else StepPrinter(cfg, run_id, total_steps)
+        if printer is not None:
+            printer.start()
+        try:
+            result = trainer.fit()
+        finally:
+            if printer is not None:
+                printer.stop()
         metrics = dict(result.metrics or {})
         if result.checkpoint is None:
             raise RuntimeError("training ended without a checkpoint")

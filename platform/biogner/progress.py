@@ -1,0 +1,53 @@
+"""One progress line per long stage, with rate and ETA, readable in a terminal and in a log.
+
+In a terminal the line is redrawn in place; in a file or a pipe (CI, `ray job logs`) it is
+printed at most every `every_s` seconds and at the end, so logs stay short.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def duration(seconds: float) -> str:
+    """`1h05m`, `3m07s`: short enough for a progress line."""
+    minutes, secs = divmod(int(max(seconds, 0)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Progress:
+    def __init__(
+        self, label: str, total: int, unit: str, every_s: float = 15.0, out: TextIO | None = None
+    ) -> None:
+        self.label, self.total, self.unit = label, total, unit
+        self.done = 0
+        self.every_s = every_s
+        self.out = out or sys.stdout
+        self.tty = bool(getattr(self.out, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self._last_print = -float("inf")
+
+    def line(self) -> str:
+        elapsed = time.perf_counter() - self.start
+        rate = self.done / elapsed if elapsed > 0 else 0.0
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        eta = duration(left) if rate > 0 else "?"
+        return (
+            f"[{self.label}] {self.done}/{self.total} {self.unit}, {rate:.1f}/s, "
+            f"elapsed {duration(elapsed)}, eta {eta}"
+        )
+
+    def update(self, n: int = 1) -> None:
+        self.done += n
+        now = time.perf_counter()
+        finished = self.done >= self.total
+        if self.tty:
+            self.out.write("\r" + self.line() + ("\n" if finished else ""))
+            self.out.flush()
+        elif finished or now - self._last_print >= self.every_s:
+            self.out.write(self.line() + "\n")
+            self.out.flush()
+            self._last_print = now
