@@ -17,6 +17,7 @@ Prints a table, writes bench/results/train.json (train_gpu.json with --gpu). Usa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import resource
@@ -38,10 +39,6 @@ from biogner.train.config import TrainConfig  # noqa: E402
 
 GIB = 1024**3
 LORA_TARGETS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
-# Per model: full fine-tuning for the tiny test model, LoRA (as jobs/configs/*.yaml) otherwise.
-MODEL_OVERRIDES: dict[str, list[str]] = {
-    "tiny-llama": ["model.lora=false"],
-}
 LORA_OVERRIDES = [
     "model.lora=true",
     "model.lora_r=16",
@@ -138,7 +135,7 @@ def bench_config(
         "optim.log_every_steps=1",
         "optim.checkpoint_every_steps=0",
         f"deepspeed.zero_stage={zero}",
-        f"deepspeed.precision={'bf16' if args.gpu else 'fp32'}",
+        f"deepspeed.precision={args.precision or ('bf16' if args.gpu else 'auto')}",
         f"scaling.num_workers={workers}",
         f"scaling.use_gpu={str(args.gpu).lower()}",
         f"scaling.cpus_per_worker={cpus}",
@@ -271,10 +268,19 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
 
     from biogner.modeling import load_model
     from biogner.train.batching import collate, epoch_batches
+    from biogner.train.deepspeed_config import precision
 
     cfg = TrainConfig.model_validate(cfg_json)
     device = torch.device("cuda" if use_gpu else "cpu")
     examples = plain_examples(cfg)
+    # The same precision switch as the Ray loop (CPU bf16 = autocast); on GPU the plain loop
+    # runs under autocast too, where DeepSpeed would hold bf16 weights.
+    bf16 = precision(cfg, use_gpu) == "bf16"
+    autocast = (
+        (lambda: torch.autocast(device.type, dtype=torch.bfloat16))
+        if bf16
+        else contextlib.nullcontext
+    )
     torch.manual_seed(cfg.optim.seed)
     model, tokenizer = load_model(cfg.model, device=device, for_training=True)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -298,7 +304,8 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
             if use_gpu:
                 torch.cuda.synchronize()
             tick = time.perf_counter()
-            out = model(**{k: v.to(device) for k, v in tensors.items()})
+            with autocast():
+                out = model(**{k: v.to(device) for k, v in tensors.items()})
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm)
             optim.step()
@@ -316,6 +323,8 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
         "loss_step1": losses[0],
         "steps": len(step_s),
         "step_s_median": median(step_s[1:]),
+        "tokens_per_example": sum(len(e.input_ids) for e in examples) / len(examples),
+        "precision": "bf16" if bf16 else "fp32",
         "torch_threads": torch.get_num_threads(),
         "peak_rss_gib": peak_rss / GIB,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / GIB if use_gpu else None,
@@ -350,6 +359,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--workers", default="1,2")
     parser.add_argument("--zero", default="2", help="DeepSpeed ZeRO stages, e.g. 2,3")
+    parser.add_argument("--modes", default="lora,full", help="lora and/or full fine-tuning")
+    parser.add_argument("--precision", help="auto (default on CPU), fp32, bf16 (default on GPU)")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--gpu", action="store_true", help="use_gpu, bf16, one GPU per worker")
@@ -379,8 +390,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from biogner.runtime import init_ray
 
     init_ray()
-    models = [(spec, spec not in MODEL_OVERRIDES) for spec in _csv(args.models)]
-    models += [(build_config_model(n, cache_root()), True) for n in _csv(args.model_config)]
+    modes = [m == "lora" for m in _csv(args.modes)]
+    specs = _csv(args.models)
+    specs += [build_config_model(n, cache_root()) for n in _csv(args.model_config)]
+    models = [(spec, lora) for spec in specs for lora in modes]
     workers = [int(w) for w in _csv(args.workers)]
     stages = [int(z) for z in _csv(args.zero)]
     n_gpus = 0
@@ -418,6 +431,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                             "ray_tok_s": ray["tokens_per_s"],
                             "plain_tok_s": plain["tokens_per_s"],
                             "ratio": ray["tokens_per_s"] / plain["tokens_per_s"],
+                            "ray_sent_s": ray["tokens_per_s"] / plain["tokens_per_example"],
+                            "plain_sent_s": plain["tokens_per_s"] / plain["tokens_per_example"],
+                            "precision": plain["precision"],
                             "ray_pad": ray["padding_ratio"],
                             "plain_pad": plain["padding_ratio"],
                             "ray_peak_gib": ray["peak_pss_gib"],

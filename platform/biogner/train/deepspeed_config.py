@@ -93,6 +93,9 @@ def build_deepspeed_config(
                 "weight_decay": cfg.optim.weight_decay,
                 "torch_adam": True,
                 "adam_w_mode": True,
+                # multi-tensor AdamW: on a CPU the default per-tensor loop costs ~4 % of a
+                # SmolLM2 step (py-spy), the multi-tensor kernels a fraction of it.
+                "foreach": True,
             },
         },
         "scheduler": scheduler(cfg, total_steps),
