@@ -76,7 +76,9 @@ MODEL_CONFIGS: dict[str, dict[str, Any]] = {
         "tie_word_embeddings": True,
     },
 }
-MEMORY_SAMPLE_S = 0.5
+# Reading PSS walks every page of every process (/proc/*/smaps_rollup): at 0.5 s it cost the
+# driver 80 % of a core, which the 2-core Ray cells then lacked. Sample sparsely.
+MEMORY_SAMPLE_S = 5.0
 
 
 # --------------------------------------------------------------------------- configs

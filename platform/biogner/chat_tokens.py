@@ -78,7 +78,8 @@ def supervised_spans(
     return full, spans
 
 
-def _encode(tokenizer: Any, text: str) -> list[int]:
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of `text` as it appears inside a rendered chat (no special tokens added)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
@@ -94,10 +95,10 @@ def tokenize_chat(
     ids: list[int] = []
     labels: list[int] = []
     for start, end in zip(cuts, cuts[1:], strict=False):
-        upto = _encode(tokenizer, full[:end])
+        upto = encode(tokenizer, full[:end])
         # when a token straddles the boundary, tokenize this piece on its own
         aligned = upto[: len(ids)] == ids
-        new = upto[len(ids) :] if aligned else _encode(tokenizer, full[start:end])
+        new = upto[len(ids) :] if aligned else encode(tokenizer, full[start:end])
         ids.extend(new)
         labels.extend(new if start in supervised else [IGNORE_INDEX] * len(new))
     truncated = max_length is not None and len(ids) > max_length
@@ -116,4 +117,4 @@ def prompt_ids(tokenizer: Any, messages: Sequence[Mapping[str, str]]) -> list[in
             f"message {len(messages) - 1}: the last message is an assistant answer; "
             "pass the conversation without it to get a generation prompt"
         )
-    return _encode(tokenizer, render_chat(tokenizer, messages, add_generation_prompt=True))
+    return encode(tokenizer, render_chat(tokenizer, messages, add_generation_prompt=True))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,11 @@ class GenerationConfig(BaseModel):
     max_new_tokens_cap: int = Field(768, ge=1, description="upper bound on any answer")
     device: str = Field("auto", description="auto, cpu, cuda")
     dtype: str = "auto"
+    reuse_kv_cache: bool = Field(
+        True,
+        description="a conv format's later turns reuse the keys/values of the earlier ones "
+        "instead of re-encoding the whole chat (same answers, less compute)",
+    )
 
 
 @dataclass
@@ -51,7 +55,7 @@ class Generation:
     parse: ParseResult
     generated_tokens: int
     truncated: bool = False  # an answer hit its token budget
-    extra: dict[str, Any] = field(default_factory=dict)
+    answer_tokens: list[list[int]] = field(default_factory=list)  # per turn, as generated
 
 
 def read_model_metadata(model_dir: Path) -> dict[str, Any]:
@@ -98,77 +102,132 @@ class Generator:
         budget = math.ceil(per_token * n_text * (types_here if fmt.writing.name == "term" else 1))
         return min(max(budget, floor), self.cfg.max_new_tokens_cap)
 
+    def _left_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            if r:
+                ids[i, width - len(r) :] = torch.tensor(r)
+                mask[i, width - len(r) :] = 1
+        return ids, mask
+
+    def _next_turn_ids(self, chat: list[dict[str, str]], question: str) -> list[int]:
+        """Tokens between an assistant answer's content and the next answer: the end of that
+        turn, the next user turn and the generation prompt, as the chat template writes them."""
+        from biogner.chat_tokens import encode
+        from biogner.modeling import render_chat
+
+        marker = "\x00answer\x00"
+        text = render_chat(
+            self.tokenizer,
+            [
+                *chat,
+                {"role": "assistant", "content": marker},
+                {"role": "user", "content": question},
+            ],
+            add_generation_prompt=True,
+        )
+        return encode(self.tokenizer, text[text.rindex(marker) + len(marker) :])
+
     @torch.inference_mode()
-    def generate(
-        self, prompts: Sequence[list[int]], budgets: Sequence[int]
-    ) -> list[tuple[str, int, bool]]:
-        """Greedy answers for token-id prompts: (text, generated tokens, hit its budget)."""
-        results: list[tuple[str, int, bool]] = [("", 0, False)] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        pad = self.tokenizer.pad_token_id
-        bs = self.cfg.batch_size
-        for start in range(0, len(order), bs):
-            chunk = order[start : start + bs]
-            width = max(len(prompts[i]) for i in chunk)
-            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, i in enumerate(chunk):
-                n = len(prompts[i])
-                ids[row, width - n :] = torch.tensor(prompts[i])
-                mask[row, width - n :] = 1
-            budget = max(budgets[i] for i in chunk)
+    def _conversation(
+        self,
+        chats: list[list[dict[str, str]]],
+        questions: list[list[str]],
+        budgets: list[int],
+    ) -> list[list[tuple[str, list[int], bool]]]:
+        """Every turn of a batch of conversations: (text, answer token ids, hit budget) each.
+
+        A later turn continues from the tokens the model generated (not their re-encoded
+        text), after the chat template's turn separator and the next question; with
+        `reuse_kv_cache` the keys and values of everything before it are reused instead of
+        recomputed. Padding, the end token and anything generated after it are masked, so
+        the positions of the real tokens are those of the conversation alone."""
+        from biogner.chat_tokens import prompt_ids
+
+        turns = len(questions[0])
+        for chat, qs in zip(chats, questions, strict=True):
+            chat.append({"role": "user", "content": qs[0]})
+        ids, mask = self._left_pad([prompt_ids(self.tokenizer, c) for c in chats])
+        past = None
+        results: list[list[tuple[str, list[int], bool]]] = [[] for _ in chats]
+        for turn in range(turns):
+            if turn:
+                block, block_mask = self._left_pad(
+                    [
+                        self._next_turn_ids(c[:-1], qs[turn])
+                        for c, qs in zip(chats, questions, strict=True)
+                    ]
+                )
+                for c, qs in zip(chats, questions, strict=True):
+                    c.append({"role": "user", "content": qs[turn]})
+                ids, mask = torch.cat([ids, block], 1), torch.cat([mask, block_mask], 1)
+            # (`past_key_values` is what transformers 5.17, on the GPU image, still calls it)
+            cache = {} if past is None else {"past_key_values": past}
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
-                max_new_tokens=budget,
+                **cache,
+                max_new_tokens=max(budgets),
                 do_sample=False,
                 num_beams=1,
                 eos_token_id=self.end_ids,
-                pad_token_id=pad,
+                pad_token_id=self.tokenizer.pad_token_id,
+                return_dict_in_generate=True,
             )
-            new = out[:, width:].tolist()
-            for row, i in enumerate(chunk):
-                toks = new[row][: budgets[i]]
+            sequences = out.sequences.cpu()
+            new = sequences[:, ids.shape[1] :]
+            new_mask = torch.zeros_like(new)
+            for row, chat in enumerate(chats):
+                toks = new[row, : budgets[row]].tolist()
                 end = next((k for k, t in enumerate(toks) if t in self.end_ids), None)
-                hit = end is None and len(toks) >= budgets[i]
-                toks = toks if end is None else toks[:end]
-                text = self.tokenizer.decode(toks, skip_special_tokens=True)
-                results[i] = (text.strip(), len(toks) + (end is not None), hit)
+                answer = toks if end is None else toks[:end]
+                new_mask[row, : len(answer)] = 1
+                text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+                hit = end is None and len(toks) >= budgets[row]
+                results[row].append((text, answer, hit))
+                chat.append({"role": "assistant", "content": text})
+            ids, mask = sequences, torch.cat([mask, new_mask], 1)
+            past = out.past_key_values if self.cfg.reuse_kv_cache else None
         return results
 
     def extract(
         self, sentences: Sequence[Sentence], fmt: Format | str, types: Sequence[str]
     ) -> list[Generation]:
-        """Generate every turn of `fmt` for each sentence and parse the answers."""
-        from biogner.chat_tokens import prompt_ids
+        """Generate every turn of `fmt` for each sentence and parse the answers.
 
+        Sentences are batched by prompt length (less padding); a batch keeps its rows for
+        all the turns of a `conv` format, so the cache of one turn serves the next."""
         fmt = get_format(fmt) if isinstance(fmt, str) else fmt
         types = list(types)
-        chats: list[list[dict[str, str]]] = [fmt.opening() for _ in sentences]
-        answers: list[list[str]] = [[] for _ in sentences]
-        counts = [0] * len(sentences)
-        hit = [False] * len(sentences)
         budgets = [self.answer_budget(fmt, s, len(types)) for s in sentences]
         questions = [fmt.questions(s.text, types) for s in sentences]
-        for turn in range(len(fmt.turn_types(types))):
-            prompts = []
-            for i in range(len(sentences)):
-                chats[i].append({"role": "user", "content": questions[i][turn]})
-                prompts.append(prompt_ids(self.tokenizer, chats[i]))
-            for i, (text, n, cut) in enumerate(self.generate(prompts, budgets)):
-                chats[i].append({"role": "assistant", "content": text})
-                answers[i].append(text)
-                counts[i] += n
-                hit[i] = hit[i] or cut
-        return [
-            Generation(s, answers[i], fmt.parse(answers[i], s, types), counts[i], hit[i])
-            for i, s in enumerate(sentences)
-        ]
-
-
-def timed_extract(
-    generator: Generator, sentences: Sequence[Sentence], fmt: str, types: Sequence[str]
-) -> tuple[list[Generation], float]:
-    start = time.perf_counter()
-    out = generator.extract(sentences, fmt, types)
-    return out, time.perf_counter() - start
+        order = sorted(range(len(sentences)), key=lambda i: len(questions[i][0]))
+        turns: list[list[tuple[str, list[int], bool]]] = [[] for _ in sentences]
+        bs = self.cfg.batch_size
+        for start in range(0, len(order), bs):
+            chunk = order[start : start + bs]
+            done = self._conversation(
+                [fmt.opening() for _ in chunk],
+                [questions[i] for i in chunk],
+                [budgets[i] for i in chunk],
+            )
+            for i, result in zip(chunk, done, strict=True):
+                turns[i] = result
+        out = []
+        for s, result in zip(sentences, turns, strict=True):
+            answers = [text for text, _, _ in result]
+            tokens = [ids for _, ids, _ in result]
+            out.append(
+                Generation(
+                    s,
+                    answers,
+                    fmt.parse(answers, s, types),
+                    # the end token of each finished answer was generated too
+                    sum(len(ids) + (not hit) for _, ids, hit in result),
+                    any(hit for _, _, hit in result),
+                    tokens,
+                )
+            )
+        return out
