@@ -164,7 +164,7 @@ class Generator:
                     c.append({"role": "user", "content": qs[turn]})
                 ids, mask = torch.cat([ids, block], 1), torch.cat([mask, block_mask], 1)
             # (`past_key_values` is what transformers 5.17, on the GPU image, still calls it)
-            cache = {} if past is None else {"past_key_values": past}
+            cache: dict[str, Any] = {} if past is None else {"past_key_values": past}
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
