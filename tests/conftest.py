@@ -27,6 +27,24 @@ def data_dir() -> Path:
     return path
 
 
+def write_small_corpus(source: Path, out: Path, corpus: str, sentences: int) -> Path:
+    """A copy of `corpus` with the first `sentences` sentences of each split: whole splits
+    that a test can evaluate in seconds."""
+    folder = out / corpus
+    folder.mkdir(parents=True, exist_ok=True)
+    for split in ("train", "dev", "test"):
+        blocks = (source / corpus / f"{split}.tsv").read_text().split("\n\n")
+        kept = [b.strip("\n") for b in blocks if b.strip()][:sentences]
+        (folder / f"{split}.tsv").write_text("\n\n".join(kept) + "\n\n")
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_data_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """NCBI-disease cut to 40 sentences per split (train, dev, test)."""
+    return write_small_corpus(data_dir, tmp_path_factory.mktemp("small-data"), "NCBI-disease", 40)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole suite (starting Ray costs seconds each time)."""

@@ -23,19 +23,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_home(ray_session, data_dir, tmp_path_factory) -> Path:
+def demo_home(ray_session, small_data_dir, tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("demo") / ".biogner"
 
 
-def run_demo(home: Path, capsys: pytest.CaptureFixture[str]) -> str:
-    code = main(["demo", "--tiny", "--home", str(home), "--port", str(free_port())])
+def run_demo(home: Path, data: Path, capsys: pytest.CaptureFixture[str]) -> str:
+    argv = ["demo", "--tiny", "--home", str(home), "--port", str(free_port())]
+    code = main([*argv, "--data-dir", str(data)])
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     return out
 
 
-def test_tiny_demo_runs_every_stage_and_prints_entities(demo_home, capsys):
-    out = run_demo(demo_home, capsys)
+def test_tiny_demo_runs_every_stage_and_prints_entities(demo_home, small_data_dir, capsys):
+    out = run_demo(demo_home, small_data_dir, capsys)
     for stage in range(1, 7):
         assert f"[{stage}/6]" in out
     # Stage 1 converted all ten formats of the three splits.
@@ -48,7 +49,10 @@ def test_tiny_demo_runs_every_stage_and_prints_entities(demo_home, capsys):
     version = tracking.get_alias_version(cfg, "biogner-tiny", "champion")
     assert version is not None
     run = MlflowClient(cfg.uri).get_run(version.run_id)
-    assert run.info.status == "FINISHED" and "test_f1" in run.data.metrics
+    # chosen on the whole dev split, then scored on the whole test split, with intervals
+    assert run.info.status == "FINISHED" and run.data.metrics["dev_sentences"] == 40
+    assert run.data.metrics["test_sentences"] == 40 and "test_f1_low" in run.data.metrics
+    assert "choose on the whole dev split" in out and "test F1" in out
     # The endpoint answered for the abstract: the count line, and each entity line's offsets
     # slice the abstract to the printed text.
     found = re.search(r"(\d+) entities:", out)
@@ -64,7 +68,7 @@ def test_tiny_demo_runs_every_stage_and_prints_entities(demo_home, capsys):
     assert DEMO_APP not in serve.status().applications
 
 
-def test_second_run_reuses_conversion_and_finished_cells(demo_home, capsys):
-    out = run_demo(demo_home, capsys)
+def test_second_run_reuses_conversion_and_finished_cells(demo_home, small_data_dir, capsys):
+    out = run_demo(demo_home, small_data_dir, capsys)
     assert "reusing" in out
     assert out.count("SKIPPED") >= 2 and "FAILED" not in out

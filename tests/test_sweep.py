@@ -15,7 +15,7 @@ TINY = Path(__file__).parents[1] / "jobs" / "configs" / "tiny.yaml"
 
 
 @pytest.fixture(scope="module")
-def study(ray_session, data_dir, tmp_path_factory):
+def study(ray_session, small_data_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     cfg = load_sweep(
         None,
@@ -26,31 +26,36 @@ def study(ray_session, data_dir, tmp_path_factory):
             "formats=[conv_term,multi_triple]",
             "corpora=[NCBI-disease]",
             "overrides=[optim.max_steps=6,data.limit=48]",
-            "evaluate.limit=30",
             f"tracking.tracking_uri=sqlite:///{root}/mlflow.db",
             f"tracking.artifact_root={root}/artifacts",
         ],
     )
     # Cells write Ray results and conversions under these paths.
     cfg.overrides += [f"scaling.storage_path={root}/ray", f"data.converted_dir={root}/conv"]
+    cfg.overrides += [f"data.data_dir={small_data_dir}"]  # whole splits of 40 sentences
     return root, cfg, run_sweep(cfg, progress=False)
 
 
-def test_both_cells_finish_with_test_f1(study):
+def test_both_cells_are_scored_on_whole_dev_and_test_splits(study):
     root, cfg, outcomes = study
     assert [o.status for o in outcomes] == ["FINISHED", "FINISHED"]
     client = MlflowClient(cfg.tracking.uri)
     for o in outcomes:
         run = client.get_run(o.run_id)
         assert run.info.status == "FINISHED"
-        assert 0.0 <= run.data.metrics["test_f1"] <= 1.0
-        assert run.data.metrics["test_sentences"] == 30
+        for split in ("dev", "test"):
+            m = run.data.metrics
+            assert 0.0 <= m[f"{split}_f1_low"] <= m[f"{split}_f1"] <= m[f"{split}_f1_high"] <= 1
+            assert m[f"{split}_sentences"] == 40 and m[f"{split}_gold_mentions"] > 0
         children = client.search_runs(
             [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{o.run_id}'"
         )
-        assert len(children) == 1 and children[0].data.tags["biogner.kind"] == "evaluate"
-        arts = {a.path for a in client.list_artifacts(children[0].info.run_id)}
-        assert {"predictions.jsonl", "errors.md"} <= arts
+        assert sorted(c.data.tags["split"] for c in children) == ["dev", "test"]
+        for child in children:
+            assert child.data.tags["biogner.kind"] == "evaluate"
+            assert child.data.tags["subset"] == "false"
+            arts = {a.path for a in client.list_artifacts(child.info.run_id)}
+            assert {"predictions.jsonl", "errors.md"} <= arts
 
 
 def test_rerun_skips_finished_cells(study):
@@ -80,14 +85,18 @@ def test_failed_cell_does_not_stop_the_others(study):
     assert "/no/such/model" in (outcomes[1].error or "")
 
 
-def test_select_champion_and_report(study, tmp_path, capsys):
+def test_select_champion_and_report(study, small_data_dir, tmp_path, capsys):
     root, cfg, outcomes = study
     from biogner.evaluate.report import build_report
     from biogner.selection import select_champion
 
-    selection = select_champion(cfg.tracking, cfg.experiment, "test_f1", model_name="tiny-ner")
-    best = max(outcomes, key=lambda o: o.metrics["test_f1"])
-    assert selection.ranking[0].value == pytest.approx(best.metrics["test_f1"])
+    selection = select_champion(cfg.tracking, cfg.experiment, model_name="tiny-ner")  # dev_f1
+    assert selection.metric == "dev_f1" and selection.comparison is not None
+    best = max(o.metrics["dev_f1"] for o in outcomes)
+    if selection.comparison.cheaper_preferred:  # a statistical tie went to the cheaper format
+        assert selection.ranking[1].value == pytest.approx(best)
+    else:
+        assert selection.ranking[0].value == pytest.approx(best)
     version = tracking.get_alias_version(cfg.tracking, "tiny-ner", "champion")
     assert version is not None
     assert version.run_id == selection.ranking[0].run_id
@@ -98,17 +107,30 @@ def test_select_champion_and_report(study, tmp_path, capsys):
     table = paths.markdown.read_text()
     assert "conv_term" in table and "multi_triple" in table
 
-    # Evaluating the registered champion reproduces the F1 its run logged.
+    # Evaluating the registered champion on the whole test split reproduces its logged F1.
     uri = "models:/tiny-ner@champion"
+    common = [
+        "--tracking-uri",
+        cfg.tracking.uri,
+        f"tracking.artifact_root={cfg.tracking.artifact_root}",
+    ]
     code = main(
-        ["evaluate", "--model", uri, "--limit", "30", "--tracking-uri", cfg.tracking.uri]
-        + [f"tracking.artifact_root={cfg.tracking.artifact_root}", "log_to_parent=false"]
+        ["evaluate", "--model", uri, *common, f"data_dir={small_data_dir}", "log_to_parent=false"]
     )
     assert code == 0
     out = capsys.readouterr().out
     client = MlflowClient(cfg.tracking.uri)
     logged = client.get_run(version.run_id).data.metrics["test_f1"]
-    assert f"F1 {logged:.4f}" in out
+    assert f"F1 {logged:.4f}" in out and "40 sentences" in out
     exp = client.get_experiment_by_name(cfg.experiment)
     (again,) = client.search_runs([exp.experiment_id], f"tags.model_uri = '{uri}'")
     assert again.data.metrics["test_f1"] == logged  # exactly, not approximately
+
+    # A quick look at the first 5 sentences is tagged a subset and leaves the run's F1 alone.
+    code = main(["evaluate", "--model", uri, "--limit", "5", *common, f"data_dir={small_data_dir}"])
+    assert code == 0 and "a subset, not selectable" in capsys.readouterr().out
+    assert client.get_run(version.run_id).data.metrics["test_f1"] == logged
+    (quick,) = client.search_runs([exp.experiment_id], "tags.subset = 'true'")
+    assert quick.data.metrics["test_sentences"] == 5
+    again_selected = select_champion(cfg.tracking, cfg.experiment, "test_f1", model_name="tiny-ner")
+    assert quick.info.run_id not in {r.evaluation_run_id for r in again_selected.ranking}

@@ -165,7 +165,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from biogner.demo import run_demo
 
-    return run_demo(tiny=args.tiny, home=args.home, serve_port=args.port)
+    return run_demo(tiny=args.tiny, home=args.home, serve_port=args.port, data_dir=args.data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tiny", action="store_true", help="tiny-llama: the same path in ~a minute")
     p.add_argument("--home", default=".biogner", help="where the demo keeps its state")
     p.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoint")
+    p.add_argument(
+        "--data-dir", help="corpora folder (default: $BIOGNER_DATA_DIR or the shared one)"
+    )
     p.set_defaults(func=_cmd_demo)
 
     from biogner.evaluate.report import add_report_command

@@ -56,7 +56,9 @@ def _done(start: float) -> None:
     print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
-def champion_test_scores(tracking: Any, run_id: str, fmt: str) -> dict[str, float]:
+def champion_test_scores(
+    tracking: Any, run_id: str, fmt: str, data_dir: str | None = None
+) -> dict[str, float]:
     """The champion's whole-test-split scores: reused when that run was already scored."""
     from biogner import tracking as tracking_mod
     from biogner.evaluate.runner import EvalConfig, run_evaluation
@@ -67,13 +69,18 @@ def champion_test_scores(tracking: Any, run_id: str, fmt: str) -> dict[str, floa
     result = run_evaluation(
         EvalConfig(
             model=f"runs:/{run_id}/model", corpus=CORPUS, format=fmt, split="test",
-            tracking=tracking, parent_run_id=run_id,
+            data_dir=data_dir, tracking=tracking, parent_run_id=run_id,
         )
     )  # fmt: skip
     return result.metrics
 
 
-def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int = 8000) -> int:
+def run_demo(
+    tiny: bool = False,
+    home: str | Path = ".biogner",
+    serve_port: int = 8000,
+    data_dir: str | None = None,
+) -> int:
     from biogner.corpora.registry import SPLITS
     from biogner.data import ConvertConfig, convert, shard_is_current
     from biogner.evaluate.report import build_report
@@ -102,7 +109,9 @@ def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int 
         if not shard_is_current(converted, CORPUS, split, fmt)
     ]
     if missing:
-        summary = convert(ConvertConfig(corpora=[CORPUS], formats=["all"], out=str(converted)))
+        summary = convert(
+            ConvertConfig(corpora=[CORPUS], formats=["all"], out=str(converted), data_dir=data_dir)
+        )
         print(f"    {summary.total_rows} rows -> {converted}")
     else:
         print(f"    reusing {converted} (all {len(FORMATS)} formats x {len(SPLITS)} splits)")
@@ -116,6 +125,7 @@ def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int 
             *preset.model_overrides,
             *([f"data.limit={preset.train_limit}"] if preset.train_limit else []),
             f"data.converted_dir={converted}",
+            *([f"data.data_dir={data_dir}"] if data_dir else []),
             f"optim.max_steps={preset.steps}",
             f"optim.per_device_batch_size={preset.batch_size}",
             f"optim.learning_rate={preset.learning_rate}",
@@ -149,7 +159,7 @@ def run_demo(tiny: bool = False, home: str | Path = ".biogner", serve_port: int 
 
     t = _stage(4, "score the champion on the whole test split")
     champion = selection.champion
-    test = champion_test_scores(tracking, champion.run_id, champion.eval_format)
+    test = champion_test_scores(tracking, champion.run_id, champion.eval_format, data_dir)
     print(
         f"    champion {champion.format}: test F1 {test['test_f1']:.4f} "
         f"[95% CI {test['test_f1_low']:.4f}-{test['test_f1_high']:.4f}], "
