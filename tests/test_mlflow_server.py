@@ -109,7 +109,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def test_train_evaluate_select_serve_through_an_mlflow_server(
-    server: Server, ray_session, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: Server,
+    ray_session,
+    data_dir: Path,
+    small_data_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(var, raising=False)
@@ -146,20 +151,19 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
         EvalConfig(
             model=f"runs:/{trained.run_id}/model",
             corpus="NCBI-disease",
-            split="test",
-            limit=10,
-            data_dir=str(data_dir),
-            generation=GenerationConfig(batch_size=10, max_new_tokens_cap=32, device="cpu"),
+            split="dev",  # the whole dev split of a 40-sentence copy: selectable
+            data_dir=str(small_data_dir),
+            generation=GenerationConfig(batch_size=20, max_new_tokens_cap=32, device="cpu"),
             tracking=tracking_cfg,
         )
     )
-    assert evaluated.parent_run_id == trained.run_id and len(evaluated.predictions) == 10
+    assert evaluated.parent_run_id == trained.run_id and len(evaluated.predictions) == 40
     assert evaluated.run_id is not None
     nested = client.get_run(evaluated.run_id)
     assert nested.data.tags["mlflow.parentRunId"] == trained.run_id
-    assert "test_f1" in client.get_run(trained.run_id).data.metrics
+    assert "dev_f1" in client.get_run(trained.run_id).data.metrics
 
-    selection = select_champion(tracking_cfg, EXPERIMENT)
+    selection = select_champion(tracking_cfg, EXPERIMENT)  # by dev_f1
     assert selection.champion.run_id == trained.run_id and selection.registered
     mv = client.get_model_version_by_alias(selection.model_name, "champion")
     assert mv.run_id == trained.run_id and str(mv.version) == selection.version

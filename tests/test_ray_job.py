@@ -27,7 +27,7 @@ from mlflow.tracking import MlflowClient
 REPO = Path(__file__).resolve().parents[1]
 RAY = str(Path(sys.executable).with_name("ray"))
 HEAD_START_TIMEOUT_S = 60
-JOB_TIMEOUT_S = 150
+JOB_TIMEOUT_S = 300  # a 4-step job took 113 s on an idle 2-core box: leave room for a busy one
 # What the head (and so every job driver and worker it starts) runs with.
 HEAD_ENV = {
     "RAY_AUTH_MODE": "disabled",  # else `ray job submit` needs a token (STACK.md)

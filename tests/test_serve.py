@@ -95,6 +95,8 @@ def test_config_files_are_valid_serve_configs(name: str) -> None:
 
 def test_cli_check_prints_the_resolved_config(capsys, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("BIOGNER_HOME", str(tmp_path))
+    # mlflow.set_tracking_uri (any earlier test that evaluated) exports this variable
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     parser = argparse.ArgumentParser()
     add_serve_command(parser.add_subparsers(dest="command"))
     args = parser.parse_args(
