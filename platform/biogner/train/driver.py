@@ -18,7 +18,7 @@ from biogner.config import to_yaml
 from biogner.progress import duration
 from biogner.runtime import init_ray, log_file, verbose
 from biogner.train.config import TrainConfig
-from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, train_loop
+from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
 
 log = logging.getLogger(__name__)
 
@@ -63,28 +63,23 @@ class StepPrinter(threading.Thread):
             per_step = (logged_at[step] - t0) / (step - s0) if step > s0 else None
             eta = duration(per_step * (self.total - step)) if per_step else "?"
             value = {k: columns[k].get(step, float("nan")) for k in self.KEYS}
-            print(
-                f"[train] step {step}/{self.total} loss {value['loss']:.4f} "
-                f"lr {value['learning_rate']:.2e} tokens/s {value['tokens_per_s']:.0f} "
-                f"padding {value['padding_ratio']:.3f} eta {eta}",
-                flush=True,
-            )
+            print(step_line(step, self.total, value, eta), flush=True)
             self.printed = step
+
+    def _safe_poll(self) -> None:
+        try:
+            self.poll()
+        except Exception as exc:  # a busy store must not kill the run
+            log.debug("step printer: %s", exc)
 
     def run(self) -> None:
         while not self._stop_event.wait(self.every_s):
-            try:
-                self.poll()
-            except Exception as exc:  # a busy store must not kill the run
-                log.debug("step printer: %s", exc)
+            self._safe_poll()
 
     def stop(self) -> None:
         self._stop_event.set()
         self.join(timeout=10)
-        try:
-            self.poll()
-        except Exception as exc:
-            log.debug("step printer: %s", exc)
+        self._safe_poll()  # the steps logged since the last poll
 
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:

@@ -46,6 +46,15 @@ def _import_deepspeed(on_gpu: bool) -> Any:
     return deepspeed
 
 
+def step_line(step: int, total: int, metrics: dict[str, Any], eta: str) -> str:
+    """The one line a training step prints (the worker with --verbose, else the driver)."""
+    return (
+        f"[train] step {step}/{total} loss {metrics['loss']:.4f} "
+        f"lr {metrics['learning_rate']:.2e} tokens/s {metrics['tokens_per_s']:.0f} "
+        f"padding {metrics['padding_ratio']:.3f} eta {eta}"
+    )
+
+
 def worker_threads(cfg: TrainConfig, local_world: int) -> int:
     """Torch threads for a CPU worker: the config's, else this node's cores shared evenly by
     its workers. Ray starts workers with OMP_NUM_THREADS=1 (or their logical CPU share), which
@@ -217,13 +226,8 @@ def train_loop(config: dict[str, Any]) -> None:
                 # The driver prints these from MLflow (train.driver.StepPrinter); this line
                 # reaches the terminal only with --verbose (Ray forwards worker output then).
                 per_step = (time.perf_counter() - started) / max(step - done_at_start, 1)
-                print(
-                    f"[train] step {step}/{total_steps} loss {loss:.4f} "
-                    f"lr {last['learning_rate']:.2e} tokens/s {last['tokens_per_s']:.0f} "
-                    f"padding {last['padding_ratio']:.3f} "
-                    f"eta {duration(per_step * (total_steps - step))}",
-                    flush=True,
-                )
+                eta = duration(per_step * (total_steps - step))
+                print(step_line(step, total_steps, last, eta), flush=True)
                 log_metrics_from_worker(
                     run_id, {k: v for k, v in last.items() if k != "step"}, step, tracking_uri
                 )
