@@ -46,6 +46,11 @@ src, dst = pathlib.Path(sys.argv[1]), sys.argv[2]
 with zipfile.ZipFile(wheel) as z:
     keep = [n for n in z.namelist() if not n.startswith(("ray/jars/", "ray/rllib/"))]
     z.extractall(dst, members=keep)
+    # zipfile drops the mode bits: restore them, or Ray's gcs_server and raylet cannot start.
+    for info in z.infolist():
+        mode = (info.external_attr >> 16) & 0o777
+        if info.filename in keep and mode and not info.is_dir():
+            (pathlib.Path(dst) / info.filename).chmod(mode)
 print(f"   {wheel.name}: {wheel.stat().st_size / 2**20:.1f} MiB wheel, {len(keep)} files kept")
 EOF
 tar -C "$work/ray-site" -cf - . | xz -T2 -6 > "$PACK/ray-$RAY_VERSION-cp312.tar.xz"
