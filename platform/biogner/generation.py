@@ -39,6 +39,12 @@ class GenerationConfig(BaseModel):
     max_new_tokens_cap: int = Field(768, ge=1, description="upper bound on any answer")
     device: str = Field("auto", description="auto, cpu, cuda")
     dtype: str = "auto"
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads on a CPU; default: all of this node's cores (an evaluation "
+        "with several actors shares them out)",
+    )
     reuse_kv_cache: bool = Field(
         True,
         description="a conv format's later turns reuse the keys/values of the earlier ones "
@@ -82,6 +88,10 @@ class Generator:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            from biogner.runtime import cpu_threads
+
+            torch.set_num_threads(self.cfg.threads or cpu_threads())
         model_cfg = ModelConfig(
             spec=str(self.model_dir), lora=False, dtype=self.cfg.dtype, padding_side="left"
         )

@@ -34,6 +34,16 @@ _log_file: Path | None = None
 _handler: logging.Handler | None = None
 
 
+def cpu_threads(processes_on_node: int = 1) -> int:
+    """Torch threads for one of `processes_on_node` CPU processes sharing this node's cores.
+
+    Ray starts a worker or actor with OMP_NUM_THREADS set to its logical CPU share (1 by
+    default), which left a lone training worker, or an evaluation actor, computing on one
+    core of two: callers set torch's threads from this instead."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // max(processes_on_node, 1))
+
+
 def verbose() -> bool:
     return os.environ.get(VERBOSE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 

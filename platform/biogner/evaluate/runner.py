@@ -65,10 +65,16 @@ class EvalResult:
 class ExtractActor:
     """Ray Data actor: holds one Generator, turns sentence rows into prediction rows."""
 
-    def __init__(self, model_dir: str, fmt: str, types: list[str], gen: dict[str, Any]) -> None:
+    def __init__(
+        self, model_dir: str, fmt: str, types: list[str], gen: dict[str, Any], actors: int
+    ) -> None:
         from biogner.generation import Generator
+        from biogner.runtime import cpu_threads
 
-        self.generator = Generator(model_dir, GenerationConfig.model_validate(gen))
+        cfg = GenerationConfig.model_validate(gen)
+        if cfg.threads is None:  # the node's cores shared by the actors, not Ray's OMP=1
+            cfg = cfg.model_copy(update={"threads": cpu_threads(actors)})
+        self.generator = Generator(model_dir, cfg)
         self.fmt = fmt
         self.types = types
 
@@ -176,7 +182,13 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     start = time.perf_counter()
     mapped = ds.map_batches(
         ExtractActor,
-        fn_constructor_args=(str(model_dir), fmt, types, cfg.generation.model_dump()),
+        fn_constructor_args=(
+            str(model_dir),
+            fmt,
+            types,
+            cfg.generation.model_dump(),
+            cfg.num_actors,
+        ),
         batch_size=cfg.rows_per_task,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_gpus=1 if cfg.use_gpu else 0,

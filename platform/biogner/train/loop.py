@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -57,12 +56,10 @@ def step_line(step: int, total: int, metrics: dict[str, Any], eta: str) -> str:
 
 def worker_threads(cfg: TrainConfig, local_world: int) -> int:
     """Torch threads for a CPU worker: the config's, else this node's cores shared evenly by
-    its workers. Ray starts workers with OMP_NUM_THREADS=1 (or their logical CPU share), which
-    left a lone worker computing on one core of two."""
-    if cfg.scaling.threads_per_worker:
-        return cfg.scaling.threads_per_worker
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // max(local_world, 1))
+    its workers (`runtime.cpu_threads`)."""
+    from biogner.runtime import cpu_threads
+
+    return cfg.scaling.threads_per_worker or cpu_threads(local_world)
 
 
 def _all_mean(values: list[float]) -> list[float]:
