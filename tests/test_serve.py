@@ -232,6 +232,7 @@ def test_health_readiness_model_and_openapi(client) -> None:
     info = client.get("/v1/model").json()
     assert info["format"] == "conv_term" and info["entity_types"] == ["Disease"]
     assert info["base_model"] == "tiny-llama" and info["model"]["name"] == "tiny"
+    assert info["constrained"] is True  # the default, and conv_term has a grammar
     spec = client.get("/openapi.json").json()
     post = spec["paths"]["/v1/extract"]["post"]
     assert "texts" in json.dumps(post["requestBody"]) and "422" in post["responses"]

@@ -31,7 +31,8 @@ if [ $cpu = 1 ]; then
   # This machine's Python is not the GPU's 3.12: install every carried wheel for cp312 (which
   # proves the pack complete and installable) but run on this environment's own packages.
   "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" \
-    --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
+    --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi abi3 \
+    --platform manylinux_2_31_x86_64 \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any "$PACK"/wheels/*.whl
   echo "   pack installed for cp312 ($(du -sh "$SITE" | cut -f1)); the CPU run uses $PY's packages"

@@ -23,7 +23,8 @@ PY=${PYTHON:-python3}
 PACK=bench/gpu/pack
 DATA_DIR=${BIOGNER_DATA_DIR:-../shared/data/bioner}
 # Python 3.12 manylinux x86-64 wheels only: the GPU machine's interpreter, not this one's.
-TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312
+TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 --abi abi3
+  --platform manylinux_2_31_x86_64
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64
   --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64
   --platform manylinux1_x86_64 --platform linux_x86_64 --platform any)
@@ -64,7 +65,7 @@ pip_ install -q --dry-run --ignore-installed --report "$work/report.json" \
   --target "$work/resolve" "${TARGET[@]}" \
   "ray[train,data]==$RAY_VERSION" "mlflow-skinny==$MLFLOW_VERSION" \
   hjson "pydantic>=2.7,<3" "PyYAML>=6" "pyarrow>=15" "httpx>=0.27" \
-  "sqlalchemy>=2,<3" alembic
+  "sqlalchemy>=2,<3" alembic "llguidance==1.9.1"
 "$PY" - "$work/report.json" bench/gpu/image-packages.txt "$work/wanted.txt" <<'EOF'
 import json, re, sys
 report, image_list, out = sys.argv[1:]

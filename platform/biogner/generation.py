@@ -3,21 +3,25 @@
 Prompts are sorted by length and left-padded; `conv_*` formats generate their turns in
 sequence per sentence, batched across sentences. The answer budget (`max_new_tokens`) is
 derived from the format's writing and the sentence length, so a model cannot ramble on
-for ever, and a writing that restates the sentence (inline, bio) gets room to do it.
+for ever, and a writing that restates the sentence (inline, bio) gets room to do it. By
+default each answer is decoded under its writing's grammar for its sentence
+(`biogner.constrain`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from pydantic import BaseModel, Field
+from transformers import LogitsProcessorList
 
+from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary
 from biogner.formats import Format, get_format
 from biogner.formats.base import ParseResult
 from biogner.types import Sentence
@@ -44,6 +48,11 @@ class GenerationConfig(BaseModel):
         ge=1,
         description="torch threads on a CPU; default: all of this node's cores (an evaluation "
         "with several actors shares them out)",
+    )
+    constrained: bool = Field(
+        True,
+        description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
+        " answers always parse and mention only spans of the sentence; false: free decoding",
     )
     reuse_kv_cache: bool = Field(
         True,
@@ -97,6 +106,7 @@ class Generator:
         )
         self.model, self.tokenizer = load_model(model_cfg, self.device, for_training=False)
         self.end_ids = self._end_ids()
+        self._vocabulary: Vocabulary | None = None
 
     def _end_ids(self) -> list[int]:
         tok = self.tokenizer
@@ -104,6 +114,13 @@ class Generator:
         vocab = tok.get_vocab()
         ids.update(vocab[t] for t in END_TOKENS if t in vocab)
         return sorted(ids)
+
+    def vocabulary(self) -> Vocabulary:
+        """The model's vocabulary for constrained decoding, built on first use."""
+        if self._vocabulary is None:
+            size = self.model.get_output_embeddings().weight.shape[0]
+            self._vocabulary = Vocabulary(self.tokenizer, size, self.end_ids)
+        return self._vocabulary
 
     def answer_budget(self, fmt: Format, sentence: Sentence, n_types: int) -> int:
         per_token, floor = ANSWER_BUDGET.get(fmt.writing.name, (2.0, 32))
@@ -146,6 +163,7 @@ class Generator:
         chats: list[list[dict[str, str]]],
         questions: list[list[str]],
         budgets: list[int],
+        constraint_for: Callable[[int, int], RowConstraint | None] | None = None,
     ) -> list[list[tuple[str, list[int], bool]]]:
         """Every turn of a batch of conversations: (text, answer token ids, hit budget) each.
 
@@ -153,7 +171,9 @@ class Generator:
         text), after the chat template's turn separator and the next question; with
         `reuse_kv_cache` the keys and values of everything before it are reused instead of
         recomputed. Padding, the end token and anything generated after it are masked, so
-        the positions of the real tokens are those of the conversation alone."""
+        the positions of the real tokens are those of the conversation alone.
+        `constraint_for(row, turn)` gives the constraint of each answer (None: free); an
+        answer cut by its budget is cut back to what its grammar accepts."""
         from biogner.chat_tokens import prompt_ids
 
         turns = len(questions[0])
@@ -175,6 +195,11 @@ class Generator:
                 ids, mask = torch.cat([ids, block], 1), torch.cat([mask, block_mask], 1)
             # (`past_key_values` is what transformers 5.17, on the GPU image, still calls it)
             cache: dict[str, Any] = {} if past is None else {"past_key_values": past}
+            rows = [constraint_for(r, turn) if constraint_for else None for r in range(len(chats))]
+            if any(r is not None for r in rows):
+                cache["logits_processor"] = LogitsProcessorList(
+                    [ConstrainedLogits(rows, ids.shape[1])]
+                )
             out = self.model.generate(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
@@ -193,8 +218,13 @@ class Generator:
                 toks = new[row, : budgets[row]].tolist()
                 end = next((k for k, t in enumerate(toks) if t in self.end_ids), None)
                 answer = toks if end is None else toks[:end]
+                completed = None
+                constraint = rows[row]
+                if constraint is not None:
+                    answer, completed = constraint.finish(answer, ended=end is not None)
                 new_mask[row, : len(answer)] = 1
-                text = self.tokenizer.decode(answer, skip_special_tokens=True).strip()
+                text = completed or self.tokenizer.decode(answer, skip_special_tokens=True)
+                text = text.strip()
                 hit = end is None and len(toks) >= budgets[row]
                 results[row].append((text, answer, hit))
                 chat.append({"role": "assistant", "content": text})
@@ -216,12 +246,21 @@ class Generator:
         order = sorted(range(len(sentences)), key=lambda i: len(questions[i][0]))
         turns: list[list[tuple[str, list[int], bool]]] = [[] for _ in sentences]
         bs = self.cfg.batch_size
+        turn_types = fmt.turn_types(types)
+        constrained = self.cfg.constrained and fmt.writing.constrainable
         for start in range(0, len(order), bs):
             chunk = order[start : start + bs]
+
+            def constraint_for(row: int, turn: int, chunk: list[int] = chunk) -> RowConstraint:
+                return RowConstraint(
+                    self.vocabulary(), fmt.writing, sentences[chunk[row]], turn_types[turn]
+                )
+
             done = self._conversation(
                 [fmt.opening() for _ in chunk],
                 [questions[i] for i in chunk],
                 [budgets[i] for i in chunk],
+                constraint_for if constrained else None,
             )
             for i, result in zip(chunk, done, strict=True):
                 turns[i] = result

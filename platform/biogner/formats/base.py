@@ -170,3 +170,29 @@ class Writing(ABC):
     @abstractmethod
     def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
         """Spans from an answer; never raises."""
+
+    def grammar(
+        self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()
+    ) -> str | None:
+        """The answers `parse` reads without a problem for this sentence, as a Lark grammar
+        (`formats.grammar`) that constrained generation turns into token masks; None: this
+        writing is generated unconstrained. With `spent` (lines written as often as
+        `line_limit` allows), the grammar of what may follow them: more lines, none of
+        those."""
+        return None
+
+    @property
+    def constrainable(self) -> bool:
+        """Whether this writing brings a grammar (constrained decoding applies to it)."""
+        return type(self).grammar is not Writing.grammar
+
+    def complete(self, prefix: str, sentence: Sentence, types: Sequence[str]) -> str | None:
+        """A whole answer that extends `prefix` (a prefix the grammar allows) as briefly as
+        the grammar allows, for an answer cut by its token budget; None: cut it back to the
+        longest answer the grammar accepts instead. Writings that restate the sentence need
+        this: no prefix of a restatement is a whole one."""
+        return None
+
+    def line_limit(self, line: str, sentence: Sentence, types: Sequence[str]) -> int:
+        """How often one answer line may be written (a grammar cannot count)."""
+        return 2**31

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from biogner.corpora.iob import spans_to_tags, tags_to_spans
 from biogner.formats.alignment import position_map
 from biogner.formats.base import ParseResult, Writing, canonical_type
+from biogner.formats.grammar import alternatives, literal
 from biogner.types import Sentence, Span
 
 
@@ -60,3 +61,35 @@ class BioWriting(Writing):
             result.problems.append(f"unknown tag {raw!r}")
             return "O"
         return f"{prefix}-{label}"
+
+    def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
+        """Every word of the sentence, in order, each with one tag the parser reads: `O`,
+        `B-type` or `I-type` (an `I-` after `O` is read as a begin, as the parser does)."""
+        if not sentence.tokens:
+            return 'start: ""\n'
+        tags = alternatives(
+            [literal("O")] + [literal(f"{p}-{t}") for t in types for p in ("B", "I")]
+        )
+        words = [f"{literal(tok + '(')} TAG {literal(')')}" for tok in sentence.tokens]
+        return f"start: {f' {literal(chr(32))} '.join(words)}\nTAG: {tags}\n"
+
+    def complete(self, prefix: str, sentence: Sentence, types: Sequence[str]) -> str:
+        """Finish the word or tag being written (`O`, or the first tag it can still become),
+        then every remaining word with `(O)`."""
+        tokens = sentence.tokens
+        *done, last = prefix.split(" ")
+        j = len(done)
+        if j >= len(tokens):
+            return prefix
+        tok = tokens[j]
+        if len(last) <= len(tok):
+            rest = tok[len(last) :] + "(O)"
+        else:
+            written = last[len(tok) + 1 :]
+            if written.endswith(")"):
+                rest = ""
+            else:
+                tags = ["O"] + [f"{p}-{t}" for t in types for p in ("B", "I")]
+                tag = next(t for t in tags if t.startswith(written))
+                rest = tag[len(written) :] + ")"
+        return prefix + rest + "".join(f" {t}(O)" for t in tokens[j + 1 :])

@@ -11,9 +11,11 @@ from collections.abc import Sequence
 
 from biogner.formats.alignment import position_map
 from biogner.formats.base import ParseResult, Writing, canonical_type
+from biogner.formats.grammar import alternatives, literal
 from biogner.types import Sentence, Span
 
 SPECIAL = "\\[]|"
+MAX_DEPTH = 3  # brackets open at once in a constrained answer (corpora nest at most 2 deep)
 
 
 def escape(text: str) -> str:
@@ -44,6 +46,42 @@ class InlineWriting(Writing):
             if pos < len(text):
                 out.append(escape(text[pos]))
         return "".join(out)
+
+    def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
+        return _inline_grammar(sentence, types)
+
+    def complete(self, prefix: str, sentence: Sentence, types: Sequence[str]) -> str:
+        """Finish the word or the ` | type]` being written, close every open bracket, then
+        the rest of the sentence without markup."""
+        words = [escape(t) for t in sentence.tokens]
+        close = f" | {types[0]}]"
+        j = pos = depth = i = 0
+        pending = ""
+        while i < len(prefix):
+            if j < len(words) and pos < len(words[j]):
+                if pos == 0 and prefix[i] == "[":
+                    depth += 1
+                else:
+                    pos += 1
+                i += 1
+                continue
+            rest = prefix[i:]
+            if rest.startswith(" |"):
+                end = prefix.find("]", i)
+                if end < 0:  # a closing ` | type]` cut short
+                    target = next(c for c in (f" | {t}]" for t in types) if c.startswith(rest))
+                    pending = target[len(rest) :]
+                    depth -= 1
+                    break
+                depth -= 1
+                i = end + 1
+            else:  # the space between two words
+                j, pos, i = j + 1, 0, i + 1
+        out = prefix + pending
+        if j < len(words):
+            out += words[j][pos:]
+        out += close * depth
+        return out + "".join(f" {w}" for w in words[j + 1 :])
 
     def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
         result = ParseResult()
@@ -115,6 +153,32 @@ class InlineWriting(Writing):
                 span = Span(s, e + 1, label)
             result.spans.append(span)
         return result.finish()
+
+
+def _inline_grammar(sentence: Sentence, types: Sequence[str]) -> str:
+    """The sentence's words in order, escaped, separated by its single spaces, with
+    `[` opening before a word and ` | type]` closing after one, at most MAX_DEPTH deep.
+    `at_j_k`: before word j with k brackets open; `after_j_k`: after it."""
+    n = len(sentence.tokens)
+    if n == 0:
+        return 'start: ""\n'
+    close = f"{literal(' | ')} TYPE {literal(']')}"
+    rules = ["start: at_0_0", f"TYPE: {alternatives([literal(t) for t in types])}"]
+    for j, tok in enumerate(sentence.tokens):
+        for k in range(MAX_DEPTH + 1):
+            at = [f"{literal(escape(tok))} after_{j}_{k}"]
+            if k < MAX_DEPTH:
+                at.append(f"{literal('[')} at_{j}_{k + 1}")
+            after = []
+            if k > 0:
+                after.append(f"{close} after_{j}_{k - 1}")
+            if j + 1 < n:
+                after.append(f"{literal(' ')} at_{j + 1}_{k}")
+            elif k == 0:
+                after.append('""')
+            rules.append(f"at_{j}_{k}: {' | '.join(at)}")
+            rules.append(f"after_{j}_{k}: {' | '.join(after)}")
+    return "\n".join(rules) + "\n"
 
 
 def _closing_bracket(answer: str, i: int) -> int:

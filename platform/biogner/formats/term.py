@@ -11,6 +11,7 @@ from biogner.formats.base import (
     NONE_ANSWER,
     MentionPlacer,
     ParseResult,
+    TokenIndex,
     Writing,
     answer_lines,
     canonical_type,
@@ -18,6 +19,7 @@ from biogner.formats.base import (
     ordered,
     unescape_line,
 )
+from biogner.formats.grammar import alternatives, line_grammar, literal
 from biogner.types import Sentence, Span
 
 TYPE_SEP = ": "
@@ -56,3 +58,29 @@ class TermWriting(Writing):
             assert label is not None
             placer.place(mention, label)
         return result.finish()
+
+    def line_limit(self, line: str, sentence: Sentence, types: Sequence[str]) -> int:
+        """A mention (per type) at most as often as it occurs."""
+        mention = line.partition(TYPE_SEP)[2] if len(types) > 1 else unescape_line(line)
+        return len(TokenIndex(sentence).occurrences(mention.strip()))
+
+    def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
+        """`None`, or lines of spans (`type: span` for several types). A line whose span is
+        `None` may carry the escape; one starting with a backslash must (`escape_line`)."""
+
+        def line(spans: list[str], s: Sentence) -> str:
+            if len(types) > 1:
+                kinds = alternatives([literal(t) for t in types])
+                return f"({kinds}) {literal(TYPE_SEP)} ({alternatives(spans)})"
+            escape = literal("\\")
+            alts = []
+            for name, tok in zip(spans, s.tokens, strict=True):
+                if tok.startswith("\\"):
+                    alts.append(f"{escape} {name}")
+                elif tok == NONE_ANSWER:
+                    alts += [name, f"{escape} {name}"]
+                else:
+                    alts.append(name)
+            return alternatives(alts)
+
+        return line_grammar(sentence, line, NONE_ANSWER, spent)

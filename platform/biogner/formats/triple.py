@@ -15,6 +15,7 @@ from biogner.formats.base import (
     canonical_type,
     ordered,
 )
+from biogner.formats.grammar import alternatives, literal, repeated_spans, span_terminals
 from biogner.types import Sentence, Span
 
 SEP = " | "
@@ -59,3 +60,28 @@ class TripleWriting(Writing):
                 continue
             placer.place(mention.strip(), label, occurrence)
         return result.finish()
+
+    def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
+        """`None`, or `span | type | k` lines where k can only be an occurrence the span has:
+        1 for a span that occurs once, 1..n for the (few) spans that occur n times."""
+        defs, names = span_terminals(sentence)
+        if not names:
+            return f"start: {literal(NONE_ANSWER)}\n"
+        sep = literal(SEP)
+        kinds = alternatives([literal(t) for t in types])
+        repeated = repeated_spans(sentence)
+        once = alternatives(names)
+        if repeated:
+            once = f"({once}) & ~({alternatives([literal(m) for m in repeated])})"
+        lines = [f"({once}) {sep} ({kinds}) {sep} {literal('1')}"]
+        for mention, n in repeated.items():
+            ks = alternatives([literal(str(k)) for k in range(1, n + 1)])
+            lines.append(f"{literal(mention)} {sep} ({kinds}) {sep} ({ks})")
+        newline = literal("\n")
+        return "\n".join(
+            [
+                f"start: {literal(NONE_ANSWER)} | LINE ({newline} LINE)*",
+                f"LINE: {alternatives([f'({line})' for line in lines])}",
+                *defs,
+            ]
+        )

@@ -33,6 +33,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from biogner.config import deep_merge, parse_overrides, validate
+from biogner.formats import get_format
 from biogner.generation import GenerationConfig
 from biogner.serve import engine
 from biogner.serve.schema import (
@@ -164,6 +165,8 @@ class NERModel:
             entity_types=model.entity_types,
             base_model=model.metadata.get("base_model"),
             corpora=list(model.metadata.get("corpora") or []),
+            constrained=self.generation.constrained
+            and get_format(model.format).writing.constrainable,
             loaded_at=model.loaded_at,
             replica=self.replica,
         ).model_dump(mode="json")

@@ -203,6 +203,10 @@ class ModelInfo(BaseModel):
     entity_types: list[str]
     base_model: str | None = None
     corpora: list[str] = Field(default_factory=list)
+    constrained: bool = Field(
+        description="answers are decoded under the format's grammar: every entity is a span "
+        "of the text (generation.constrained, and the format's writing has a grammar)"
+    )
     loaded_at: float
     replica: str
 

@@ -1,0 +1,179 @@
+"""Constrained decoding: a writing's grammar for one sentence -> a token mask at every step.
+
+The engine is llguidance (bench/constrain_engines.py compares it with xgrammar and
+outlines-core on this project's grammars: it compiles a sentence's grammar in milliseconds
+and needs no other package). Per answer, a `RowConstraint` holds a matcher that consumes each
+generated token and yields the next mask; `ConstrainedLogits` applies the masks of a batch
+inside HF `generate`, so greedy decoding is unchanged wherever the model's own choice was
+allowed (disallowed tokens get -inf, nothing else moves).
+
+What a grammar cannot count is handled here: a writing may limit how often one answer line
+may be written (`Writing.line_limit`: a term mention at most as often as it occurs). When a
+line reaches its limit, the row's matcher is rebuilt for the rest of the answer with that
+line excluded (`Writing.grammar(..., spent=...)`, continuation form).
+
+An answer cut by its token budget is completed by its writing (`Writing.complete`: the
+rest of a restated sentence) or cut back to its longest prefix the grammar accepts
+(`RowConstraint.finish`), so a constrained answer always parses.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import LogitsProcessor
+
+from biogner.formats.base import Writing
+from biogner.types import Sentence
+
+NEWLINE = "\n"
+
+
+class Vocabulary:
+    """The model's vocabulary as llguidance sees it: built once per model (about a second)."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int, end_ids: Sequence[int]) -> None:
+        import llguidance.hf
+
+        self.tokenizer = tokenizer
+        self.vocab_size = vocab_size
+        self.end_ids = set(end_ids)
+        self.ll = llguidance.hf.from_tokenizer(
+            tokenizer, n_vocab=vocab_size, eos_token=sorted(end_ids)
+        )
+
+    def matcher(self, grammar: str) -> Any:
+        import llguidance
+
+        m = llguidance.LLMatcher(self.ll, llguidance.LLMatcher.grammar_from_lark(grammar))
+        if m.is_error():
+            raise ValueError(f"constraint grammar rejected: {m.get_error()}\n{grammar[:2000]}")
+        return m
+
+
+class RowConstraint:
+    """One answer being generated under its writing's grammar for its sentence."""
+
+    def __init__(
+        self, vocab: Vocabulary, writing: Writing, sentence: Sentence, types: Sequence[str]
+    ) -> None:
+        self.vocab = vocab
+        self.writing = writing
+        self.sentence = sentence
+        self.types = list(types)
+        self.tokens: list[int] = []
+        self.matcher = vocab.matcher(writing.grammar(sentence, types) or "")
+        self.accepting = [0] if self.matcher.is_accepting() else []
+        self.lines: Counter[str] = Counter()
+        self.spent: list[str] = []
+        self.valid = 0  # tokens the grammar allowed, from the start
+        self.done = False  # an end token was generated, or nothing but one is allowed
+        self.failed = False  # the matcher refused a token: the answer is cut at `accepting`
+
+    def consume(self, token: int) -> None:
+        if token in self.vocab.end_ids:
+            self.done = True
+            return
+        self.tokens.append(token)
+        if self.failed:
+            return
+        if not self.matcher.consume_token(token):
+            self.failed = True
+            return
+        self.valid = len(self.tokens)
+        piece = self.vocab.tokenizer.decode([token])
+        if NEWLINE in piece:
+            self._count_lines()
+        if not self.failed and self.matcher.is_accepting():
+            self.accepting.append(len(self.tokens))
+
+    def _count_lines(self) -> None:
+        text = self.vocab.tokenizer.decode(self.tokens)
+        *complete, partial = text.split(NEWLINE)
+        lines = Counter(complete)
+        new_spent = [
+            line
+            for line, n in lines.items()
+            if line not in self.spent
+            and n >= self.writing.line_limit(line, self.sentence, self.types)
+        ]
+        if not new_spent:
+            return
+        self.spent += new_spent
+        grammar = self.writing.grammar(self.sentence, self.types, spent=self.spent)
+        assert grammar is not None
+        self.matcher = self.vocab.matcher(grammar)
+        rest = (NEWLINE + partial).encode()
+        if not self.matcher.consume_tokens(self.vocab.ll.tokenize_bytes(rest)):
+            self.failed = True
+
+    def fill(self, bitmask: torch.Tensor, row: int) -> None:
+        import llguidance.torch
+
+        if self.failed:  # only an end token: the answer is cut back when it is read
+            bitmask[row] = 0
+            for end in self.vocab.end_ids:
+                bitmask[row, end // 32] |= 1 << (end % 32)
+            return
+        llguidance.torch.fill_next_token_bitmask(self.matcher, bitmask, row)
+
+    def cut(self, n_tokens: int) -> int:
+        """Tokens of the longest accepted prefix within the first `n_tokens` generated."""
+        if not self.failed and n_tokens == len(self.tokens) and self.done:
+            return n_tokens
+        return max((n for n in self.accepting if n <= n_tokens), default=0)
+
+    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
+        """The answer as read: (its tokens, its text when the writing had to complete it;
+        None: decode the tokens). An answer that ended under the grammar is whole; one cut
+        by its budget is completed by its writing (`Writing.complete`) or cut back to the
+        longest prefix the grammar accepts."""
+        if ended and not self.failed:
+            return answer, None
+        valid = min(len(answer), self.valid)
+        tokenizer = self.vocab.tokenizer
+        prefix = tokenizer.decode(answer[:valid])
+        while valid and prefix.endswith("\ufffd"):  # a character cut between its bytes
+            valid -= 1
+            prefix = tokenizer.decode(answer[:valid])
+        completed = self.writing.complete(prefix, self.sentence, self.types)
+        if completed is not None:
+            return answer[:valid], completed
+        return answer[: self.cut(len(answer))], None
+
+
+class ConstrainedLogits(LogitsProcessor):
+    """Masks the scores of every constrained row of a `generate` batch at every step."""
+
+    def __init__(self, rows: Sequence[RowConstraint | None], prompt_width: int) -> None:
+        self.rows = list(rows)
+        self.prompt_width = prompt_width
+        self.bitmask: torch.Tensor | None = None
+        self._shifts: torch.Tensor | None = None
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if input_ids.shape[1] > self.prompt_width:
+            last = input_ids[:, -1].tolist()
+            for row, state in enumerate(self.rows):
+                if state is not None and not state.done:
+                    state.consume(int(last[row]))
+        active = [r for r, s in enumerate(self.rows) if s is not None and not s.done]
+        if not active:
+            return scores
+        words = (scores.shape[1] + 31) // 32
+        if self.bitmask is None or self.bitmask.shape[1] != words:
+            self.bitmask = torch.zeros((len(self.rows), words), dtype=torch.int32)
+            self._shifts = torch.arange(32, dtype=torch.int32)
+        for row in active:
+            state = self.rows[row]
+            assert state is not None
+            state.fill(self.bitmask, row)
+        assert self._shifts is not None
+        idx = torch.tensor(active)
+        bits = (self.bitmask[idx].unsqueeze(-1) >> self._shifts) & 1
+        allowed = bits.reshape(len(active), -1)[:, : scores.shape[1]].bool()
+        scores[idx] = scores[idx].masked_fill(~allowed.to(scores.device), float("-inf"))
+        return scores

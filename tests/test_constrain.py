@@ -1,0 +1,205 @@
+"""Constrained decoding: whatever a model's logits say, a constrained answer parses without a
+problem and mentions only spans of its sentence; where the model's own greedy choice was
+already valid, the constraint changes nothing.
+
+The model is tiny-llama with its weights redrawn large (noise logits: with the default small
+init it repeats one token whatever it reads); sentences come from every corpus."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary
+from biogner.corpora import CORPORA, load_split
+from biogner.formats import FORMATS, get_format
+from biogner.generation import GenerationConfig, Generator
+from biogner.modeling import resolve_model_dir
+from biogner.types import Sentence, Span
+
+CONSTRAINED = [name for name, fmt in FORMATS.items() if fmt.writing.constrainable]
+
+
+@pytest.fixture(scope="module")
+def pool(data_dir: Path) -> list[tuple[Sentence, list[str]]]:
+    """A few sentences of every corpus, with its entity types."""
+    out = []
+    for corpus in CORPORA.values():
+        try:
+            sentences = load_split(corpus, "dev", data_dir, limit=6)
+        except FileNotFoundError:
+            continue
+        out += [(s, list(corpus.entity_types)) for s in sentences if s.tokens]
+    assert len({types[0] for _, types in out}) > 3  # several corpora really loaded
+    return out
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    source = resolve_model_dir("tiny-llama")
+    assert source is not None
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        for param in model.parameters():
+            param.data.normal_(0.0, 0.3)
+    out = tmp_path_factory.mktemp("noise-tiny")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def generators(model_dir: Path) -> dict[bool, Generator]:
+    return {
+        c: Generator(
+            model_dir,
+            GenerationConfig(device="cpu", dtype="float32", batch_size=8, constrained=c),
+        )
+        for c in (False, True)
+    }
+
+
+def test_the_constrained_formats() -> None:
+    assert set(CONSTRAINED) == set(FORMATS) - {"conv_json", "multi_json"}
+
+
+@settings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+@pytest.mark.parametrize("fmt", CONSTRAINED)
+def test_constrained_answers_parse_and_mention_only_the_text(
+    pool, generators, fmt: str, data: st.DataObject
+) -> None:
+    picks = data.draw(st.lists(st.integers(0, len(pool) - 1), min_size=1, max_size=6))
+    sentences = [pool[i] for i in picks]
+    types = sentences[0][1]  # one corpus per batch, as evaluation and serving run
+    batch = [s for s, t in sentences if t == types]
+    constrained = generators[True].extract(batch, fmt, types)
+    free = generators[False].extract(batch, fmt, types)
+    for c, f in zip(constrained, free, strict=True):
+        assert c.parse.problems == [], (c.answers, c.parse.problems)
+        assert c.parse.hallucinated == 0
+        for span in c.parse.spans:
+            assert span.label in types
+            assert 0 <= span.start < span.end <= len(c.sentence.text)
+        if not f.parse.problems and not f.truncated:  # the free answer was already valid
+            assert c.answers == f.answers
+
+
+def scores_preferring(token: int, vocab: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn((1, vocab), generator=g)
+    scores[0, token] = 50.0
+    return scores
+
+
+def teacher_force(
+    vocabulary: Vocabulary, row: RowConstraint, tokens: list[int], end: int
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Run the processor along `tokens` + end, each step's scores preferring that token:
+    (scores before, scores after) per step."""
+    proc = ConstrainedLogits([row], prompt_width=1)
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    steps = []
+    for k, token in enumerate([*tokens, end]):
+        before = scores_preferring(token, vocabulary.vocab_size, k)
+        after = proc(ids, before.clone())
+        steps.append((before, after))
+        ids = torch.cat([ids, torch.tensor([[int(after.argmax())]])], 1)
+    return steps
+
+
+@pytest.fixture(scope="module")
+def vocabulary(generators) -> Vocabulary:
+    return generators[True].vocabulary()
+
+
+@pytest.mark.parametrize("fmt", CONSTRAINED)
+def test_a_valid_answer_passes_the_mask_unchanged(pool, vocabulary, fmt: str) -> None:
+    """Teacher-forced gold answers: every gold token stays the argmax, with its score and
+    every other allowed token's score untouched; disallowed tokens get -inf."""
+    format_ = get_format(fmt)
+    tok = vocabulary.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    checked = 0
+    for sentence, types in pool[::3]:
+        for turn, answer in zip(
+            format_.turn_types(types), format_.answers(sentence, types), strict=True
+        ):
+            row = RowConstraint(vocabulary, format_.writing, sentence, turn)
+            tokens = tok.encode(answer, add_special_tokens=False)
+            for before, after in teacher_force(vocabulary, row, tokens, end):
+                assert int(after.argmax()) == int(before.argmax())
+                kept = torch.isfinite(after)
+                assert torch.equal(after[kept], before[kept])
+                assert 0 < int(kept.sum()) < vocabulary.vocab_size
+            assert row.tokens == tokens and row.cut(len(tokens)) == len(tokens)
+            checked += 1
+    assert checked > 5
+
+
+def test_a_mention_is_never_listed_more_often_than_it_occurs(vocabulary) -> None:
+    """`cancer` occurs twice: after two `cancer` lines a third line may start with `cancer`
+    only to become the longer span `cancer and ...` (a grammar cannot count: the row rebuilds
+    its matcher without the spent line)."""
+    text = "cancer and breast cancer"
+    sentence = Sentence("s", text, text.split(), [Span(0, 6, "Disease")])
+    writing = get_format("conv_term").writing
+    tok = vocabulary.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    newline = tok.encode("\n", add_special_tokens=False)
+    assert len(newline) == 1
+
+    def allowed_after(answer: str) -> torch.Tensor:
+        row = RowConstraint(vocabulary, writing, sentence, ["Disease"])
+        tokens = tok.encode(answer, add_special_tokens=False)
+        steps = teacher_force(vocabulary, row, tokens, end)
+        assert all(int(a.argmax()) == int(b.argmax()) for b, a in steps[:-1])  # all allowed
+        return torch.isfinite(steps[-1][1][0])
+
+    once = allowed_after("cancer")
+    assert once[end] and once[newline[0]]  # a second `cancer` line may follow, or the end
+    third = allowed_after("cancer\ncancer\ncancer")
+    assert not third[end] and not third[newline[0]]  # a third `cancer` line cannot end
+    assert third[tok.encode(" and", add_special_tokens=False)[0]]  # `cancer and ...` can
+    assert writing.parse("cancer\ncancer", sentence, ["Disease"]).problems == []
+    assert writing.parse("cancer\ncancer\ncancer", sentence, ["Disease"]).problems != []
+
+
+def test_an_answer_cut_by_its_budget_still_parses(pool, model_dir: Path) -> None:
+    tight = Generator(
+        model_dir,
+        GenerationConfig(device="cpu", dtype="float32", max_new_tokens_cap=3, batch_size=8),
+    )
+    sentences = [s for s, t in pool if t == pool[0][1]]
+    out = tight.extract(sentences, "conv_term", pool[0][1])
+    assert any(g.truncated for g in out)
+    assert all(g.parse.problems == [] and g.parse.hallucinated == 0 for g in out)
+
+
+@pytest.mark.parametrize("fmt", ["conv_inline", "conv_bio"])
+def test_a_restatement_cut_anywhere_is_completed_into_a_whole_answer(
+    pool, vocabulary, fmt: str
+) -> None:
+    """An inline/bio answer cut by its budget mid-word, mid-markup or mid-tag is finished
+    by its writing: the result extends the prefix, the grammar accepts it, it parses."""
+    format_ = get_format(fmt)
+    tok = vocabulary.tokenizer
+    for sentence, types in pool[::4]:
+        turn = format_.turn_types(types)[0]
+        gold = format_.answers(sentence, types)[0]
+        for k in range(0, len(gold), 3):
+            whole = format_.writing.complete(gold[:k], sentence, turn)
+            assert whole is not None and whole.startswith(gold[:k])
+            parse = format_.writing.parse(whole, sentence, turn)
+            assert parse.problems == [], (gold[:k], whole)
+            matcher = vocabulary.matcher(format_.writing.grammar(sentence, turn) or "")
+            assert matcher.consume_tokens(tok.encode(whole, add_special_tokens=False))
+            assert matcher.is_accepting()
