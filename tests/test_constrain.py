@@ -66,7 +66,7 @@ def generators(model_dir: Path) -> dict[bool, Generator]:
 
 
 def test_the_constrained_formats() -> None:
-    assert set(CONSTRAINED) == set(FORMATS) - {"conv_json", "multi_json"}
+    assert set(CONSTRAINED) == set(FORMATS)
 
 
 @settings(
@@ -145,17 +145,24 @@ def test_a_valid_answer_passes_the_mask_unchanged(pool, vocabulary, fmt: str) ->
     assert checked > 5
 
 
-def test_a_mention_is_never_listed_more_often_than_it_occurs(vocabulary) -> None:
-    """`cancer` occurs twice: after two `cancer` lines a third line may start with `cancer`
-    only to become the longer span `cancer and ...` (a grammar cannot count: the row rebuilds
-    its matcher without the spent line)."""
+ITEMS = {  # (first item, separator, the start of a third listing) per writing
+    "conv_term": ("cancer", "\n", "cancer"),
+    "conv_json": ('[{"text": "cancer", "type": "Disease"}', ", ", '{"text": "cancer'),
+}
+
+
+@pytest.mark.parametrize("fmt", list(ITEMS))
+def test_a_mention_is_never_listed_more_often_than_it_occurs(vocabulary, fmt: str) -> None:
+    """`cancer` occurs twice: a third `cancer` item may start only to become the longer span
+    `cancer and ...` (a grammar cannot count: the row rebuilds its matcher without the
+    spent item)."""
     text = "cancer and breast cancer"
-    sentence = Sentence("s", text, text.split(), [Span(0, 6, "Disease")])
-    writing = get_format("conv_term").writing
+    sentence = Sentence("s", text, tuple(text.split()), (Span(0, 6, "Disease"),))
+    writing = get_format(fmt).writing
     tok = vocabulary.tokenizer
     end = tok.convert_tokens_to_ids("<|im_end|>")
-    newline = tok.encode("\n", add_special_tokens=False)
-    assert len(newline) == 1
+    first, sep, third = ITEMS[fmt]
+    second = first.lstrip("[")
 
     def allowed_after(answer: str) -> torch.Tensor:
         row = RowConstraint(vocabulary, writing, sentence, ["Disease"])
@@ -164,13 +171,22 @@ def test_a_mention_is_never_listed_more_often_than_it_occurs(vocabulary) -> None
         assert all(int(a.argmax()) == int(b.argmax()) for b, a in steps[:-1])  # all allowed
         return torch.isfinite(steps[-1][1][0])
 
-    once = allowed_after("cancer")
-    assert once[end] and once[newline[0]]  # a second `cancer` line may follow, or the end
-    third = allowed_after("cancer\ncancer\ncancer")
-    assert not third[end] and not third[newline[0]]  # a third `cancer` line cannot end
-    assert third[tok.encode(" and", add_special_tokens=False)[0]]  # `cancer and ...` can
-    assert writing.parse("cancer\ncancer", sentence, ["Disease"]).problems == []
-    assert writing.parse("cancer\ncancer\ncancer", sentence, ["Disease"]).problems != []
+    def first_token(piece: str) -> int:
+        return tok.encode(piece, add_special_tokens=False)[0]
+
+    closing = "" if fmt == "conv_term" else '", "type": "Disease"}'
+    once = allowed_after(first + sep + third)
+    assert once[first_token(closing)] if closing else once[end]  # a second one may end
+    twice = allowed_after(first + sep + second + sep + third)
+    if closing:
+        assert not twice[first_token(closing)]  # a third one cannot be closed
+    else:
+        assert not twice[end] and not twice[first_token("\n")]
+    assert twice[first_token(" and")]  # `cancer and ...` can
+    whole = {"conv_term": "cancer\ncancer", "conv_json": f"{first}, {second}]"}[fmt]
+    assert writing.parse(whole, sentence, ["Disease"]).problems == []
+    over = {"conv_term": "cancer\ncancer\ncancer", "conv_json": f"{first}, {second}, {second}]"}
+    assert writing.parse(over[fmt], sentence, ["Disease"]).problems != []
 
 
 def test_an_answer_cut_by_its_budget_still_parses(pool, model_dir: Path) -> None:
@@ -184,20 +200,22 @@ def test_an_answer_cut_by_its_budget_still_parses(pool, model_dir: Path) -> None
     assert all(g.parse.problems == [] and g.parse.hallucinated == 0 for g in out)
 
 
-@pytest.mark.parametrize("fmt", ["conv_inline", "conv_bio"])
-def test_a_restatement_cut_anywhere_is_completed_into_a_whole_answer(
-    pool, vocabulary, fmt: str
-) -> None:
+@pytest.mark.parametrize("fmt", ["conv_inline", "conv_bio", "multi_json"])
+def test_an_answer_cut_anywhere_is_completed_into_a_whole_one(pool, vocabulary, fmt: str) -> None:
     """An inline/bio answer cut by its budget mid-word, mid-markup or mid-tag is finished
-    by its writing: the result extends the prefix, the grammar accepts it, it parses."""
+    by its writing (the result extends the prefix); a json list is closed after its last
+    whole object. The grammar accepts the result and it parses."""
     format_ = get_format(fmt)
     tok = vocabulary.tokenizer
     for sentence, types in pool[::4]:
         turn = format_.turn_types(types)[0]
         gold = format_.answers(sentence, types)[0]
+        assert format_.writing.complete(gold, sentence, turn) == gold
         for k in range(0, len(gold), 3):
             whole = format_.writing.complete(gold[:k], sentence, turn)
-            assert whole is not None and whole.startswith(gold[:k])
+            assert whole is not None
+            if fmt != "multi_json":
+                assert whole.startswith(gold[:k])
             parse = format_.writing.parse(whole, sentence, turn)
             assert parse.problems == [], (gold[:k], whole)
             matcher = vocabulary.matcher(format_.writing.grammar(sentence, turn) or "")

@@ -7,10 +7,10 @@ generated token and yields the next mask; `ConstrainedLogits` applies the masks 
 inside HF `generate`, so greedy decoding is unchanged wherever the model's own choice was
 allowed (disallowed tokens get -inf, nothing else moves).
 
-What a grammar cannot count is handled here: a writing may limit how often one answer line
-may be written (`Writing.line_limit`: a term mention at most as often as it occurs). When a
-line reaches its limit, the row's matcher is rebuilt for the rest of the answer with that
-line excluded (`Writing.grammar(..., spent=...)`, continuation form).
+What a grammar cannot count is handled here: a writing may say which items of an answer
+are spent (`Writing.spent`: a term line or a json object whose mention is listed as often as
+it occurs). When an item is spent, the row's matcher is rebuilt for the rest of the answer
+with it excluded (`Writing.grammar(..., spent=...)`, continuation form).
 
 An answer cut by its token budget is completed by its writing (`Writing.complete`: the
 rest of a restated sentence) or cut back to its longest prefix the grammar accepts
@@ -19,7 +19,6 @@ rest of a restated sentence) or cut back to its longest prefix the grammar accep
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,8 +27,6 @@ from transformers import LogitsProcessor
 
 from biogner.formats.base import Writing
 from biogner.types import Sentence
-
-NEWLINE = "\n"
 
 
 class Vocabulary:
@@ -67,7 +64,6 @@ class RowConstraint:
         self.tokens: list[int] = []
         self.matcher = vocab.matcher(writing.grammar(sentence, types) or "")
         self.accepting = [0] if self.matcher.is_accepting() else []
-        self.lines: Counter[str] = Counter()
         self.spent: list[str] = []
         self.valid = 0  # tokens the grammar allowed, from the start
         self.done = False  # an end token was generated, or nothing but one is allowed
@@ -84,29 +80,24 @@ class RowConstraint:
             self.failed = True
             return
         self.valid = len(self.tokens)
-        piece = self.vocab.tokenizer.decode([token])
-        if NEWLINE in piece:
-            self._count_lines()
+        end = self.writing.item_end
+        if end is not None and end in self.vocab.tokenizer.decode([token]):
+            self._respend()
         if not self.failed and self.matcher.is_accepting():
             self.accepting.append(len(self.tokens))
 
-    def _count_lines(self) -> None:
-        text = self.vocab.tokenizer.decode(self.tokens)
-        *complete, partial = text.split(NEWLINE)
-        lines = Counter(complete)
-        new_spent = [
-            line
-            for line, n in lines.items()
-            if line not in self.spent
-            and n >= self.writing.line_limit(line, self.sentence, self.types)
-        ]
-        if not new_spent:
+    def _respend(self) -> None:
+        """Rebuild the matcher without the items now spent, and replay what follows them."""
+        written = self.vocab.tokenizer.decode(self.tokens)
+        spent, resume = self.writing.spent(written, self.sentence, self.types)
+        new = [item for item in spent if item not in self.spent]
+        if not new:
             return
-        self.spent += new_spent
+        self.spent += new
         grammar = self.writing.grammar(self.sentence, self.types, spent=self.spent)
         assert grammar is not None
         self.matcher = self.vocab.matcher(grammar)
-        rest = (NEWLINE + partial).encode()
+        rest = written[resume:].encode()
         if not self.matcher.consume_tokens(self.vocab.ll.tokenize_bytes(rest)):
             self.failed = True
 

@@ -176,9 +176,9 @@ class Writing(ABC):
     ) -> str | None:
         """The answers `parse` reads without a problem for this sentence, as a Lark grammar
         (`formats.grammar`) that constrained generation turns into token masks; None: this
-        writing is generated unconstrained. With `spent` (lines written as often as
-        `line_limit` allows), the grammar of what may follow them: more lines, none of
-        those."""
+        writing is generated unconstrained. With `spent` (items written as often as
+        the parser reads them, see `spent`), the grammar of what may follow the items
+        written so far: more items, none of those."""
         return None
 
     @property
@@ -187,12 +187,21 @@ class Writing(ABC):
         return type(self).grammar is not Writing.grammar
 
     def complete(self, prefix: str, sentence: Sentence, types: Sequence[str]) -> str | None:
-        """A whole answer that extends `prefix` (a prefix the grammar allows) as briefly as
-        the grammar allows, for an answer cut by its token budget; None: cut it back to the
-        longest answer the grammar accepts instead. Writings that restate the sentence need
-        this: no prefix of a restatement is a whole one."""
+        """A whole answer made from `prefix` (a prefix the grammar allows, cut by the token
+        budget): extended as briefly as the grammar allows, or cut back to its last complete
+        item and closed; None: cut it back to the longest prefix the grammar accepts. Writings
+        that restate the sentence or bracket a list need this: no prefix of theirs is whole."""
         return None
 
-    def line_limit(self, line: str, sentence: Sentence, types: Sequence[str]) -> int:
-        """How often one answer line may be written (a grammar cannot count)."""
-        return 2**31
+    # A character that can end an item (a line, an object) of an answer; None: items are
+    # not counted. Constrained generation asks `spent` whenever one is generated.
+    item_end: str | None = None
+
+    def spent(
+        self, written: str, sentence: Sentence, types: Sequence[str]
+    ) -> tuple[list[str], int]:
+        """Items of the answer `written` so far that the parser would not read again (a
+        mention listed as often as it occurs), and where what follows them starts in
+        `written`: the grammar cannot count, so generation continues from there under
+        `grammar(..., spent=...)`."""
+        return [], len(written)

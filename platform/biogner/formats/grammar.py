@@ -27,16 +27,19 @@ def alternatives(items: Sequence[str]) -> str:
     return " | ".join(items) if items else '""'
 
 
-def span_terminals(sentence: Sentence, prefix: str = "S") -> tuple[list[str], list[str]]:
-    """Definitions of `{prefix}_j` (every span starting at token j) and their names."""
+def span_terminals(
+    sentence: Sentence, prefix: str = "S", spell: Callable[[str], str] = lambda t: t
+) -> tuple[list[str], list[str]]:
+    """Definitions of `{prefix}_j` (every span starting at token j) and their names; `spell`
+    writes the text as the answer does (JSON string escapes, say)."""
     offsets = sentence.token_offsets()
     text = sentence.text
     lines, names = [], []
     for j, (start, end) in enumerate(offsets):
         name = f"{prefix}_{j}"
-        tok = literal(text[start:end])
+        tok = literal(spell(text[start:end]))
         if j + 1 < len(offsets):
-            gap = literal(text[end : offsets[j + 1][0]])
+            gap = literal(spell(text[end : offsets[j + 1][0]]))
             lines.append(f"{name}: {tok} ({gap} {prefix}_{j + 1})?")
         else:
             lines.append(f"{name}: {tok}")

@@ -10,10 +10,24 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from biogner.formats.base import MentionPlacer, ParseResult, Writing, canonical_type, ordered
+from biogner.formats.base import (
+    MentionPlacer,
+    ParseResult,
+    TokenIndex,
+    Writing,
+    canonical_type,
+    ordered,
+)
+from biogner.formats.grammar import alternatives, literal, span_terminals
 from biogner.types import Sentence, Span
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
+# One object as `render` writes it (json.dumps' separators), in an answer being generated.
+_WRITTEN_OBJECT = re.compile(r'\{"text": "((?:[^"\\]|\\.)*)", "type": "((?:[^"\\]|\\.)*)"\}')
+
+
+def _json_string_body(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
 def _items(answer: str, result: ParseResult) -> list[Any]:
@@ -62,3 +76,45 @@ class JsonWriting(Writing):
                 continue
             placer.place(item["text"], label)
         return result.finish()
+
+    item_end = "}"
+
+    def spent(
+        self, written: str, sentence: Sentence, types: Sequence[str]
+    ) -> tuple[list[str], int]:
+        """Complete objects whose mention (per type) is listed as often as it occurs."""
+        objects = list(_WRITTEN_OBJECT.finditer(written))
+        if not objects:
+            return [], len(written)
+        index = TokenIndex(sentence)
+        counts: dict[str, int] = {}
+        for match in objects:
+            counts[match.group(0)] = counts.get(match.group(0), 0) + 1
+        spent = []
+        for item, n in counts.items():
+            mention = json.loads(item)["text"]
+            if n >= len(index.occurrences(mention)):
+                spent.append(item)
+        return spent, objects[-1].end()
+
+    def complete(self, prefix: str, sentence: Sentence, types: Sequence[str]) -> str:
+        """The list up to its last complete object, closed (no object cut short)."""
+        objects = list(_WRITTEN_OBJECT.finditer(prefix))
+        return prefix[: objects[-1].end()] + "]" if objects else "[]"
+
+    def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
+        """`[]`, or a list of `{"text": span, "type": type}` objects written as `render`
+        writes them (json.dumps, literal non-ASCII), each span a span of the sentence."""
+        defs, names = span_terminals(sentence, spell=_json_string_body)
+        kinds = alternatives([literal(_json_string_body(t)) for t in types])
+        if not names:
+            return 'start: "[]"\n' if not spent else 'start: "]"\n'
+        head, middle, tail = (literal(part) for part in ('{"text": "', '", "type": "', '"}'))
+        obj = f"{head} ({alternatives(names)}) {middle} ({kinds}) {tail}"
+        comma = literal(", ")
+        if spent:
+            obj = f"({obj}) & ~({alternatives([literal(item) for item in spent])})"
+            start = f"start: ({comma} OBJ)* {literal(']')}"
+        else:
+            start = f"start: {literal('[]')} | {literal('[')} OBJ ({comma} OBJ)* {literal(']')}"
+        return "\n".join([start, f"OBJ: {obj}", *defs])

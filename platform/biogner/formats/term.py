@@ -5,6 +5,7 @@ Lossy: strings carry no position, so repeated strings map to occurrences in orde
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from biogner.formats.base import (
@@ -59,10 +60,20 @@ class TermWriting(Writing):
             placer.place(mention, label)
         return result.finish()
 
-    def line_limit(self, line: str, sentence: Sentence, types: Sequence[str]) -> int:
-        """A mention (per type) at most as often as it occurs."""
-        mention = line.partition(TYPE_SEP)[2] if len(types) > 1 else unescape_line(line)
-        return len(TokenIndex(sentence).occurrences(mention.strip()))
+    item_end = "\n"
+
+    def spent(
+        self, written: str, sentence: Sentence, types: Sequence[str]
+    ) -> tuple[list[str], int]:
+        """Complete lines whose mention (per type) is listed as often as it occurs."""
+        *lines, _ = written.split("\n")
+        index = TokenIndex(sentence)
+        spent = []
+        for line, n in Counter(lines).items():
+            mention = line.partition(TYPE_SEP)[2] if len(types) > 1 else unescape_line(line)
+            if n >= len(index.occurrences(mention.strip())):
+                spent.append(line)
+        return spent, written.rfind("\n")
 
     def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
         """`None`, or lines of spans (`type: span` for several types). A line whose span is
