@@ -123,11 +123,20 @@ def test_rerun_resumes_from_checkpoint_with_same_data_and_optimizer(zero2_run, s
 
 
 def _train_workers() -> list[psutil.Process]:
+    """Ray Train workers of *this* session's cluster: the descendants of its raylet. (Matching
+    every `RayTrainWorker` on the machine killed another job's training worker once.)"""
+    import ray._private.worker as ray_worker
+
+    node = ray_worker._global_node
+    assert node is not None, "no local Ray node in this process"
+    (raylet,) = node.all_processes["raylet"]
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(proc.info["cmdline"] or [])
-        if "RayTrainWorker" in cmd:
-            found.append(proc)
+    for proc in psutil.Process(raylet.process.pid).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(proc.cmdline()):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
     return found
 
 
