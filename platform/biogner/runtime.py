@@ -11,6 +11,7 @@ per evaluation, each with an ETA. Workers' own output stays in Ray's session log
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -67,6 +68,12 @@ def quiet_logs(home: str | Path | None = None) -> Path | None:
         _handler = logging.FileHandler(_log_file)
         _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     os.environ.update(QUIET_ENV)
+    # Ray Data (re)configures its "ray.data" logger with a console handler whenever a
+    # dataset starts, from this file if it is named: send it to the log file instead.
+    ray_data_config = _log_file.with_suffix(".ray-data.yaml")
+    if not ray_data_config.exists():
+        ray_data_config.write_text(json.dumps(_ray_data_logging(_log_file), indent=1))
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = str(ray_data_config)
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
     handler = _handler
     for name in QUIET_LOGGERS:
@@ -78,6 +85,23 @@ def quiet_logs(home: str | Path | None = None) -> Path | None:
             logger.addHandler(handler)
         logger.propagate = False
     return _log_file
+
+
+def _ray_data_logging(log_file: Path) -> dict[str, Any]:
+    """Ray Data's logging config (YAML; JSON is YAML): its logger to our log file only."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "file": {
+                "class": "logging.FileHandler",
+                "formatter": "plain",
+                "filename": str(log_file),
+            }
+        },
+        "loggers": {"ray.data": {"level": "INFO", "handlers": ["file"], "propagate": False}},
+    }
 
 
 def worker_env() -> dict[str, str]:
