@@ -73,3 +73,23 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield tmp_path_factory.mktemp("mlflow")
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
+def write_noise_model(out: Path, seed: int) -> Path:
+    """tiny-llama with its weights redrawn large (noise logits that depend on the context: with
+    the default small init it repeats one token whatever it reads), saved with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from biogner.modeling import resolve_model_dir
+
+    source = resolve_model_dir("tiny-llama")
+    assert source is not None
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for param in model.parameters():
+            param.data.normal_(0.0, 0.3)
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(source).save_pretrained(out)
+    return out

@@ -11,15 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_noise_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary
 from biogner.corpora import CORPORA, load_split
 from biogner.formats import FORMATS, get_format
 from biogner.generation import GenerationConfig, Generator
-from biogner.modeling import resolve_model_dir
 from biogner.types import Sentence, Span
 
 CONSTRAINED = [name for name, fmt in FORMATS.items() if fmt.writing.constrainable]
@@ -41,17 +40,7 @@ def pool(data_dir: Path) -> list[tuple[Sentence, list[str]]]:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = resolve_model_dir("tiny-llama")
-    assert source is not None
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        for param in model.parameters():
-            param.data.normal_(0.0, 0.3)
-    out = tmp_path_factory.mktemp("noise-tiny")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(source).save_pretrained(out)
-    return out
+    return write_noise_model(tmp_path_factory.mktemp("noise-tiny"), seed=1)
 
 
 @pytest.fixture(scope="module")

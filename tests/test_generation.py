@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from conftest import write_noise_model
 
 from biogner.corpora import load_split
 from biogner.generation import GenerationConfig, Generator
-from biogner.modeling import resolve_model_dir
 
 TYPES = ["Chemical", "Disease"]
 
@@ -25,17 +24,7 @@ def sentences(data_dir):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    source = resolve_model_dir("tiny-llama")
-    assert source is not None
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        for param in model.parameters():
-            param.data.normal_(0.0, 0.3)
-    out = tmp_path_factory.mktemp("chaotic-tiny")
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(source).save_pretrained(out)
-    return out
+    return write_noise_model(tmp_path_factory.mktemp("chaotic-tiny"), seed=0)
 
 
 @pytest.fixture(scope="module")
