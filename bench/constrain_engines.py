@@ -67,6 +67,12 @@ def answer_regex(text: str, offsets: Sequence[tuple[int, int]]) -> str:
     return f"(None|{span}(\\n{span})*)"
 
 
+def allowed_in(bitmask: Any) -> Callable[[int], bool]:
+    """Whether a token is allowed by the first row of a packed 32-bit-word bitmask."""
+    words = bitmask[0].tolist()
+    return lambda t: bool((words[t // 32] >> (t % 32)) & 1)
+
+
 class Engine:
     name: str
 
@@ -96,8 +102,7 @@ class LLGuidance(Engine):
 
     def mask(self, state: Any) -> Callable[[int], bool]:
         self.ll.torch.fill_next_token_bitmask(state, self.bitmask, 0)
-        words = self.bitmask[0].tolist()
-        return lambda t: bool((words[t // 32] >> (t % 32)) & 1)
+        return allowed_in(self.bitmask)
 
     def advance(self, state: Any, token: int) -> bool:
         return bool(state.consume_token(token))
@@ -121,8 +126,7 @@ class XGrammar(Engine):
 
     def mask(self, state: Any) -> Callable[[int], bool]:
         state.fill_next_token_bitmask(self.bitmask)
-        words = self.bitmask[0].tolist()
-        return lambda t: bool((words[t // 32] >> (t % 32)) & 1)
+        return allowed_in(self.bitmask)
 
     def advance(self, state: Any, token: int) -> bool:
         return bool(state.accept_token(token))
@@ -151,8 +155,7 @@ class OutlinesCore(Engine):
 
     def mask(self, state: Any) -> Callable[[int], bool]:
         state.write_mask_into(self.bitmask.data_ptr(), self.bitmask.numel(), 4)
-        words = self.bitmask[0].tolist()
-        return lambda t: bool((words[t // 32] >> (t % 32)) & 1)
+        return allowed_in(self.bitmask)
 
     def advance(self, state: Any, token: int) -> bool:
         try:

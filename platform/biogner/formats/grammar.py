@@ -27,6 +27,11 @@ def alternatives(items: Sequence[str]) -> str:
     return " | ".join(items) if items else '""'
 
 
+def excluding(expr: str, spent: Sequence[str]) -> str:
+    """`expr` except the exact strings `spent` (llguidance's `&` and `~` on terminals)."""
+    return f"({expr}) & ~({alternatives([literal(s) for s in spent])})" if spent else expr
+
+
 def span_terminals(
     sentence: Sentence, prefix: str = "S", spell: Callable[[str], str] = lambda t: t
 ) -> tuple[list[str], list[str]]:
@@ -60,9 +65,8 @@ def line_grammar(
     newline = literal("\n")
     if not names:  # nothing to mention
         return f"start: {literal(empty)}\n" if not spent else 'start: ""\n'
-    body = line(names, sentence)
+    body = excluding(line(names, sentence), spent)
     if spent:
-        body = f"({body}) & ~({alternatives([literal(s) for s in spent])})"
         start = f"start: ({newline} LINE)*"
     else:
         start = f"start: {literal(empty)} | LINE ({newline} LINE)*"

@@ -18,7 +18,7 @@ from biogner.formats.base import (
     canonical_type,
     ordered,
 )
-from biogner.formats.grammar import alternatives, literal, span_terminals
+from biogner.formats.grammar import alternatives, excluding, literal, span_terminals
 from biogner.types import Sentence, Span
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
@@ -110,10 +110,9 @@ class JsonWriting(Writing):
         if not names:
             return 'start: "[]"\n' if not spent else 'start: "]"\n'
         head, middle, tail = (literal(part) for part in ('{"text": "', '", "type": "', '"}'))
-        obj = f"{head} ({alternatives(names)}) {middle} ({kinds}) {tail}"
+        obj = excluding(f"{head} ({alternatives(names)}) {middle} ({kinds}) {tail}", spent)
         comma = literal(", ")
         if spent:
-            obj = f"({obj}) & ~({alternatives([literal(item) for item in spent])})"
             start = f"start: ({comma} OBJ)* {literal(']')}"
         else:
             start = f"start: {literal('[]')} | {literal('[')} OBJ ({comma} OBJ)* {literal(']')}"

@@ -15,7 +15,13 @@ from biogner.formats.base import (
     canonical_type,
     ordered,
 )
-from biogner.formats.grammar import alternatives, literal, repeated_spans, span_terminals
+from biogner.formats.grammar import (
+    alternatives,
+    excluding,
+    literal,
+    repeated_spans,
+    span_terminals,
+)
 from biogner.types import Sentence, Span
 
 SEP = " | "
@@ -70,9 +76,7 @@ class TripleWriting(Writing):
         sep = literal(SEP)
         kinds = alternatives([literal(t) for t in types])
         repeated = repeated_spans(sentence)
-        once = alternatives(names)
-        if repeated:
-            once = f"({once}) & ~({alternatives([literal(m) for m in repeated])})"
+        once = excluding(alternatives(names), list(repeated))
         lines = [f"({once}) {sep} ({kinds}) {sep} {literal('1')}"]
         for mention, n in repeated.items():
             ks = alternatives([literal(str(k)) for k in range(1, n + 1)])
