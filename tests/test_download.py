@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import shutil
 import threading
+import urllib.parse
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -27,7 +29,7 @@ from biogner.corpora.registry import SPLITS
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bioner"
 NCBI = SHARED / "NCBI-disease"
-SMALL_IOB2 = b"Aspirin\tB-Chemical\nworks\tO\n\nNo\tO\n"
+SMALL_IOB2 = b"Aspirin\tB-Chemical\nworks\tO\n\nNo\tO\n\n"
 
 
 @pytest.fixture(scope="module")
@@ -38,20 +40,35 @@ def shared_ncbi() -> Path:
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    """Static files, except under /truncated/ where the body is cut to half of what the
-    Content-Length header announces (a connection dropped mid-transfer)."""
+    """Static files, except for these views of the /good/ files:
+    /truncated/<path>: the body cut to half of what its Content-Length announces (a
+    connection dropped mid-transfer);
+    /linecut/<path>: the body cut after the line that ends past its middle, and no
+    Content-Length (a connection dropped at a line boundary: the end of the body is the
+    end of the connection);
+    /length/<value>/<path>: the whole body, announced with Content-Length <value> (URL-quoted).
+    """
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        if not self.path.startswith("/truncated/"):
+        view, _, rest = self.path[1:].partition("/")
+        if view not in ("truncated", "linecut", "length"):
             super().do_GET()
             return
-        path = Path(self.translate_path(self.path.replace("/truncated/", "/good/", 1)))
-        body = path.read_bytes()
+        length = None
+        if view == "length":
+            value, _, rest = rest.partition("/")
+            length = urllib.parse.unquote(value)
+        body = Path(self.translate_path(f"/good/{rest}")).read_bytes()
+        if view == "truncated":
+            length, body = str(len(body)), body[: len(body) // 2]
+        elif view == "linecut":
+            body = body[: body.index(b"\n", len(body) // 2) + 1]
         self.send_response(200)
         self.send_header("Content-Type", "text/tab-separated-values")
-        self.send_header("Content-Length", str(len(body)))
+        if length is not None:
+            self.send_header("Content-Length", length)
         self.end_headers()
-        self.wfile.write(body[: len(body) // 2])
+        self.wfile.write(body)
         self.wfile.flush()
         self.close_connection = True
 
@@ -175,6 +192,53 @@ def test_truncation_caught_even_without_checksum(mirror: str, tmp_path: Path) ->
             allow_unverified=True,
         )
     assert _leftovers(tmp_path) == []
+
+
+def test_truncation_at_a_line_boundary_caught_without_checksum(mirror: str, tmp_path: Path) -> None:
+    """No Content-Length to compare and no checksum: the body parses as IOB2, but a corpus
+    file ends with the blank line that closes its last sentence, and this one does not."""
+    with pytest.raises(DownloadError, match="incomplete IOB2 file") as info:
+        download_corpus(
+            "BC4CHEMD",
+            tmp_path,
+            splits=["dev"],
+            base_url=f"{mirror}/linecut",
+            allow_unverified=True,
+        )
+    assert info.value.url == f"{mirror}/linecut/BC4CHEMD/dev.tsv"
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("value", ["\u00b2", "1\u00b2", "abc", "-1", "+36", "1e3", "3_0", "36, 36"])
+def test_bad_content_length_is_a_download_error(mirror: str, tmp_path: Path, value: str) -> None:
+    base = f"{mirror}/length/{urllib.parse.quote(value, safe='')}"
+    with pytest.raises(DownloadError, match="bad Content-Length header") as info:
+        download_corpus("NCBI-disease", tmp_path / "d", splits=["dev"], base_url=base)
+    assert info.value.url == f"{base}/NCBI-disease/dev.tsv"
+    assert info.value.url in str(info.value) and repr(value) in str(info.value)
+    assert not (tmp_path / "d").exists()
+
+
+def test_file_is_synced_to_disk_before_the_rename(
+    mirror: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append(("replace", os.fspath(src)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    (path,) = download_corpus("NCBI-disease", tmp_path, splits=["dev"], base_url=f"{mirror}/good")
+    assert sha256_file(path) == get_corpus("NCBI-disease").sha256("dev")
+    (renamed,) = [p for kind, p in events if kind == "replace"]
+    assert events.index(("fsync", renamed)) < events.index(("replace", renamed))
 
 
 def test_http_error_names_url(mirror: str, tmp_path: Path) -> None:

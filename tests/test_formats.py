@@ -441,3 +441,35 @@ def test_a_mention_of_an_unknown_type_is_a_problem_not_a_predicted_mention(name:
     assert res.spans == []
     assert res.predicted_mentions == 0
     assert any("Gene" in p for p in res.problems), res.problems
+
+
+WRITINGS = sorted({FORMATS[n].writing.name for n in ALL})
+
+
+@pytest.mark.parametrize("writing", WRITINGS)
+def test_an_answer_read_for_no_entity_types_is_problems_not_an_error(writing: str) -> None:
+    """Parsers never raise on model output, even asked for no type at all (the writing is
+    called directly: `Format.parse` would turn an exception into a problem)."""
+    w = get_format(f"multi_{writing}").writing
+    res = w.parse(w.render(PD, PD.spans, ["Disease"]), PD, [])
+    assert res.spans == [] and res.predicted_mentions == 0
+    assert res.problems
+
+
+DEEP_JSON = ["[" * 1000 + "]" * 1000, "{" * 1000 + "}" * 1000, '[{"text": ' * 1000, "[" * 100_000]
+
+
+@pytest.mark.parametrize("answer", DEEP_JSON, ids=["lists", "objects", "open-objects", "open"])
+def test_json_nested_too_deep_is_a_problem_not_an_error(answer: str) -> None:
+    res = get_format("multi_json").writing.parse(answer, PD, ["Disease"])
+    assert res.spans == []
+    assert any("deeper" in p for p in res.problems), res.problems
+
+
+def test_json_nested_too_deep_keeps_its_flat_objects() -> None:
+    inner = '{"text": "colon cancer", "type": "Disease"}'
+    answer = "[" * 1000 + inner + ", " + '{"text": ' + "[" * 1000 + "]" * 1000 + "}" + "]" * 1000
+    res = get_format("multi_json").parse([answer], PD, ["Disease"])
+    assert texts(PD, res.spans) == ["colon cancer"]
+    assert not any(p.startswith("parser error") for p in res.problems), res.problems
+    assert any("unreadable object" in p and len(p) < 300 for p in res.problems), res.problems

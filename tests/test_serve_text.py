@@ -6,7 +6,7 @@ the real formats (render -> parse) and the same assembly code the service runs.
 
 from __future__ import annotations
 
-import re
+import unicodedata
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -14,12 +14,30 @@ from hypothesis import strategies as st
 
 from biogner.formats import get_format
 from biogner.generation import Generation
-from biogner.serve.engine import assemble
+from biogner.serve.engine import assemble, check_texts, prepare
 from biogner.serve.schema import Limits
-from biogner.serve.text import Window, make_windows, split_sentences, tokenize_text
+from biogner.serve.text import (
+    Window,
+    make_windows,
+    split_sentences,
+    splits_character,
+    tokenize_text,
+    widen_to_characters,
+)
 from biogner.types import Sentence, Span
 
 TYPES = ["Disease", "Chemical"]
+
+
+def is_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] == "M"
+
+
+def readable(text: str) -> str:
+    """`text` without whitespace and invisible (control, format) characters."""
+    return "".join(
+        c for c in text if not c.isspace() and unicodedata.category(c) not in ("Cc", "Cf")
+    )
 
 
 def toks(text: str) -> list[str]:
@@ -41,6 +59,11 @@ def sentences(text: str) -> list[str]:
         ("IL-2/IL-4, 10.5%", ["IL", "-", "2", "/", "IL", "-", "4", ",", "10", ".", "5", "%"]),
         ("a_b  ü\tß\n", ["a", "_", "b", "ü", "ß"]),
         ("   ", []),
+        ("\u200b\u200b", []),
+        ("\x00\x07", []),
+        ("a\u200bb\ufeff\x00c", ["a", "b", "c"]),
+        ("Me\u0301nie\u0300re's", ["Me\u0301nie\u0300re", "'", "s"]),
+        ("cafe\u0301 -\u0301 \u0301x", ["cafe\u0301", "-\u0301", "\u0301", "x"]),
     ],
 )
 def test_tokens_are_split_like_the_corpora(text: str, tokens: list[str]) -> None:
@@ -55,12 +78,14 @@ def test_tokens_cover_every_visible_character_in_order(text: str) -> None:
     prev_end = 0
     for start, end in spans:
         assert prev_end <= start < end
+        assert not splits_character(text, start) and not splits_character(text, end)
         tok = text[start:end]
-        assert not any(c.isspace() for c in tok)
-        assert len(tok) == 1 or (tok.isalnum() and "_" not in tok)
+        assert readable(tok) == tok
+        base = "".join(c for c in tok if not is_mark(c))
+        assert len(base) <= 1 or (base.isalnum() and "_" not in base)
         covered.update(range(start, end))
         prev_end = end
-    assert {i for i, c in enumerate(text) if not c.isspace()} == covered
+    assert {i for i, c in enumerate(text) if readable(c)} == covered
     tokens = [text[s:e] for s, e in spans]
     assert " ".join(tokens).split(" ") == tokens or not tokens
 
@@ -88,7 +113,7 @@ def test_sentence_splitter(text: str, expected: list[str]) -> None:
 
 
 @given(
-    st.text(alphabet=st.sampled_from(list("ab .?!\n\u00e9A1-")), max_size=200)
+    st.text(alphabet=st.sampled_from(list("ab .?!\n\u00e9A1-\u0301\u200b")), max_size=200)
     | st.text(max_size=200),
     st.integers(1, 12),
     st.integers(1, 40),
@@ -100,7 +125,14 @@ def test_windows_keep_every_token_in_order_within_limits(
     windows = make_windows(text, max_tokens, max_chars)
     full = tokenize_text(text)
     offsets = [o for w in windows for o in w.offsets]
-    assert offsets == [(s, min(e, s + max_chars)) for s, e in full]
+    assert [s for s, _ in offsets] == [s for s, _ in full]
+    for (s, e), (_, kept) in zip(full, offsets, strict=True):
+        # a cut inside a character (between it and its marks) leaves that whole character
+        # out, unless it is the token's first
+        cut = min(e, s + max_chars)
+        assert s < kept <= cut and (kept == cut or splits_character(text, cut))
+        assert sum(not is_mark(c) for c in text[kept:cut]) <= 1
+        assert kept == s + 1 or not splits_character(text, kept)
     pos = 0
     for w in windows:
         assert 1 <= len(w.offsets) <= max_tokens
@@ -113,7 +145,12 @@ def test_windows_keep_every_token_in_order_within_limits(
 
 @st.composite
 def window_and_span(draw: st.DrawFn) -> tuple[str, Window, int, int]:
-    text = draw(st.text(min_size=1, max_size=120).filter(lambda t: bool(t.split())))
+    text = draw(
+        st.text(min_size=1, max_size=120)
+        | st.text(alphabet=st.sampled_from(list("ae \u0301\u0308\u200b.")), max_size=60)
+    )
+    if not tokenize_text(text):
+        text += " x"
     windows = make_windows(text, draw(st.integers(1, 30)), 10_000)
     window = draw(st.sampled_from(windows))
     n = len(window.sentence.text)
@@ -128,7 +165,9 @@ def test_any_joined_span_maps_to_the_same_characters_in_the_raw_text(
     case: tuple[str, Window, int, int],
 ) -> None:
     text, window, start, end = case
-    joined = window.sentence.text[start:end]
+    # a span edge inside a character (between it and its marks) takes the whole character
+    w_start, w_end = widen_to_characters(window.sentence.text, start, end)
+    joined = window.sentence.text[w_start:w_end]
     mapped = window.to_original(start, end)
     if not joined.strip(" "):
         assert mapped is None
@@ -136,9 +175,10 @@ def test_any_joined_span_maps_to_the_same_characters_in_the_raw_text(
     assert mapped is not None
     o_start, o_end = mapped
     assert 0 <= o_start < o_end <= len(text)
+    assert not splits_character(text, o_start) and not splits_character(text, o_end)
     raw = text[o_start:o_end]
-    assert re.sub(r"\s", "", raw) == joined.replace(" ", "")
-    assert not raw[0].isspace() and not raw[-1].isspace()
+    assert readable(raw) == joined.replace(" ", "")
+    assert readable(raw[0]) and readable(raw[-1])
     back = window.to_joined(o_start, o_end)
     assert back is not None
     assert window.sentence.text[back[0] : back[1]] == joined.strip(" ")
@@ -157,6 +197,61 @@ def test_token_aligned_spans_map_exactly(case: tuple[str, Window, int, int]) -> 
         window.offsets[i][0],
         window.offsets[j][1],
     )
+
+
+def test_decomposed_accents_stay_with_their_base_character() -> None:
+    text = "Me\u0301nie\u0300re disease and cafe\u0301 au lait spots."
+    (window,) = make_windows(text, 128, 1000)
+    assert window.sentence.tokens[:2] == ("Me\u0301nie\u0300re", "disease")
+    # a span of the joined text that ends between `e` and U+0300 keeps the mark
+    nie = window.sentence.text.index("nie")
+    assert window.to_original(0, nie + 3) == (0, nie + 4)
+    # an answer naming the letters without their mark is not cut out of the word
+    fmt = get_format("multi_term")
+    answers = ["Disease: Me\u0301nie\u0300re disease\nChemical: cafe"]
+    parse = fmt.parse(answers, window.sentence, TYPES)
+    (result,) = assemble([text], [[window]], [Generation(window.sentence, answers, parse, 0)])
+    mention = "Me\u0301nie\u0300re disease"
+    assert [(e.start, e.end, e.text) for e in result.entities] == [(0, len(mention), mention)]
+
+
+def test_a_cut_token_keeps_whole_characters() -> None:
+    text = "e\u0301" * 6  # one 12-character token; a 5-character cut would split the third é
+    (window,) = make_windows(text, 128, 5)
+    assert window.offsets == ((0, 4),) and window.truncated
+
+
+BLANK = ["", "   ", "\u200b\u200b", "\x00\x07", " \ufeff\n\t\u2060 "]
+
+
+@pytest.mark.parametrize("blank", BLANK)
+def test_a_text_with_nothing_to_read_has_no_window(blank: str) -> None:
+    assert tokenize_text(blank) == []
+    assert make_windows(blank, 128, 1000) == []
+
+
+def test_blank_texts_get_no_entities_without_failing_their_batch() -> None:
+    limits = Limits()
+    texts = [f"Case {i} had cancer." for i in range(limits.max_texts)]
+    blanks = {3: BLANK[1], 17: BLANK[2], 40: BLANK[3], 63: BLANK[4]}
+    for i, blank in blanks.items():
+        texts[i] = blank
+    check_texts(texts, limits)  # no 422 for the whole batch
+    windows = prepare(texts, limits)
+    assert all(windows[i] == [] for i in blanks)
+    # what the replica sends to the model: no input comes from a blank text
+    model_inputs = [w.sentence for ws in windows for w in ws]
+    assert len(model_inputs) == limits.max_texts - len(blanks)
+    assert all(s.text.startswith("Case ") for s in model_inputs)
+    fmt = get_format("multi_term")
+    generations = [
+        Generation(s, ["Disease: cancer"], fmt.parse(["Disease: cancer"], s, TYPES), 0)
+        for s in model_inputs
+    ]
+    results = assemble(texts, windows, generations)
+    for i, (text, result) in enumerate(zip(texts, results, strict=True)):
+        expected = [] if i in blanks else [(text.index("cancer"), "cancer")]
+        assert [(e.start, e.text) for e in result.entities] == expected
 
 
 # --- format-faithful end to end: gold entities -> format answers -> parse -> raw offsets

@@ -1,8 +1,10 @@
 """Corpus downloads with checksums, and the data-directory status table.
 
 A download is all-or-nothing per split: bytes stream into a hidden temp file beside the
-target, are checked (length, SHA-256, parses as IOB2) and only then renamed into place, so a
-failed or interrupted download never leaves a file that a later run would trust.
+target, are checked (length, SHA-256, parses as IOB2; without a registered SHA-256, also that
+it ends with the blank line closing its last sentence), synced to disk and only then renamed
+into place, so a failed or interrupted download never leaves a file that a later run would
+trust.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import http.client
 import logging
 import os
+import re
 import sys
 import tempfile
 import urllib.error
@@ -28,6 +31,10 @@ log = logging.getLogger(__name__)
 MIRROR_ENV = "BIOGNER_DATA_MIRROR"
 CHUNK_BYTES = 1 << 16
 USER_AGENT = "biogner-corpus-download"
+# Content-Length is ASCII digits (RFC 9110); int() would also take `٣`, `+3` or ` 3_0`.
+_CONTENT_LENGTH = re.compile(r"[0-9]+")
+# Bytes read from a file's end to see whether it ends with a blank line.
+_TAIL_BYTES = 64
 
 
 class DownloadError(RuntimeError):
@@ -74,15 +81,24 @@ def _progress(total: int | None, desc: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=desc, unit="B", unit_scale=True, file=sys.stderr, leave=False)
 
 
-def _stream(url: str, out: IO[bytes], timeout: float, desc: str, progress: bool) -> str:
-    """Copy the body at `url` into `out`; return its SHA-256. Raise DownloadError on any
-    transport failure or a body shorter than its announced Content-Length."""
+def _content_length(url: str, value: str | None) -> int | None:
+    """The body size a server announces (None: not announced); a garbled header is a
+    DownloadError, not a guess."""
+    if value is None:
+        return None
+    if not _CONTENT_LENGTH.fullmatch(value.strip()):
+        raise DownloadError(url, f"bad Content-Length header {value!r}")
+    return int(value)
+
+
+def _stream(url: str, out: IO[bytes], timeout: float, desc: str, progress: bool) -> tuple[str, int]:
+    """Copy the body at `url` into `out`; return its SHA-256 and size. Raise DownloadError on
+    any transport failure, a bad Content-Length or a body shorter than it announces."""
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
-            length_header = resp.headers.get("Content-Length")
-            expected_len = int(length_header) if length_header and length_header.isdigit() else None
+            expected_len = _content_length(url, resp.headers.get("Content-Length"))
             bar = _progress(expected_len, desc, progress)
             received = 0
             try:
@@ -109,7 +125,7 @@ def _stream(url: str, out: IO[bytes], timeout: float, desc: str, progress: bool)
         )
     if received == 0:
         raise DownloadError(url, "empty response")
-    return digest.hexdigest()
+    return digest.hexdigest(), received
 
 
 def _validate_iob2(path: Path, url: str) -> ReadStats:
@@ -123,6 +139,19 @@ def _validate_iob2(path: Path, url: str) -> ReadStats:
     if stats.sentences == 0:
         raise DownloadError(url, "not an IOB2 file (no sentences)")
     return stats
+
+
+def _check_complete(path: Path, url: str) -> None:
+    """Without a checksum, the file must end as every registry corpus file does: with the
+    blank line closing its last sentence. A body cut at a line boundary (a connection
+    dropped with no Content-Length, a truncated mirror copy) parses as a smaller corpus."""
+    with path.open("rb") as fh:
+        fh.seek(max(path.stat().st_size - _TAIL_BYTES, 0))
+        tail = fh.read()
+    if tail[len(tail.rstrip()) :].count(b"\n") < 2:
+        raise DownloadError(
+            url, "incomplete IOB2 file: no blank line after its last sentence (truncated?)"
+        )
 
 
 def _make_dirs(folder: Path) -> list[Path]:
@@ -157,11 +186,17 @@ def _fetch_split(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual = _stream(url, out, timeout, f"{corpus.name}/{split}", progress)
+            actual, received = _stream(url, out, timeout, f"{corpus.name}/{split}", progress)
+            out.flush()
+            os.fsync(out.fileno())  # the rename must not outlive the bytes in a crash
+            written = os.fstat(out.fileno()).st_size
+        if written != received:
+            raise DownloadError(url, f"wrote {written} of {received} bytes received")
         if expected is not None and actual != expected:
             raise DownloadError(url, "checksum mismatch", expected=expected, actual=actual)
         stats = _validate_iob2(tmp, url)
         if expected is None:
+            _check_complete(tmp, url)
             log.warning(
                 "%s/%s downloaded WITHOUT verification (no registered checksum): sha256 %s",
                 corpus.name,

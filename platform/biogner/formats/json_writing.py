@@ -22,6 +22,11 @@ from biogner.formats.grammar import alternatives, excluding, literal, span_termi
 from biogner.types import Sentence, Span
 
 _OBJECT = re.compile(r"\{[^{}]*\}")
+# A string or a bracket outside strings, to measure how deep an answer nests.
+_NESTING = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+# Answers nest 2 deep (a list of flat objects); deeper ones are not read as a whole, which
+# also keeps json.loads (recursive) far from Python's recursion limit.
+MAX_DEPTH = 8
 # One object as `render` writes it (json.dumps' separators), in an answer being generated.
 _WRITTEN_OBJECT = re.compile(r'\{"text": "((?:[^"\\]|\\.)*)", "type": "((?:[^"\\]|\\.)*)"\}')
 
@@ -30,25 +35,45 @@ def _json_string_body(text: str) -> str:
     return json.dumps(text, ensure_ascii=False)[1:-1]
 
 
+def _depth(text: str) -> int:
+    """How deep brackets nest in `text` (outside strings; unclosed ones count)."""
+    depth = deepest = 0
+    for match in _NESTING.finditer(text):
+        bracket = match.group(0)
+        if bracket in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in ("]", "}"):
+            depth = max(depth - 1, 0)
+    return deepest
+
+
+def _load(text: str) -> Any:
+    """json.loads, refusing (ValueError) what nests deeper than MAX_DEPTH."""
+    if _depth(text) > MAX_DEPTH:
+        raise ValueError(f"nests deeper than {MAX_DEPTH}")
+    return json.loads(text)
+
+
 def _items(answer: str, result: ParseResult) -> list[Any]:
     text = answer.strip()
     try:
-        data = json.loads(text)
+        data = _load(text)
         if isinstance(data, list):
             return data
         if isinstance(data, dict):
             return [data]
         result.problems.append("JSON answer is not a list")
         return []
-    except ValueError:
-        pass
-    result.problems.append("answer is not valid JSON; recovered objects one by one")
+    except ValueError as exc:
+        reason = str(exc).partition(":")[0]
+    result.problems.append(f"answer is not valid JSON ({reason}); recovered objects one by one")
     items = []
     for match in _OBJECT.finditer(text):
         try:
-            items.append(json.loads(match.group(0)))
+            items.append(_load(match.group(0)))
         except ValueError:
-            result.problems.append(f"unreadable object {match.group(0)!r}")
+            result.problems.append(f"unreadable object {match.group(0)!r:.200}")
     return items
 
 

@@ -47,16 +47,14 @@ class TermWriting(Writing):
         result = ParseResult()
         placer = MentionPlacer(sentence, result)
         for line in answer_lines(answer):
-            label: str | None = types[0] if len(types) == 1 else None
-            mention = unescape_line(line)
             if len(types) > 1:
-                head, sep, rest = line.partition(TYPE_SEP)
+                head, sep, mention = line.partition(TYPE_SEP)
                 label = canonical_type(head, types) if sep else None
-                if label is None:
-                    result.problems.append(f"line {line!r} does not start with a known type")
-                    continue
-                mention = rest
-            assert label is not None
+            else:  # one type (or none asked: then no line can be read)
+                label, mention = (types[0] if types else None), unescape_line(line)
+            if label is None:
+                result.problems.append(f"line {line!r} does not start with a known type")
+                continue
             placer.place(mention, label)
         return result.finish()
 

@@ -5,7 +5,9 @@ Why: the models were trained on IOB2 corpora whose text is tokens joined by one 
 tokenized the same way before the model sees it, and the spans the model finds in the joined
 text must be mapped back to exact offsets in the text the client sent.
 
-Pipeline: `tokenize_text` (runs of letters/digits, every other visible character alone) ->
+Pipeline: `tokenize_text` (runs of letters/digits, every other visible character alone;
+combining marks stay with the character before them, control and format characters such as
+U+200B are read like spaces) ->
 `split_sentences` (., ? or ! before whitespace and an uppercase letter or digit, unless after a
 common abbreviation; a blank line always ends a sentence) -> `make_windows` (at most N tokens
 and M characters per window) -> `Window.to_original` for every span.
@@ -14,6 +16,7 @@ and M characters per window) -> `Window.to_original` for every span.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,6 +25,7 @@ from biogner.types import Sentence
 # A token is a run of letters/digits (any script), or any other non-space character alone:
 # `[^\W_]` is a word character that is not the underscore, so `_` falls in the second branch.
 TOKEN_RE = re.compile(r"[^\W_]+|[^\w\s]|_")
+_WORD_CHAR = re.compile(r"[^\W_]")
 SENTENCE_END = frozenset(".?!")
 # Words after which a period does not end a sentence (compared lower-cased, without the
 # final period). A single letter covers initials (`J. Smith`) and the tail of `e.g.`/`i.e.`.
@@ -58,9 +62,56 @@ _BLANK_LINE = re.compile(r"\n[^\S\n]*\n")
 Offsets = tuple[int, int]
 
 
+def _is_mark(char: str) -> bool:
+    return unicodedata.category(char)[0] == "M"
+
+
+def _is_invisible(char: str) -> bool:
+    """Control (Cc) and format (Cf: zero-width space/joiners, BOM, soft hyphen) characters:
+    nothing the corpora's tokens hold or a model could read."""
+    return unicodedata.category(char) in ("Cc", "Cf")
+
+
+def splits_character(text: str, pos: int) -> bool:
+    """Whether offset `pos` falls between a character and a combining mark of it (`e` and
+    U+0301 in a decomposed `é`): no token or span edge may lie there."""
+    if not 0 < pos < len(text) or not _is_mark(text[pos]):
+        return False
+    before = text[pos - 1]
+    return not (before.isspace() or _is_invisible(before))
+
+
+def widen_to_characters(text: str, start: int, end: int) -> Offsets:
+    """[start, end) widened so that neither edge separates a character from its marks."""
+    while splits_character(text, start):
+        start -= 1
+    while splits_character(text, end):
+        end += 1
+    return start, end
+
+
 def tokenize_text(text: str) -> list[Offsets]:
-    """(start, end) of every token of `text`, in order; every non-space char is in one token."""
-    return [m.span() for m in TOKEN_RE.finditer(text)]
+    """(start, end) of every token of `text`, in order. Every character is in one token,
+    except whitespace and invisible characters (control, format), which separate tokens;
+    combining marks belong to the token of the character before them (a mark after a
+    separator is a token of its own), and a word run continues after them: `cafe`, U+0301,
+    `s` is one token, as the precomposed `cafés` is."""
+    tokens: list[Offsets] = []
+    for match in TOKEN_RE.finditer(text):
+        start, end = match.span()
+        if end - start == 1 and _is_invisible(text[start]):
+            continue
+        if tokens and tokens[-1][1] == start:
+            prev = tokens[-1][0]
+            if _is_mark(text[start]) or (
+                _is_mark(text[start - 1])
+                and _WORD_CHAR.match(text, prev)
+                and _WORD_CHAR.match(text, start)
+            ):
+                tokens[-1] = (prev, end)
+                continue
+        tokens.append((start, end))
+    return tokens
 
 
 def _is_abbreviation(text: str, period: int) -> bool:
@@ -116,8 +167,10 @@ class Window:
         """Map [start, end) in `sentence.text` to the raw text; None if it holds no token char.
 
         A span edge on a joining space is moved inward to the nearest token character, so
-        the result starts and ends on characters the model actually saw.
+        the result starts and ends on characters the model actually saw; an edge between a
+        character and its combining marks is moved outward, so the span keeps them together.
         """
+        start, end = widen_to_characters(self.sentence.text, start, end)
         joined = self.sentence.token_offsets()
         first = next((k for k, (_, e) in enumerate(joined) if start < e), None)
         last = next((k for k in range(len(joined) - 1, -1, -1) if end > joined[k][0]), None)
@@ -146,7 +199,10 @@ class Window:
 
 def make_windows(text: str, max_tokens: int, max_chars: int, id_prefix: str = "w") -> list[Window]:
     """Sentences of `text` cut into windows of at most `max_tokens` tokens and `max_chars`
-    characters of joined text (a single longer token is cut and the window flagged)."""
+    characters of joined text (a single longer token is cut and the window flagged).
+
+    A text with nothing to read (blank, or only invisible characters) has no window: it
+    gets no entities without reaching the model."""
     if max_tokens < 1 or max_chars < 1:
         raise ValueError(f"max_tokens and max_chars must be >= 1, got {max_tokens}, {max_chars}")
     windows: list[Window] = []
@@ -164,6 +220,8 @@ def make_windows(text: str, max_tokens: int, max_chars: int, id_prefix: str = "w
         for start, end in sentence:
             if end - start > max_chars:
                 end, cut_here = start + max_chars, True
+                while end > start + 1 and splits_character(text, end):
+                    end -= 1  # not between a character and its marks (unless one is too long)
             else:
                 cut_here = False
             extra = (end - start) + (1 if group else 0)
@@ -184,5 +242,7 @@ __all__ = [
     "Window",
     "make_windows",
     "split_sentences",
+    "splits_character",
     "tokenize_text",
+    "widen_to_characters",
 ]
