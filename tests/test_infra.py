@@ -57,8 +57,11 @@ VERSION = PYPROJECT["project"]["version"]
 # ray-project/kuberay ray-operator/apis/ray/v1/{raycluster,rayjob,rayservice}_types.go (the
 # json tags; the CRDs in ray-operator/config/crd/bases/ray.io_*.yaml are generated from them).
 # Only fields present since KubeRay v1.3 are allowed, so the manifests apply on any current
-# operator. Pod templates follow the Kubernetes core/v1 API (PodTemplateSpec, PodSpec,
-# Container); core types that the manifests pass through untouched are `ANY`.
+# operator, except `authOptions` (Ray token auth: KubeRay >= 1.5.1, Ray >= 2.52; an older
+# operator's CRD would drop it silently, which is why infra/README.md names the minimum).
+# Pod templates follow the Kubernetes core/v1 API (PodTemplateSpec, PodSpec, Container); core
+# types that the manifests pass through untouched are `ANY`. NetworkPolicy follows
+# networking.k8s.io/v1.
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,10 @@ def validate(value: Any, spec: Spec, path: str = "") -> list[str]:
     return [f"{where}: expected {expected}, got {value!r}"]
 
 
-OBJECT_META = obj(("name",), name=STR, namespace=STR, labels=map_of(STR), annotations=map_of(STR))
+# name or generateName (exactly one, checked by validate_manifest for top-level objects)
+OBJECT_META = obj(
+    name=STR, generateName=STR, namespace=STR, labels=map_of(STR), annotations=map_of(STR)
+)
 TEMPLATE_META = obj(labels=map_of(STR), annotations=map_of(STR))
 PULL_POLICY = enum("Always", "IfNotPresent", "Never")
 KEY_REF = obj(("key",), name=STR, key=STR, optional=BOOL)
@@ -244,6 +250,9 @@ RAY_CLUSTER_SPEC = obj(
     suspend=BOOL,
     managedBy=STR,
     gcsFaultToleranceOptions=ANY,
+    authOptions=obj(
+        mode=enum("disabled", "token"), secretName=STR, enableK8sTokenAuth=BOOL
+    ),  # KubeRay >= 1.5.1 (secretName 1.6, enableK8sTokenAuth 1.7)
 )
 # KubeRay: RayJobSpec.
 RAY_JOB_SPEC = obj(
@@ -278,6 +287,21 @@ RAY_SERVICE_SPEC = obj(
     rayClusterDeletionDelaySeconds=INT,
 )
 LABEL_SELECTOR = obj(matchLabels=map_of(STR))
+# networking.k8s.io/v1 NetworkPolicy (the selectors of the peers: matchLabels only, so that
+# network_policy_allows() below evaluates exactly what the manifest says).
+NP_PEER = obj(
+    podSelector=LABEL_SELECTOR,
+    namespaceSelector=LABEL_SELECTOR,
+    ipBlock=obj(("cidr",), cidr=STR, **{"except": list_of(STR)}),
+)
+NP_PORT = obj(("port",), protocol=enum("TCP", "UDP", "SCTP"), port=INT, endPort=INT)
+NETWORK_POLICY_SPEC = obj(
+    ("podSelector",),
+    podSelector=LABEL_SELECTOR,
+    policyTypes=list_of(enum("Ingress", "Egress")),
+    ingress=list_of(obj((), ports=list_of(NP_PORT), **{"from": list_of(NP_PEER)})),
+    egress=ANY,
+)
 KINDS: dict[tuple[str, str], Spec] = {
     ("ray.io/v1", "RayCluster"): RAY_CLUSTER_SPEC,
     ("ray.io/v1", "RayJob"): RAY_JOB_SPEC,
@@ -314,6 +338,7 @@ KINDS: dict[tuple[str, str], Spec] = {
             )
         ),
     ),
+    ("networking.k8s.io/v1", "NetworkPolicy"): NETWORK_POLICY_SPEC,
     ("batch/v1", "Job"): obj(
         ("template",),
         backoffLimit=INT,
@@ -329,6 +354,14 @@ def validate_manifest(doc: Any) -> list[str]:
     if not isinstance(doc, dict):
         return [f"document is not a mapping: {doc!r}"]
     key = (doc.get("apiVersion"), doc.get("kind"))
+    meta = doc.get("metadata")
+    naming: list[str] = []
+    if isinstance(meta, dict):
+        named = [k for k in ("name", "generateName") if k in meta]
+        if len(named) != 1:
+            naming.append(f"metadata: needs exactly one of name, generateName (has {named})")
+        elif named == ["generateName"] and not str(meta["generateName"]).endswith("-"):
+            naming.append("metadata.generateName: end it with '-' (a random suffix follows)")
     if doc.get("kind") == "Secret" and doc.get("apiVersion") == "v1":
         spec = obj(
             ("apiVersion", "kind", "metadata"),
@@ -336,9 +369,10 @@ def validate_manifest(doc: Any) -> list[str]:
             kind=STR,
             metadata=OBJECT_META,
             type=STR,
+            data=map_of(STR),
             stringData=map_of(STR),
         )
-        return validate(doc, spec)
+        return naming + validate(doc, spec)
     if key not in KINDS:
         return [f"unknown apiVersion/kind {key}"]
     top = obj(
@@ -348,7 +382,7 @@ def validate_manifest(doc: Any) -> list[str]:
         metadata=OBJECT_META,
         spec=KINDS[key],
     )
-    return validate(doc, top)
+    return naming + validate(doc, top)
 
 
 # --------------------------------------------------------------------------- loading
@@ -387,8 +421,15 @@ def ray_pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
             yield f"{name}:{group['groupName']}", group["template"]
 
 
+def submitter_pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
+    for path, doc in docs_of("RayJob"):
+        if "submitterPodTemplate" in doc["spec"]:
+            yield f"{path.name}:submitter", doc["spec"]["submitterPodTemplate"]
+
+
 def all_pod_templates() -> Iterator[tuple[str, dict[str, Any]]]:
     yield from ray_pod_templates()
+    yield from submitter_pod_templates()
     for path, doc in ALL_DOCS:
         if doc["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield f"{path.name}:{doc['kind']}", doc["spec"]["template"]
@@ -403,6 +444,49 @@ def load_render() -> ModuleType:
     return module
 
 
+README = INFRA / "README.md"
+TEMPLATE_FILES = sorted((INFRA / "templates").glob("*.yaml.in"))
+
+
+def readme_secrets(text: str | None = None) -> dict[str, set[str]]:
+    """{Secret name: keys} created by the `kubectl create secret generic` steps of the shell
+    blocks of infra/README.md (continuation lines joined, commented-out lines skipped)."""
+    if text is None:
+        text = README.read_text(encoding="utf-8")
+    created: dict[str, set[str]] = {}
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if not line.lstrip().startswith("kubectl create secret generic "):
+                continue
+            argv = shlex.split(line, comments=True)
+            keys = created.setdefault(argv[4], set())
+            for arg in argv[5:]:
+                m = re.fullmatch(r"--from-(?:literal|file)=([\w.-]+)=.*", arg)
+                if m:
+                    keys.add(m.group(1))
+    return created
+
+
+def serve_service_names() -> set[str]:
+    return {f"{d['metadata']['name']}-serve-svc" for _, d in docs_of("RayService")}
+
+
+def head_service_names(docs: list[dict[str, Any]]) -> list[str]:
+    """The head Service KubeRay creates for each RayCluster and RayService with a fixed name
+    (ray-operator/controllers/ray/utils/util.go GenerateHeadServiceName: `<name>-head-svc`, or a
+    RayCluster's headService.metadata.name). RayJobs use generateName: theirs are unique."""
+    names = []
+    for doc in docs:
+        if doc["kind"] not in ("RayCluster", "RayService"):
+            continue
+        override = None
+        if doc["kind"] == "RayCluster":
+            head_service = doc["spec"]["headGroupSpec"].get("headService") or {}
+            override = head_service.get("metadata", {}).get("name")
+        names.append(override or f"{doc['metadata']['name']}-head-svc")
+    return names
+
+
 # --------------------------------------------------------------------------- manifests
 
 
@@ -414,10 +498,12 @@ def test_every_manifest_parses_and_each_ray_kind_is_present() -> None:
         "rayservice.yaml",
         "storage.yaml",
         "mlflow.yaml",
+        "network-policy.yaml",
     }
     kinds = [d["kind"] for _, d in ALL_DOCS]
     assert set(kinds) >= RAY_KINDS
     assert {"PersistentVolumeClaim", "Deployment", "StatefulSet", "Service"} <= set(kinds)
+    assert "NetworkPolicy" in kinds
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -590,9 +676,11 @@ def test_every_ray_pod_mounts_the_shared_checkpoint_volume() -> None:
 
 
 def test_names_referenced_across_manifests_exist() -> None:
-    """Volumes, Secrets (unless optional) and Services point at objects that are defined."""
+    """Volumes, Secrets (unless optional) and Services point at objects that are defined; the
+    Secrets are defined by infra/README.md's `kubectl create secret` steps, not by manifests."""
     claims = {d["metadata"]["name"] for _, d in docs_of("PersistentVolumeClaim")}
-    secrets = {d["metadata"]["name"]: set(d.get("stringData", {})) for _, d in docs_of("Secret")}
+    secrets = readme_secrets()
+    assert not docs_of("Secret")
     claim_templates = {
         c["metadata"]["name"]
         for _, d in docs_of("StatefulSet")
@@ -632,8 +720,20 @@ def test_mlflow_server_uses_postgres_and_an_object_store() -> None:
     args = dict(a.removeprefix("--").partition("=")[::2] for a in container["args"])
     assert args["backend-store-uri"].startswith("postgresql://")
     assert "@mlflow-postgres:5432/" in args["backend-store-uri"]
-    assert args["artifacts-destination"].startswith("s3://")
     assert "serve-artifacts" in args  # workers upload through the server, no bucket keys
+    # Kubernetes expands $(VAR) in args only from the container's env: each one is defined,
+    # from a required Secret key that the README creates.
+    env_refs = {e["name"]: e.get("valueFrom", {}).get("secretKeyRef") for e in container["env"]}
+    created = readme_secrets()
+    for var in re.findall(r"\$\((\w+)\)", " ".join(container["args"])):
+        ref = env_refs[var]
+        assert ref is not None and not ref.get("optional"), var
+        assert ref["key"] in created[ref["name"]], (var, ref)
+    destination = env_refs[args["artifacts-destination"].removeprefix("$(").removesuffix(")")]
+    assert destination is not None
+    assert re.search(
+        rf"--from-literal={destination['key']}=\"?s3://", README.read_text(encoding="utf-8")
+    ), "the README's mlflow-s3 Secret sets an s3:// artifacts destination"
     assert args["host"] == "0.0.0.0" and args["port"] == "5000"
     service = next(d for _, d in docs_of("Service") if d["metadata"]["name"] == "mlflow")
     assert service["spec"]["ports"][0]["port"] == 5000
@@ -645,11 +745,328 @@ def test_mlflow_server_uses_postgres_and_an_object_store() -> None:
     assert db["spec"]["template"]["spec"]["containers"][0]["image"].startswith("postgres:")
 
 
+# --------------------------------------------------------------------------- security, operations
+
+
+def test_serve_auth_is_required_in_the_cluster_and_fed_from_a_required_secret() -> None:
+    from biogner.serve.schema import ServeConfig
+
+    ((_, service),) = docs_of("RayService")
+    (app,) = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"]
+    cfg = ServeConfig.model_validate(app["args"])
+    assert cfg.require_auth  # the cluster endpoint refuses to start without a key
+    local = yaml.safe_load((ROOT / "serve_configs" / "local.yaml").read_text(encoding="utf-8"))
+    assert ServeConfig.model_validate(local["applications"][0]["args"]).require_auth is False
+    assert ServeConfig().require_auth is False  # `biogner serve` with no config file
+    created = readme_secrets()
+    groups = set()
+    for name, template in ray_pod_templates():
+        groups.add(name.rsplit(":", 1)[1])
+        for container in template["spec"]["containers"]:
+            (entry,) = [e for e in container["env"] if e["name"] == cfg.api_key_env]
+            assert "value" not in entry, name  # never a literal key
+            ref = entry["valueFrom"]["secretKeyRef"]
+            assert ref.get("optional", False) is False, name
+            assert ref["key"] in created.get(ref["name"], set()), (name, ref)
+    assert groups == {"head", "gpu", "cpu"}  # the ingress may land on any of them
+
+
+def test_no_manifest_holds_a_secret_or_a_placeholder() -> None:
+    for path, doc in ALL_DOCS:
+        if doc["kind"] == "Secret":
+            assert not doc.get("data") and not doc.get("stringData"), path.name
+    for path in [*MANIFESTS, *TEMPLATE_FILES, README]:
+        assert "change-me" not in path.read_text(encoding="utf-8").lower(), path.name
+    created = readme_secrets()
+    assert created["mlflow-postgres"] == {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"}
+    assert created["mlflow-s3"] >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    assert created["biogner-serve"] == {"api-key"}
+    # The MLflow pods need their Secrets: every reference is required and created above.
+    refs: list[tuple[str, str | None, bool]] = []
+    for _, doc in docs_of("Deployment") + docs_of("StatefulSet"):
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            for source in container.get("envFrom", []):
+                ref = source["secretRef"]
+                refs.append((ref["name"], None, ref.get("optional", False)))
+            for env in container.get("env", []):
+                ref = env.get("valueFrom", {}).get("secretKeyRef")
+                if ref:
+                    refs.append((ref["name"], ref["key"], ref.get("optional", False)))
+    assert {name for name, _, _ in refs} == {"mlflow-postgres", "mlflow-s3"}
+    for name, key, optional in refs:
+        assert optional is False, (name, key)
+        assert name in created and (key is None or key in created[name]), (name, key)
+
+
+def test_readme_secret_parser_reads_continued_commands_and_skips_comments() -> None:
+    text = (
+        "```bash\n"
+        "kubectl create secret generic a \\\n"
+        '  --from-literal=K1="$(openssl rand -hex 8)" \\\n'
+        "  --from-file=K2=./key.txt\n"
+        "# kubectl create secret generic b --from-literal=K=v\n"
+        "kubectl apply -f x.yaml  # not a secret\n"
+        "```\n"
+    )
+    assert readme_secrets(text) == {"a": {"K1", "K2"}}
+
+
+KUBECTL_ON_RAYJOB = re.compile(r"kubectl\s+(\w+)\b[^\n]*?rayjob-\w+\.yaml")
+
+
+def test_rayjobs_are_created_afresh_never_reapplied() -> None:
+    jobs = docs_of("RayJob")
+    assert len(jobs) == 2
+    for path, doc in jobs:
+        meta = doc["metadata"]
+        # A fixed name: KubeRay keeps the finished RayJob, so `apply` is a no-op ("unchanged").
+        assert "name" not in meta, path.name
+        assert meta["generateName"].endswith("-"), path.name
+    files = [README, *TEMPLATE_FILES, *sorted(K8S.glob("rayjob-*.yaml")), K8S / "raycluster.yaml"]
+    texts = {p: p.read_text(encoding="utf-8") for p in files}
+    uses = [(p.name, verb) for p, text in texts.items() for verb in KUBECTL_ON_RAYJOB.findall(text)]
+    assert {name for name, _ in uses} >= {
+        "README.md",
+        "rayjob-train.yaml",
+        "rayjob-sweep.yaml",
+        "rayjob-train.yaml.in",
+        "rayjob-sweep.yaml.in",
+    }
+    assert all(verb == "create" for _, verb in uses), uses
+    for path, text in texts.items():
+        assert not re.search(r"re-?appl", text, re.I), path.name  # "re-applying reruns it"
+        # the submitter Job is named after the RayJob: generated too, never a fixed name
+        assert not re.search(r"job/biogner-(train|sweep)\b", text), path.name
+    readme = texts[README]
+    assert "job=$(kubectl create -f infra/k8s/rayjob-train.yaml -o name)" in readme
+    assert 'kubectl logs -f "job/${job#*/}"' in readme
+
+
+def test_tampered_rayjob_names_are_caught() -> None:
+    job = copy.deepcopy(docs_of("RayJob")[0][1])
+    job["metadata"]["name"] = "biogner-train"
+    assert any("exactly one of name, generateName" in e for e in validate_manifest(job))
+    del job["metadata"]["name"]
+    job["metadata"]["generateName"] = "biogner-train"
+    assert any("metadata.generateName" in e for e in validate_manifest(job))
+    uses = KUBECTL_ON_RAYJOB.findall("kubectl apply -f infra/k8s/rayjob-train.yaml")
+    assert uses == ["apply"]
+
+
+def test_ray_cluster_and_service_names_and_their_head_services_are_distinct() -> None:
+    docs = [d for _, d in ALL_DOCS]
+    fixed = [d["metadata"]["name"] for d in docs if d["kind"] in ("RayCluster", "RayService")]
+    assert len(fixed) == len(set(fixed)) == 2
+    services = [
+        *head_service_names(docs),
+        *sorted(serve_service_names()),
+        *(d["metadata"]["name"] for d in docs if d["kind"] == "Service"),
+    ]
+    assert len(services) == len(set(services)), services
+    # every `svc/<name>` the instructions use is one of these Services
+    for path in [README, *MANIFESTS, *TEMPLATE_FILES]:
+        for ref in re.findall(r"svc/([\w-]+)", path.read_text(encoding="utf-8")):
+            assert ref in services, (path.name, ref)
+    # the Ray token Secret KubeRay creates is named after the RayCluster
+    clusters = {d["metadata"]["name"] for d in docs if d["kind"] == "RayCluster"}
+    tokens = re.findall(r"kubectl get secret ([\w-]+) .*auth_token", README.read_text())
+    assert tokens and set(tokens) <= clusters
+    # the clash this guards against: both named `biogner`, two `biogner-head-svc`
+    clash = copy.deepcopy(docs)
+    for doc in clash:
+        if doc["kind"] == "RayCluster":
+            doc["metadata"]["name"] = "biogner"
+    names = head_service_names(clash)
+    assert len(names) != len(set(names))
+
+
+def test_ray_dashboard_is_not_exposed_outside_the_cluster() -> None:
+    for name, spec in cluster_specs():
+        head = spec["headGroupSpec"]
+        assert head.get("serviceType", "ClusterIP") == "ClusterIP", name
+        assert not head.get("enableIngress", False), name
+        head_service = head.get("headService") or {}
+        assert head_service.get("spec", {}).get("type", "ClusterIP") == "ClusterIP", name
+    kinds = {d["kind"] for _, d in ALL_DOCS}
+    assert not kinds & {"Ingress", "Route", "Gateway", "HTTPRoute", "IngressRoute"}
+    for _, service in docs_of("Service"):
+        assert service["spec"].get("type", "ClusterIP") == "ClusterIP", service["metadata"]
+    for _, rayservice in docs_of("RayService"):
+        serve_service = rayservice["spec"].get("serveService") or {}
+        ports = serve_service.get("spec", {}).get("ports", [])
+        assert 8265 not in {p.get("port") for p in ports}
+
+
+def test_ray_token_auth_is_on_for_every_cluster() -> None:
+    for name, spec in cluster_specs():
+        auth = spec["authOptions"]
+        assert auth["mode"] == "token", name
+        # K8s-delegated auth is unsupported for RayJob and RayService (KubeRay 1.7)
+        assert not auth.get("enableK8sTokenAuth", False), name
+        major, minor = (int(x) for x in spec["rayVersion"].split(".")[:2])
+        assert (major, minor) >= (2, 52), name  # KubeRay rejects token auth on older Ray
+    # KubeRay gives the submitters the token and their `ray job submit` command: leave them
+    # its default submitter (name, the head's image, no command), plus the client label.
+    head_image = _raycluster()["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0][
+        "image"
+    ]
+    submitters = list(submitter_pod_templates())
+    assert len(submitters) == len(docs_of("RayJob"))
+    for name, template in submitters:
+        assert template["spec"]["restartPolicy"] == "Never", name
+        (container,) = template["spec"]["containers"]
+        assert container["name"] == "ray-job-submitter", name
+        assert container["image"] == head_image, name
+        assert "command" not in container and "args" not in container, name
+        assert template["metadata"]["labels"]["biogner/ray-client"] == "true", name
+
+
+# A small model of Kubernetes NetworkPolicy ingress semantics, enough to read the policy in
+# infra/k8s/network-policy.yaml for sample sources (matchLabels selectors, TCP ports).
+POLICY_NAMESPACE = "biogner"  # the namespace the manifests are applied to (they name none)
+
+
+@dataclass(frozen=True)
+class Source:
+    """A connection's origin: a pod (its labels, namespace and namespace labels), or with
+    `labels` None an address outside the cluster."""
+
+    labels: dict[str, str] | None
+    namespace: str = POLICY_NAMESPACE
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    assert set(selector) <= {"matchLabels"}, f"not evaluated here: {selector}"
+    return selector.get("matchLabels", {}).items() <= labels.items()
+
+
+def _peer_admits(peer: dict[str, Any], source: Source) -> bool:
+    assert peer and "ipBlock" not in peer, f"not evaluated here: {peer}"
+    if source.labels is None:
+        return False  # pod and namespace selectors match pods only
+    if "namespaceSelector" in peer:
+        if not _selects(peer["namespaceSelector"], source.namespace_labels):
+            return False
+    elif source.namespace != POLICY_NAMESPACE:
+        return False  # a podSelector alone means the policy's own namespace
+    return _selects(peer.get("podSelector", {}), source.labels)
+
+
+def _port_admits(rule_port: dict[str, Any], port: int) -> bool:
+    if rule_port.get("protocol", "TCP") != "TCP":
+        return False
+    if "port" not in rule_port:
+        return True
+    assert isinstance(rule_port["port"], int), "named ports are not evaluated here"
+    return rule_port["port"] <= port <= rule_port.get("endPort", rule_port["port"])
+
+
+def network_policy_allows(
+    policies: list[dict[str, Any]], pod_labels: dict[str, str], port: int, source: Source
+) -> bool:
+    """Whether a TCP connection from `source` to `port` of a pod with `pod_labels` (in
+    POLICY_NAMESPACE) is admitted. A pod no policy selects admits everything; a selected pod
+    admits what some ingress rule of a selecting policy admits (an empty or missing `from`
+    means every source, an empty or missing `ports` every port)."""
+    selecting = [
+        p
+        for p in policies
+        if "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+        and _selects(p["spec"]["podSelector"], pod_labels)
+    ]
+    if not selecting:
+        return True
+    for policy in selecting:
+        for rule in policy["spec"].get("ingress", []):
+            ports = rule.get("ports")
+            if ports and not any(_port_admits(p, port) for p in ports):
+                continue
+            peers = rule.get("from")
+            if not peers or any(_peer_admits(peer, source) for peer in peers):
+                return True
+    return False
+
+
+RAY_PORTS = (6379, 8265, 10001, 52365, 20001)  # GCS, dashboard, client, agent, a worker port
+OPERATOR = Source(
+    {"app.kubernetes.io/name": "kuberay-operator", "app.kubernetes.io/instance": "kuberay"},
+    "kuberay-system",
+    {"kubernetes.io/metadata.name": "kuberay-system"},
+)
+
+
+def _outsiders() -> dict[str, Source]:
+    """Sources that must not reach Ray's ports: this namespace's other pods, a pod elsewhere,
+    an address outside the cluster."""
+    ((_, data_job),) = docs_of("Job")
+    (mlflow,) = [d for _, d in docs_of("Deployment") if d["metadata"]["name"] == "mlflow"]
+    return {
+        "data job pod": Source(data_job["spec"]["template"]["metadata"]["labels"]),
+        "mlflow pod": Source(mlflow["spec"]["template"]["metadata"]["labels"]),
+        "pod in another namespace": Source(
+            {"app": "x"}, "other", {"kubernetes.io/metadata.name": "other"}
+        ),
+        "outside the cluster": Source(None),
+    }
+
+
+def test_network_policy_guards_the_ray_ports_and_opens_the_serve_port() -> None:
+    policies = [d for _, d in docs_of("NetworkPolicy")]
+    assert policies
+    ray_pods = {name: t["metadata"]["labels"] for name, t in ray_pod_templates()}
+    submitters = [t["metadata"]["labels"] for _, t in submitter_pod_templates()]
+    outsiders = _outsiders()
+    for pod, labels in ray_pods.items():
+        assert any(_selects(p["spec"]["podSelector"], labels) for p in policies), pod
+        for other in ray_pods.values():  # Ray pods reach each other on every port
+            for port in RAY_PORTS:
+                assert network_policy_allows(policies, labels, port, Source(other)), (pod, port)
+        for what, source in [*outsiders.items(), ("operator", OPERATOR)]:
+            # the NER endpoint is open to all (it checks the Bearer key itself)
+            assert network_policy_allows(policies, labels, 8000, source), (pod, what)
+        for what, source in outsiders.items():
+            for port in RAY_PORTS:
+                assert not network_policy_allows(policies, labels, port, source), (pod, what, port)
+        if pod.endswith(":head"):
+            for submitter in submitters:  # job submission and the Ray client, nothing else
+                assert network_policy_allows(policies, labels, 8265, Source(submitter))
+                assert network_policy_allows(policies, labels, 10001, Source(submitter))
+                assert not network_policy_allows(policies, labels, 6379, Source(submitter))
+            assert network_policy_allows(policies, labels, 8265, OPERATOR)
+            for port in (6379, 10001, 52365):
+                assert not network_policy_allows(policies, labels, port, OPERATOR), port
+
+
+def test_network_policy_model_sees_an_opened_or_unselected_pod() -> None:
+    (policy,) = [copy.deepcopy(d) for _, d in docs_of("NetworkPolicy")]
+    head = _raycluster()["spec"]["headGroupSpec"]["template"]["metadata"]["labels"]
+    stranger = Source({"app": "x"})
+    assert not network_policy_allows([policy], head, 8265, stranger)
+    opened = copy.deepcopy(policy)
+    opened["spec"]["ingress"].append({})  # a rule with no from and no ports admits everything
+    assert network_policy_allows([opened], head, 8265, stranger)
+    widened = copy.deepcopy(policy)
+    (open_rule,) = [r for r in widened["spec"]["ingress"] if "from" not in r]
+    open_rule["ports"].append({"protocol": "TCP", "port": 8265})  # dashboard beside the endpoint
+    assert network_policy_allows([widened], head, 8265, Source(None))
+    unlabelled = {k: v for k, v in head.items() if k != "biogner/ray-node"}
+    assert network_policy_allows([policy], unlabelled, 8265, Source(None))  # not isolated
+    anywhere = copy.deepcopy(policy)
+    for rule in anywhere["spec"]["ingress"]:
+        for peer in rule.get("from", []):
+            if "biogner/ray-client" in peer.get("podSelector", {}).get("matchLabels", {}):
+                peer["namespaceSelector"] = {}  # labelled pods of any namespace
+    elsewhere = Source({"biogner/ray-client": "true"}, "other")
+    assert not network_policy_allows([policy], head, 8265, elsewhere)
+    assert network_policy_allows([anywhere], head, 8265, elsewhere)
+
+
 # --------------------------------------------------------------------------- entry points
 
 
 def _entrypoint(name: str) -> list[str]:
-    (doc,) = [d for _, d in docs_of("RayJob") if d["metadata"]["name"] == name]
+    (doc,) = [d for _, d in docs_of("RayJob") if d["metadata"]["generateName"] == f"{name}-"]
     return shlex.split(doc["spec"]["entrypoint"])
 
 

@@ -36,6 +36,7 @@ from biogner.config import deep_merge, parse_overrides, validate
 from biogner.formats import get_format
 from biogner.generation import GenerationConfig
 from biogner.serve import engine
+from biogner.serve.auth import api_key_from_env
 from biogner.serve.schema import (
     BatchInfo,
     Batching,
@@ -286,10 +287,20 @@ def _unavailable(exc: BaseException) -> bool:
 class Ingress:
     """HTTP: validation, limits, auth and JSON errors; the work is done by NERModel."""
 
-    def __init__(self, model: DeploymentHandle, limits: Mapping[str, Any], api_key_env: str):
+    def __init__(
+        self,
+        model: DeploymentHandle,
+        limits: Mapping[str, Any],
+        api_key_env: str,
+        require_auth: bool = False,
+    ):
         self.model = model
         self.limits = Limits.model_validate(limits)
-        self.api_key = os.environ.get(api_key_env) or None
+        # Stripped of whitespace; unset/blank = no auth, unless require_auth: then
+        # MissingAPIKeyError (naming the variable) and the replica does not start.
+        self.api_key = api_key_from_env(api_key_env, require_auth)
+        if self.api_key is None:
+            log.warning("%s is not set: the endpoint does not check API keys", api_key_env)
 
     def _authorized(self, request: Request) -> bool:
         if self.api_key is None:
@@ -467,7 +478,7 @@ def build_application(cfg: ServeConfig) -> Application:
         num_replicas=cfg.ingress.num_replicas,
         max_ongoing_requests=cfg.ingress.max_ongoing_requests,
         ray_actor_options=cfg.ingress.ray_actor_options,
-    ).bind(model, cfg.limits.model_dump(), cfg.api_key_env)
+    ).bind(model, cfg.limits.model_dump(), cfg.api_key_env, cfg.require_auth)
 
 
 def build_app(args: dict[str, Any]) -> Application:

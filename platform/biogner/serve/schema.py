@@ -112,7 +112,17 @@ class ServeConfig(BaseModel):
     batching: Batching = Field(default_factory=Batching)
     model: ModelDeployment = Field(default_factory=ModelDeployment)
     ingress: IngressDeployment = Field(default_factory=IngressDeployment)
-    api_key_env: str = Field(API_KEY_ENV, description="env var holding the Bearer key, if set")
+    api_key_env: str = Field(
+        API_KEY_ENV,
+        min_length=1,
+        description="env var holding the Bearer key (surrounding whitespace is stripped); "
+        "unset or blank: requests are not checked, unless require_auth",
+    )
+    require_auth: bool = Field(
+        False,
+        description="refuse to start when the api_key_env variable is unset or blank, instead "
+        "of serving without auth (on in the cluster configs)",
+    )
 
     @model_validator(mode="after")
     def _batches_can_fill(self) -> ServeConfig:
