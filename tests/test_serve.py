@@ -163,8 +163,14 @@ def app_config(model_uri: str, store: Path) -> ServeConfig:
                 "window_tokens": 24,
                 "window_chars": 120,
                 "max_entity_types": 3,
+                "max_windows": 16,
             },
-            "model": {"max_ongoing_requests": 16, "health_check_period_s": 1},
+            # 16 at work + 24 waiting: the 24 concurrent requests below fit, a burst does not
+            "model": {
+                "max_ongoing_requests": 16,
+                "max_queued_requests": 24,
+                "health_check_period_s": 1,
+            },
             "ingress": {
                 "ray_actor_options": {
                     "num_cpus": 0,
@@ -229,6 +235,8 @@ def test_health_readiness_model_and_openapi(client) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert ready.json()["model"]["name"] == "tiny"  # details with the key, none without:
+    assert httpx.get(client.base_url.join("/readyz")).json() == {"status": "ready"}
     info = client.get("/v1/model").json()
     assert info["format"] == "conv_term" and info["entity_types"] == ["Disease"]
     assert info["base_model"] == "tiny-llama" and info["model"]["name"] == "tiny"
@@ -260,10 +268,10 @@ BAD_REQUESTS: list[tuple[str, bytes, int, str]] = [
     ("text not a string", b'{"texts": ["a", 3]}', 422, "texts[1]"),
     ("types not a list", b'{"texts": ["a"], "entity_types": "Disease"}', 422, "entity_types"),
     ("no texts", b'{"texts": []}', 422, "texts"),
-    ("blank text", b'{"texts": ["ok", " \\n "]}', 422, "texts[1]"),
     ("too many texts", json.dumps({"texts": ["a"] * 5}).encode(), 422, "texts"),
     ("text too long", json.dumps({"texts": ["a", "b " * 1001]}).encode(), 422, "texts[1]"),
     ("body too big", json.dumps({"texts": ["a" * 30000]}).encode(), 413, "body"),
+    ("too many windows", json.dumps({"texts": ["Ab. " * 500] * 4}).encode(), 413, "texts"),
     ("no types", b'{"texts": ["a"], "entity_types": []}', 422, "entity_types"),
     (
         "too many types",
@@ -285,6 +293,9 @@ def test_bad_requests_get_a_json_4xx_naming_the_field(client) -> None:
     assert r.status_code == 422
     assert "['Gene', 'X']" in r.json()["error"]["message"]
     assert client.get("/v1/nope").json()["error"]["code"] == "http_error"
+    flood = client.post("/v1/extract", json={"texts": ["Ab. " * 500] * 4}).json()["error"]
+    assert flood["code"] == "too_many_windows" and "more than 16" in flood["message"]
+    assert "limits.max_windows" in flood["message"]
     # nothing crashed: the service still answers
     ok = client.post("/v1/extract", json={"texts": ["Colon cancer."]})
     assert ok.status_code == 200 and len(ok.json()["results"]) == 1
@@ -317,6 +328,26 @@ def test_concurrent_requests_are_batched(client, service) -> None:
     assert requests == 24 and batches < 24
     assert requests / batches > 1.0, after
     assert max(r.json()["batch"]["requests"] for r in responses) > 1
+
+
+def test_a_burst_over_the_queue_gets_503_with_retry_after(client, service) -> None:
+    async def burst() -> list[httpx.Response]:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(
+            base_url=service["url"], headers=headers, timeout=120, limits=limits
+        ) as c:
+            bodies = [{"texts": [f"Burst {i}: fever."]} for i in range(150)]
+            return list(await asyncio.gather(*(c.post("/v1/extract", json=b) for b in bodies)))
+
+    responses = asyncio.run(burst())
+    codes = [r.status_code for r in responses]
+    assert set(codes) <= {200, 503} and 503 in codes and 200 in codes, codes
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] == "5" and r.json()["error"]["code"] == "unavailable"
+            assert "max_queued_requests" not in r.text  # Serve's own message stays in the log
+    assert client.post("/v1/extract", json={"texts": ["Fever."]}).status_code == 200
 
 
 def register_champion(store: Path, model_dir: Path) -> str:
@@ -379,6 +410,26 @@ def test_champion_swap_keeps_in_flight_requests(client, service) -> None:
         "/v1/extract", json={"texts": ["Aspirin for fever."], "entity_types": ["Chemical"]}
     )
     assert r.status_code == 200 and r.json()["entity_types"] == ["Chemical"]
+
+
+def test_a_model_that_fails_to_load_leaves_the_old_one_serving(client, service) -> None:
+    from ray import serve
+
+    before = client.get("/v1/model").json()
+    bad = str(service["store"] / "no-such-model")
+    serve.run(build_application(app_config(bad, service["store"])), name=APP, route_prefix="/")
+    info = client.get("/v1/model").json()
+    assert info["model"] == before["model"] and info["replica"] == before["replica"]
+    reload = info["last_reload"]
+    assert reload["ok"] is False and reload["model_uri"] == bad
+    assert "does not exist" in reload["error"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["last_reload"]["ok"] is False
+    r = client.post("/v1/extract", json={"texts": ["Fever."]})
+    assert r.status_code == 200 and r.json()["model"] == before["model"]
+    # back to the model that serves: a replica started later loads the current config
+    good = app_config(before["model"]["uri"], service["store"])
+    serve.run(build_application(good), name=APP, route_prefix="/")
 
 
 def test_killed_replica_is_replaced(client, service) -> None:

@@ -1,10 +1,13 @@
 """The Ray Serve application: an HTTP ingress (FastAPI) in front of a batched NER model.
 
 `NERModel` holds one model per replica. Requests from many clients are merged by
-`@serve.batch` into one `Generator.extract` call (one request = one batch item, all its
-sentence windows go into that call). `reconfigure(user_config)` swaps the model in place
-(champion swap): requests accepted before the swap are answered by the model they were
-validated against, later ones by the new model; nothing in flight is dropped.
+`@serve.batch`; their sentence windows go to the model `generation.batch_size` at a time, off
+the replica's event loop (Serve's health checks run on it). The ingress checks every limit,
+the window count included, before a request costs model work; a request past
+`limits.request_timeout_s` gets a 504 and its remaining windows are dropped.
+`reconfigure(user_config)` swaps the model in place (champion swap): requests accepted before
+the swap are answered by the model they were validated against, later ones by the new model;
+nothing in flight is dropped, and a model that fails to load leaves the old one serving.
 
 Start it with `serve run biogner.serve.app:build_app model_uri=...`, a config file under
 `serve_configs/`, or `biogner serve`.
@@ -18,6 +21,8 @@ import json
 import logging
 import os
 import secrets
+import time
+import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,7 +50,9 @@ from biogner.serve.schema import (
     ExtractResponse,
     Limits,
     ModelInfo,
+    ReloadStatus,
     ServeConfig,
+    TextResult,
     Tracking,
 )
 from biogner.serve.text import Window
@@ -59,16 +66,6 @@ READY_TIMEOUT_S = 5.0
 
 
 @dataclass
-class Job:
-    """One request waiting in the batch queue, pinned to the model it was validated on."""
-
-    model: engine.LoadedModel
-    texts: list[str]
-    windows: list[list[Window]]
-    types: list[str]
-
-
-@dataclass
 class BatchStats:
     """Counters of one replica, for /v1/stats (and the benchmark's mean batch size)."""
 
@@ -76,6 +73,7 @@ class BatchStats:
     requests: int = 0
     windows: int = 0
     failures: int = 0
+    dropped: int = 0
     batch_sizes: Counter[int] = field(default_factory=Counter)
 
     def record(self, n_requests: int, n_windows: int) -> None:
@@ -90,6 +88,7 @@ class BatchStats:
             "requests": self.requests,
             "windows": self.windows,
             "failures": self.failures,
+            "dropped": self.dropped,
             "mean_batch_size": self.requests / self.batches if self.batches else 0.0,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
         }
@@ -132,6 +131,7 @@ class NERModel:
         self.replica = _replica_id()
         self.stats = BatchStats()
         self.current: engine.LoadedModel | None = None
+        self.last_reload: ReloadStatus | None = None
         self._user_config: dict[str, Any] | None = None
         self._swap_lock = asyncio.Lock()
         self._batched = serve.batch(
@@ -141,14 +141,33 @@ class NERModel:
         )(self._run_batch)
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Load the model named by user_config and swap it in; a failed load keeps the old one."""
+        """Load the model named by user_config and swap it in.
+
+        A failed load keeps the old model serving and is reported (`last_reload` in
+        /v1/model, the log): raising would make Serve restart the replica with the same
+        config, an outage. Only a replica with no model yet raises."""
         async with self._swap_lock:
             if user_config == self._user_config and self.current is not None:
                 return
             uri = str(user_config["model_uri"])
             tracking = Tracking.model_validate(user_config.get("tracking") or {})
             log.info("replica %s loading %s", self.replica, uri)
-            new = await asyncio.to_thread(engine.load, uri, tracking, self.generation)
+            try:
+                new = await asyncio.to_thread(engine.load, uri, tracking, self.generation)
+            except Exception as exc:
+                self.last_reload = ReloadStatus(
+                    ok=False, model_uri=uri, at=time.time(), error=f"{type(exc).__name__}: {exc}"
+                )
+                if self.current is None:
+                    raise
+                log.exception(
+                    "replica %s: loading %s failed; still serving %s",
+                    self.replica,
+                    uri,
+                    self.current.ref.uri,
+                )
+                return
+            self.last_reload = ReloadStatus(ok=True, model_uri=uri, at=time.time())
             old, self.current, self._user_config = self.current, new, dict(user_config)
             log.info("replica %s now serves %s (%s)", self.replica, uri, new.ref)
             if old is not None:
@@ -170,6 +189,7 @@ class NERModel:
             and get_format(model.format).writing.constrainable,
             loaded_at=model.loaded_at,
             replica=self.replica,
+            last_reload=self.last_reload,
         ).model_dump(mode="json")
 
     def get_stats(self) -> dict[str, Any]:
@@ -180,62 +200,91 @@ class NERModel:
             raise RuntimeError("no model loaded yet")
         return self.current
 
-    async def extract(self, texts: list[str], entity_types: list[str] | None) -> dict[str, Any]:
-        """Entities for `texts`; returns {"ok": True, "response": ...} or {"ok": False, ...}
-        (an expected refusal is data, not an exception: the ingress maps it to a 4xx/5xx)."""
+    async def extract(
+        self,
+        texts: list[str],
+        windows: list[list[Window]],
+        entity_types: list[str] | None,
+        timeout_s: float,
+        request_id: str,
+    ) -> dict[str, Any]:
+        """Entities for `texts`, whose windows the ingress prepared and counted (off this
+        replica's event loop); `timeout_s` is what is left of the request's deadline.
+
+        Returns {"ok": True, "response": ...} or {"ok": False, ...}: an expected refusal is
+        data, not an exception (the ingress maps it to a 4xx/5xx)."""
+        deadline = time.monotonic() + timeout_s
         try:
             model = self._require_model()
-            engine.check_entity_types(entity_types, self.limits)
             types = model.select_types(entity_types)
-            engine.check_texts(texts, self.limits)
-            windows = engine.prepare(texts, self.limits)
         except engine.RequestError as exc:
             return {"ok": False, **exc.to_dict()}
-        outcome: dict[str, Any] = await self._batched(Job(model, texts, windows, types))
+        job = engine.Job(model, texts, windows, types, deadline, request_id)
+        try:
+            outcome: dict[str, Any] = await self._batched(job)
+        except asyncio.CancelledError:
+            job.cancelled = True  # the caller is gone: the batch loop drops its windows
+            raise
         return outcome
 
-    async def _run_batch(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """One batch: jobs grouped by (model, entity types), one extract call per group."""
-        outcomes: list[dict[str, Any]] = [{} for _ in jobs]
+    async def _run_batch(self, jobs: list[engine.Job]) -> list[dict[str, Any]]:
+        """One batch: jobs grouped by (model, entity types), each group served in a thread."""
         groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         for i, job in enumerate(jobs):
             groups.setdefault((id(job.model), tuple(job.types)), []).append(i)
         n_windows = sum(len(w) for job in jobs for w in job.windows)
         self.stats.record(len(jobs), n_windows)
         batch = BatchInfo(requests=len(jobs), windows=n_windows)
+        outcomes: list[dict[str, Any]] = [{} for _ in jobs]
         for members in groups.values():
-            model, types = jobs[members[0]].model, jobs[members[0]].types
-            flat = [w.sentence for i in members for ws in jobs[i].windows for w in ws]
-            try:
-                generations = await asyncio.to_thread(
-                    model.generator.extract, flat, model.format, types
-                )
-                pos = 0
-                for i in members:
-                    job = jobs[i]
-                    n = sum(len(ws) for ws in job.windows)
-                    results = engine.assemble(job.texts, job.windows, generations[pos : pos + n])
-                    pos += n
-                    response = ExtractResponse(
-                        results=results,
-                        model=model.ref,
-                        format=model.format,
-                        entity_types=types,
-                        batch=batch,
-                    )
-                    outcomes[i] = {"ok": True, "response": response.model_dump(mode="json")}
-            except Exception as exc:  # the replica keeps serving; these requests get a 500
-                log.exception("model failure in a batch of %d requests", len(members))
-                self.stats.failures += len(members)
-                for i in members:
-                    outcomes[i] = {
-                        "ok": False,
-                        "status": 500,
-                        "code": "model_error",
-                        "message": f"model failed: {type(exc).__name__}: {exc}",
-                        "field": None,
-                    }
+            served = await self._serve_group([jobs[i] for i in members], batch)
+            for i, outcome in zip(members, served, strict=True):
+                outcomes[i] = outcome
         return outcomes
+
+    async def _serve_group(self, jobs: list[engine.Job], batch: BatchInfo) -> list[dict[str, Any]]:
+        """Generation and assembly off the event loop; a failure answers the group with a 500
+        that names the request (the details stay in the log)."""
+        try:
+            results = await asyncio.to_thread(engine.run_group, jobs, self.generation.batch_size)
+        except Exception:  # the replica keeps serving; these requests get a 500
+            ids = [job.request_id for job in jobs]
+            log.exception("model failure in a batch of requests %s", ids)
+            self.stats.failures += len(jobs)
+            return [
+                refusal(500, "model_error", "the model failed on this request", job.request_id)
+                for job in jobs
+            ]
+        return [self._answer(job, res, batch) for job, res in zip(jobs, results, strict=True)]
+
+    def _answer(
+        self, job: engine.Job, results: list[TextResult] | None, batch: BatchInfo
+    ) -> dict[str, Any]:
+        if results is None:
+            self.stats.dropped += 1
+            why = "cancelled by its client" if job.cancelled else "past its deadline"
+            log.warning("request %s dropped: %s", job.request_id, why)
+            return refusal(504, "timeout", f"request {why}", job.request_id)
+        response = ExtractResponse(
+            results=results,
+            model=job.model.ref,
+            format=job.model.format,
+            entity_types=job.types,
+            batch=batch,
+        )
+        return {"ok": True, "response": response.model_dump(mode="json")}
+
+
+def refusal(status: int, code: str, message: str, request_id: str) -> dict[str, Any]:
+    """A model-side outcome the ingress turns into a JSON error."""
+    return {
+        "ok": False,
+        "status": status,
+        "code": code,
+        "message": message,
+        "field": None,
+        "request_id": request_id,
+    }
 
 
 # --------------------------------------------------------------------------- HTTP ingress
@@ -246,14 +295,27 @@ api = FastAPI(
     description="Biomedical named entity recognition with a fine-tuned generative model.",
 )
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 500, 503)
+    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 500, 503, 504)
 }
 
 
-def error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+def error(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    request_id: str | None = None,
+    retry_after_s: int | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "field": field}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    if request_id is not None:
+        body["error"]["request_id"] = request_id
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    if retry_after_s is not None:
+        headers["Retry-After"] = str(retry_after_s)
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 @api.exception_handler(StarletteHTTPException)
@@ -280,6 +342,26 @@ def _unavailable(exc: BaseException) -> bool:
         exc,
         RayActorError | BackPressureError | DeploymentUnavailableError | ReplicaUnavailableError,
     )
+
+
+def _request_id() -> str:
+    """Names one request in error responses and in the log lines that hold the details."""
+    return uuid.uuid4().hex[:16]
+
+
+async def _await_cancelling(response: Any, timeout_s: float) -> Any:
+    """The result of a handle call; past `timeout_s` (TimeoutError) or when the caller is
+    cancelled (its client went away), the call is cancelled too, so that the model replica
+    does not keep working for nobody."""
+    try:
+        return await asyncio.wait_for(_result(response), timeout_s)
+    except (TimeoutError, asyncio.CancelledError):
+        response.cancel()
+        raise
+
+
+async def _result(response: Any) -> Any:
+    return await response
 
 
 @serve.deployment(name="Ingress")
@@ -310,14 +392,34 @@ class Ingress:
             token.strip().encode(), self.api_key.encode()
         )
 
-    async def _call(self, method: str, *args: Any) -> Any | JSONResponse:
+    async def _call(self, request_id: str, timeout_s: float, method: str, *args: Any) -> Any:
+        """`method` of the model deployment, or a JSON error that tells the client no
+        internals (they are logged under `request_id`). Past `timeout_s` the call is
+        cancelled and the client gets a 504."""
         try:
-            return await getattr(self.model, method).remote(*args)
+            return await _await_cancelling(getattr(self.model, method).remote(*args), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "request %s: model call %s timed out after %.1f s", request_id, method, timeout_s
+            )
+            return error(
+                504,
+                "timeout",
+                f"not answered within {timeout_s:.1f} s (limits.request_timeout_s)",
+                request_id=request_id,
+            )
         except Exception as exc:
             if _unavailable(exc):
-                return error(503, "unavailable", f"model replica unavailable, retry: {exc}")
-            log.exception("model call %s failed", method)
-            return error(500, "internal", f"{type(exc).__name__}: {exc}")
+                log.warning("request %s: model unavailable: %s", request_id, exc)
+                return error(
+                    503,
+                    "unavailable",
+                    "the model is busy or unavailable: retry later",
+                    request_id=request_id,
+                    retry_after_s=self.limits.retry_after_s,
+                )
+            log.exception("request %s: model call %s failed", request_id, method)
+            return error(500, "internal", "internal error", request_id=request_id)
 
     async def _read_body(self, request: Request) -> bytes | JSONResponse:
         limit = self.limits.max_body_bytes
@@ -337,26 +439,32 @@ class Ingress:
         return {"status": "ok"}
 
     @api.get("/readyz", responses=ERROR_RESPONSES)
-    async def readyz(self) -> Any:
-        """A model replica answers and has a model loaded."""
+    async def readyz(self, request: Request) -> Any:
+        """A model replica answers and has a model loaded. Which model, and how its last
+        reload went, only with the API key (run ids and errors are not for anyone)."""
         try:
-            info = await asyncio.wait_for(self.model.info.remote(), READY_TIMEOUT_S)
+            info = await _await_cancelling(self.model.info.remote(), READY_TIMEOUT_S)
         except Exception as exc:
-            return error(503, "not_ready", f"model not ready: {type(exc).__name__}: {exc}")
-        return {"status": "ready", "model": info["model"]}
+            log.warning("not ready: %s: %s", type(exc).__name__, exc)
+            return error(
+                503, "not_ready", "model not ready", retry_after_s=self.limits.retry_after_s
+            )
+        if not self._authorized(request):
+            return {"status": "ready"}
+        return {"status": "ready", "model": info["model"], "last_reload": info["last_reload"]}
 
     @api.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
     async def model_info(self, request: Request) -> Any:
         if not self._authorized(request):
             return error(401, "unauthorized", "missing or wrong Bearer API key", "authorization")
-        return await self._call("info")
+        return await self._call(_request_id(), self.limits.request_timeout_s, "info")
 
     @api.get("/v1/stats", responses=ERROR_RESPONSES)
     async def stats(self, request: Request) -> Any:
         """Batching counters of the replica that answers (one replica per call)."""
         if not self._authorized(request):
             return error(401, "unauthorized", "missing or wrong Bearer API key", "authorization")
-        return await self._call("get_stats")
+        return await self._call(_request_id(), self.limits.request_timeout_s, "get_stats")
 
     @api.post(
         "/v1/extract",
@@ -371,6 +479,7 @@ class Ingress:
     )
     async def extract(self, request: Request) -> Any:
         """Entities of each text, with character offsets into that text."""
+        deadline = time.monotonic() + self.limits.request_timeout_s
         if not self._authorized(request):
             return error(401, "unauthorized", "missing or wrong Bearer API key", "authorization")
         body = await self._read_body(request)
@@ -390,11 +499,21 @@ class Ingress:
                 return error(400, "not_json", f"body is not JSON: {err['msg']}", "body")
             where = _field(tuple(err["loc"]))
             return error(422, "invalid", f"{err['msg']} (got {err.get('input')!r:.80})", where)
-        outcome = await self._call("extract", req.texts, req.entity_types)
+        try:  # the window count too, before any model work; off the event loop
+            windows = await asyncio.to_thread(
+                engine.check_request, req.texts, req.entity_types, self.limits
+            )
+        except engine.RequestError as exc:
+            return error(exc.status, exc.code, exc.message, exc.field)
+        request_id = _request_id()
+        left = deadline - time.monotonic()
+        args = (req.texts, windows, req.entity_types, left, request_id)
+        outcome = await self._call(request_id, left, "extract", *args)
         if isinstance(outcome, JSONResponse):
             return outcome
         if not outcome["ok"]:
-            return error(outcome["status"], outcome["code"], outcome["message"], outcome["field"])
+            o = outcome
+            return error(o["status"], o["code"], o["message"], o["field"], o.get("request_id"))
         return JSONResponse(outcome["response"])
 
 
@@ -456,6 +575,7 @@ def build_application(cfg: ServeConfig) -> Application:
     m = cfg.model
     options: dict[str, Any] = {
         "max_ongoing_requests": m.max_ongoing_requests,
+        "max_queued_requests": m.max_queued_requests,  # more: BackPressureError -> 503
         "ray_actor_options": m.ray_actor_options,
         "health_check_period_s": m.health_check_period_s,
         "health_check_timeout_s": m.health_check_timeout_s,
@@ -477,6 +597,8 @@ def build_application(cfg: ServeConfig) -> Application:
     return Ingress.options(  # type: ignore[attr-defined]
         num_replicas=cfg.ingress.num_replicas,
         max_ongoing_requests=cfg.ingress.max_ongoing_requests,
+        max_queued_requests=cfg.ingress.max_queued_requests,  # more: the proxy answers 503
+        backpressure_config={"status_code": 503, "retry_after_s": cfg.limits.retry_after_s},
         ray_actor_options=cfg.ingress.ray_actor_options,
     ).bind(model, cfg.limits.model_dump(), cfg.api_key_env, cfg.require_auth)
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from biogner.generation import Generation, GenerationConfig, Generator, read_model_metadata
 from biogner.serve.schema import Entity, Limits, ModelRef, TextResult, Tracking
-from biogner.serve.text import Window, make_windows
+from biogner.serve.text import Window, iter_windows
+from biogner.types import Sentence
 
 
 class RequestError(ValueError):
@@ -178,11 +179,98 @@ def check_entity_types(requested: Sequence[str] | None, limits: Limits) -> None:
 
 
 def prepare(texts: Sequence[str], limits: Limits) -> list[list[Window]]:
-    """Model inputs (sentence windows) for each text; the texts must have passed check_texts."""
-    return [
-        make_windows(text, limits.window_tokens, limits.window_chars, id_prefix=f"t{i}w")
-        for i, text in enumerate(texts)
+    """Model inputs (sentence windows) for each text; the texts must have passed check_texts.
+
+    A request over `limits.max_windows` is refused (413) as soon as the count passes it, so
+    that refusing a huge request costs at most that many windows of work."""
+    cap = limits.max_windows
+    out: list[list[Window]] = []
+    total = 0
+    for i, text in enumerate(texts):
+        windows: list[Window] = []
+        for window in iter_windows(text, limits.window_tokens, limits.window_chars, f"t{i}w"):
+            total += 1
+            if total > cap:
+                raise RequestError(
+                    413,
+                    "too_many_windows",
+                    f"more than {cap} model inputs (sentences, or pieces of long ones): "
+                    f"{total} counted by texts[{i}]; limits.max_windows is {cap} per request",
+                    "texts",
+                )
+            windows.append(window)
+        out.append(windows)
+    return out
+
+
+def check_request(
+    texts: Sequence[str], entity_types: Sequence[str] | None, limits: Limits
+) -> list[list[Window]]:
+    """Every check the ingress makes before a request costs model work; its windows."""
+    check_entity_types(entity_types, limits)
+    check_texts(texts, limits)
+    return prepare(texts, limits)
+
+
+@dataclass
+class Job:
+    """One request's model work, pinned to the model it was validated on. The batch loop
+    skips it once its client is gone (`cancelled`) or its deadline (monotonic) has passed,
+    so an abandoned request does not hold the replica."""
+
+    model: LoadedModel
+    texts: list[str]
+    windows: list[list[Window]]
+    types: list[str]
+    deadline: float
+    request_id: str = ""
+    cancelled: bool = False
+
+    def live(self) -> bool:
+        return not self.cancelled and time.monotonic() < self.deadline
+
+
+def run_group(jobs: Sequence[Job], chunk_size: int) -> list[list[TextResult] | None]:
+    """Results of jobs that share a model and entity types (None: dropped, not live).
+
+    Windows go to the model `chunk_size` at a time, shortest first (less padding); before
+    each call the windows of jobs that are no longer live are dropped. Blocking: run it off
+    the replica's event loop."""
+    model, types = jobs[0].model, jobs[0].types
+    found: list[list[Generation | None]] = [
+        [None] * sum(len(ws) for ws in job.windows) for job in jobs
     ]
+    queue = sorted(
+        (
+            (k, j, window.sentence)
+            for k, job in enumerate(jobs)
+            for j, window in enumerate(w for ws in job.windows for w in ws)
+        ),
+        key=lambda item: len(item[2].text),
+    )
+    pos = 0
+    while pos < len(queue):
+        live = [job.live() for job in jobs]
+        if not any(live):
+            break
+        chunk: list[tuple[int, int, Sentence]] = []
+        while pos < len(queue) and len(chunk) < chunk_size:
+            if live[queue[pos][0]]:
+                chunk.append(queue[pos])
+            pos += 1
+        sentences = [sentence for _, _, sentence in chunk]
+        generations = model.generator.extract(sentences, model.format, types) if chunk else []
+        for (k, j, _), generation in zip(chunk, generations, strict=True):
+            found[k][j] = generation
+    return [_results(job, gens) for job, gens in zip(jobs, found, strict=True)]
+
+
+def _results(job: Job, generations: list[Generation | None]) -> list[TextResult] | None:
+    """A job's entities, or None when some of its windows were dropped (no partial answer)."""
+    done = [g for g in generations if g is not None]
+    if len(done) < len(generations):
+        return None
+    return assemble(job.texts, job.windows, done)
 
 
 def assemble(
@@ -220,12 +308,15 @@ def assemble(
 
 
 __all__ = [
+    "Job",
     "LoadedModel",
     "RequestError",
     "assemble",
     "check_entity_types",
+    "check_request",
     "check_texts",
     "load",
     "prepare",
     "resolve_ref",
+    "run_group",
 ]

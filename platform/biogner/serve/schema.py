@@ -28,6 +28,22 @@ class Limits(BaseModel):
     max_entity_types: int = Field(32, ge=1)
     window_tokens: int = Field(128, ge=1, description="tokens per model input (long sentences)")
     window_chars: int = Field(1_000, ge=1, description="characters per model input")
+    max_windows: int = Field(
+        512,
+        ge=1,
+        description="model inputs (sentences, or window_tokens/window_chars pieces of them) per "
+        "request, counted at the ingress before any model work; more: 413. Keep the largest "
+        "request answerable within request_timeout_s",
+    )
+    request_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="a request not answered within this many seconds gets a 504; the replica "
+        "drops its remaining model work",
+    )
+    retry_after_s: int = Field(
+        5, ge=1, description="Retry-After of a 503 (model queue full, replica unavailable)"
+    )
 
 
 class Batching(BaseModel):
@@ -67,6 +83,11 @@ class ModelDeployment(BaseModel):
     num_replicas: int = Field(1, ge=1)
     autoscaling: Autoscaling | None = None
     max_ongoing_requests: int = Field(64, ge=1)
+    max_queued_requests: int = Field(
+        128,
+        ge=1,
+        description="requests waiting for a replica, per caller; more get a 503 with Retry-After",
+    )
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 1})
     health_check_period_s: float = Field(10.0, gt=0)
     health_check_timeout_s: float = Field(30.0, gt=0)
@@ -80,6 +101,9 @@ class IngressDeployment(BaseModel):
 
     num_replicas: int = Field(1, ge=1)
     max_ongoing_requests: int = Field(256, ge=1)
+    max_queued_requests: int = Field(
+        512, ge=1, description="requests waiting at each proxy; more get a 503 with Retry-After"
+    )
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
 
 
@@ -207,6 +231,15 @@ class ExtractResponse(BaseModel):
     batch: BatchInfo
 
 
+class ReloadStatus(BaseModel):
+    """The outcome of the replica's last model swap (a failed one keeps the old model)."""
+
+    ok: bool
+    model_uri: str
+    at: float = Field(description="Unix time of the attempt")
+    error: str | None = None
+
+
 class ModelInfo(BaseModel):
     model: ModelRef
     format: str
@@ -219,12 +252,18 @@ class ModelInfo(BaseModel):
     )
     loaded_at: float
     replica: str
+    last_reload: ReloadStatus | None = Field(
+        None, description="the last model swap on this replica; none since it started"
+    )
 
 
 class ErrorDetail(BaseModel):
     code: str
     message: str
     field: str | None = None
+    request_id: str | None = Field(
+        None, description="names the request in the service's log (server errors)"
+    )
 
 
 class ErrorResponse(BaseModel):
@@ -246,6 +285,7 @@ __all__ = [
     "ModelDeployment",
     "ModelInfo",
     "ModelRef",
+    "ReloadStatus",
     "ServeConfig",
     "TextResult",
     "Tracking",

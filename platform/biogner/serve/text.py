@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from biogner.types import Sentence
@@ -203,43 +203,55 @@ def make_windows(text: str, max_tokens: int, max_chars: int, id_prefix: str = "w
 
     A text with nothing to read (blank, or only invisible characters) has no window: it
     gets no entities without reaching the model."""
+    return list(iter_windows(text, max_tokens, max_chars, id_prefix))
+
+
+def iter_windows(
+    text: str, max_tokens: int, max_chars: int, id_prefix: str = "w"
+) -> Iterator[Window]:
+    """`make_windows` one window at a time, so that a caller enforcing a cap on windows can
+    stop without cutting up the rest of a huge text."""
     if max_tokens < 1 or max_chars < 1:
         raise ValueError(f"max_tokens and max_chars must be >= 1, got {max_tokens}, {max_chars}")
-    windows: list[Window] = []
-
-    def flush(group: list[Offsets], cut: bool) -> None:
-        if group:
-            tokens = [text[s:e] for s, e in group]
-            sentence = Sentence.from_tokens(f"{id_prefix}{len(windows)}", tokens)
-            windows.append(Window(sentence, tuple(group), cut))
-
+    count = 0
     for sentence in split_sentences(text, tokenize_text(text)):
-        group: list[Offsets] = []
-        width = 0
-        cut = False
-        for start, end in sentence:
-            if end - start > max_chars:
-                end, cut_here = start + max_chars, True
-                while end > start + 1 and splits_character(text, end):
-                    end -= 1  # not between a character and its marks (unless one is too long)
-            else:
-                cut_here = False
-            extra = (end - start) + (1 if group else 0)
-            if group and (len(group) >= max_tokens or width + extra > max_chars):
-                flush(group, cut)
-                group, width, cut = [], 0, False
-                extra = end - start
-            group.append((start, end))
-            width += extra
-            cut = cut or cut_here
-        flush(group, cut)
-    return windows
+        for group, cut in _sentence_groups(text, sentence, max_tokens, max_chars):
+            tokens = [text[s:e] for s, e in group]
+            yield Window(Sentence.from_tokens(f"{id_prefix}{count}", tokens), tuple(group), cut)
+            count += 1
+
+
+def _sentence_groups(
+    text: str, sentence: Sequence[Offsets], max_tokens: int, max_chars: int
+) -> Iterator[tuple[list[Offsets], bool]]:
+    """One sentence's tokens in groups within the limits, each with whether a token was cut."""
+    group: list[Offsets] = []
+    width = 0
+    cut = False
+    for start, end in sentence:
+        if end - start > max_chars:
+            end, cut_here = start + max_chars, True
+            while end > start + 1 and splits_character(text, end):
+                end -= 1  # not between a character and its marks (unless one is too long)
+        else:
+            cut_here = False
+        extra = (end - start) + (1 if group else 0)
+        if group and (len(group) >= max_tokens or width + extra > max_chars):
+            yield group, cut
+            group, width, cut = [], 0, False
+            extra = end - start
+        group.append((start, end))
+        width += extra
+        cut = cut or cut_here
+    if group:
+        yield group, cut
 
 
 __all__ = [
     "ABBREVIATIONS",
     "TOKEN_RE",
     "Window",
+    "iter_windows",
     "make_windows",
     "split_sentences",
     "splits_character",

@@ -1,0 +1,335 @@
+"""Serving under abuse and failure, without a Ray cluster: the window cap, deadlines and
+dropped work, model work off the event loop, a failed model reload, overload and error
+responses that keep internals in the log.
+
+The serving code runs for real (`engine`, and the Ingress/NERModel classes constructed
+directly, as in test_serve_auth.py); what stands in is only what they call: the model's
+generator (it answers every sentence in one fixed way, or fails, or is slow) and the
+Ingress's handle to the model deployment (it answers, fails, or never answers).
+The same behaviours over HTTP are in test_serve.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from biogner.formats import get_format
+from biogner.generation import Generation
+from biogner.serve.engine import Job, LoadedModel, RequestError, check_request, run_group
+from biogner.serve.schema import Limits, ModelRef
+from biogner.types import Sentence
+
+TYPES = ["Disease"]
+KEY = "k3y"
+KEY_ENV = "BIOGNER_TEST_RELIABILITY_KEY"
+FLOOD = ["Ab. " * 5000] * 64  # 1.3 MB: under the body limit, 320,000 windows
+
+
+class Model:
+    """Stands in for `Generator`: answers `cancer` for every sentence (multi_term, one type),
+    records the sentences of each call, and runs `on_call` first (a failure, a slow model, a
+    client that goes away)."""
+
+    def __init__(self, on_call: Callable[[int], None] = lambda n: None) -> None:
+        self.calls: list[list[str]] = []
+        self.on_call = on_call
+        self.threads: set[int] = set()
+
+    def extract(self, sentences: Sequence[Sentence], fmt: str, types: Sequence[str]):
+        self.threads.add(threading.get_ident())
+        self.on_call(len(self.calls))
+        self.calls.append([s.text for s in sentences])
+        writing = get_format(fmt)
+        answers = ["cancer"]  # one type: the bare mention
+        return [
+            Generation(s, answers, writing.parse(answers, s, list(types)), 0) for s in sentences
+        ]
+
+
+def loaded(generator: Any) -> LoadedModel:
+    return LoadedModel(generator, ModelRef(name="m", uri="/models/m"), "multi_term", TYPES, {})
+
+
+def job(model: LoadedModel, texts: list[str], deadline_s: float = 60.0, rid: str = "r") -> Job:
+    windows = check_request(texts, None, Limits(window_tokens=8))
+    return Job(model, texts, windows, TYPES, time.monotonic() + deadline_s, rid)
+
+
+# --------------------------------------------------------------------------- window cap
+
+
+def test_the_flood_is_refused_before_any_model_work() -> None:
+    with pytest.raises(RequestError) as refused:
+        check_request(FLOOD, None, Limits())
+    err = refused.value
+    assert (err.status, err.code, err.field) == (413, "too_many_windows", "texts")
+    assert "more than 512" in err.message and "513 counted by texts[0]" in err.message
+    assert "limits.max_windows" in err.message
+
+
+def test_the_window_cap_counts_every_text_and_allows_exactly_the_cap() -> None:
+    texts = ["One cancer. Two cancers. Three."] * 4  # 3 windows each
+    assert sum(len(ws) for ws in check_request(texts, None, Limits(max_windows=12))) == 12
+    with pytest.raises(RequestError, match="12 counted by texts\\[3\\]"):
+        check_request(texts, None, Limits(max_windows=11))
+
+
+# --------------------------------------------------------------------------- deadlines
+
+
+def test_run_group_sends_windows_in_chunks_and_matches_one_call() -> None:
+    texts = ["Colon cancer and fever. " * 3, "No cancer here. Or there.", "x"]
+    whole = Model()
+    expected = run_group([job(loaded(whole), texts)], chunk_size=1000)
+    chunked = Model()
+    got = run_group([job(loaded(chunked), texts)], chunk_size=2)
+    assert got == expected and expected[0] is not None
+    assert len(whole.calls) == 1 and [len(c) for c in chunked.calls] == [2, 2, 2]
+    assert [e.text for e in expected[0][0].entities] == ["cancer"] * 3
+
+
+def test_work_of_a_request_whose_client_left_is_dropped() -> None:
+    jobs: list[Job] = []
+
+    def client_b_leaves(n: int) -> None:
+        if n == 0:
+            jobs[1].cancelled = True  # as NERModel.extract does when its caller is cancelled
+
+    model = loaded(Model(client_b_leaves))
+    jobs += [job(model, ["Cancer. " * 4], rid="a"), job(model, ["Fever. " * 40], rid="b")]
+    results = run_group(jobs, chunk_size=2)
+    assert results[1] is None and results[0] is not None
+    generated = [text for call in model.generator.calls for text in call]
+    assert generated.count("Fever .") <= 2  # at most the first chunk, nothing after it
+    assert generated.count("Cancer .") == 4
+
+
+def test_an_expired_request_costs_no_model_work() -> None:
+    model = loaded(Model())
+    results = run_group([job(model, ["Cancer."], deadline_s=-1.0)], chunk_size=4)
+    assert results == [None] and model.generator.calls == []
+
+
+# --------------------------------------------------------------------------- NERModel
+
+
+def ner_model(generator: Any | None = None) -> Any:
+    """The replica class itself (no replica: `serve.batch` is bypassed by calling the batch
+    function directly)."""
+    from biogner.serve.app import NERModel
+
+    cls = NERModel.func_or_class  # type: ignore[attr-defined]
+    replica = cls({}, {}, {"device": "cpu"})
+    if generator is not None:
+        replica.current = loaded(generator)
+    return replica
+
+
+def test_model_failure_answers_a_request_id_and_logs_the_details(caplog) -> None:
+    def broken(n: int) -> None:
+        raise RuntimeError("CUDA out of memory at /secret/path")
+
+    replica = ner_model(Model(broken))
+    with caplog.at_level(logging.ERROR, logger="biogner.serve.app"):
+        [outcome] = asyncio.run(replica._run_batch([job(replica.current, ["Cancer."])]))
+    assert outcome["status"] == 500 and outcome["code"] == "model_error"
+    assert "secret" not in json.dumps(outcome) and outcome["request_id"] == "r"
+    assert "'r'" in caplog.text and "/secret/path" in caplog.text
+
+
+def test_generation_runs_off_the_replica_event_loop() -> None:
+    """Serve's health check runs on the replica's loop: it must keep turning meanwhile."""
+    replica = ner_model(Model(lambda n: time.sleep(0.3)))
+    jobs = [job(replica.current, ["Cancer. " * 6])]  # 3 chunks of 2 windows: 0.9 s of model
+
+    async def batch_and_ticks() -> tuple[list[dict[str, Any]], list[float]]:
+        ticks: list[float] = []
+        batch = asyncio.ensure_future(replica._run_batch(jobs))
+        while not batch.done():
+            ticks.append(time.monotonic())
+            await asyncio.sleep(0.02)
+        return await batch, ticks
+
+    replica.generation = replica.generation.model_copy(update={"batch_size": 2})
+    outcomes, ticks = asyncio.run(batch_and_ticks())
+    assert outcomes[0]["ok"] and threading.get_ident() not in replica.current.generator.threads
+    assert len(ticks) > 10 and max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.25
+
+
+def test_an_expired_request_gets_a_504_outcome() -> None:
+    replica = ner_model(Model())
+    jobs = [job(replica.current, ["Cancer."], deadline_s=-1.0), job(replica.current, ["Fever."])]
+    late, ok = asyncio.run(replica._run_batch(jobs))
+    assert (late["status"], late["code"]) == (504, "timeout") and ok["ok"]
+    assert replica.stats.dropped == 1 and replica.current.generator.calls == [["Fever ."]]
+
+
+def test_a_failed_reload_keeps_the_old_model_and_reports_it(tmp_path) -> None:
+    replica = ner_model(Model())
+    old = replica.current
+    bad = {"model_uri": str(tmp_path / "no-such-model"), "tracking": {}, "revision": ""}
+    asyncio.run(replica.reconfigure(bad))  # does not raise: Serve would restart the replica
+    assert replica.current is old
+    info = replica.info()
+    assert info["model"]["uri"] == "/models/m"
+    reload = info["last_reload"]
+    assert reload["ok"] is False and reload["model_uri"] == bad["model_uri"]
+    assert "does not exist" in reload["error"] and reload["at"] > 0
+    [outcome] = asyncio.run(replica._run_batch([job(replica.current, ["Cancer."])]))
+    assert outcome["ok"]  # the old model still answers
+
+
+def test_a_replica_with_no_model_fails_on_a_bad_first_load(tmp_path) -> None:
+    replica = ner_model()
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(replica.reconfigure({"model_uri": str(tmp_path / "none"), "tracking": {}}))
+    assert replica.last_reload is not None and replica.last_reload.ok is False
+
+
+# --------------------------------------------------------------------------- Ingress
+
+
+class Response:
+    """Stands in for a DeploymentResponse: awaits `result` (or never, or raises)."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.cancelled = False
+
+    def __await__(self):
+        return self._get().__await__()
+
+    async def _get(self) -> Any:
+        if self.result is Ellipsis:
+            await asyncio.Event().wait()  # never answers
+        if isinstance(self.result, BaseException):
+            raise self.result
+        return self.result
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Handle:
+    """Stands in for the Ingress's DeploymentHandle to NERModel; records every call."""
+
+    def __init__(self, result: Any) -> None:
+        self.result = result
+        self.calls: list[tuple[str, tuple[Any, ...]]] = []
+        self.responses: list[Response] = []
+
+    def __getattr__(self, method: str) -> Any:
+        handle = self
+
+        class Method:
+            def remote(self, *args: Any) -> Response:
+                handle.calls.append((method, args))
+                handle.responses.append(Response(handle.result))
+                return handle.responses[-1]
+
+        return Method()
+
+
+def ingress(handle: Handle, monkeypatch, **limits: Any) -> Any:
+    from biogner.serve.app import Ingress
+
+    wrapper = Ingress.func_or_class  # type: ignore[attr-defined]
+    cls = next(c for c in wrapper.__mro__ if "_authorized" in vars(c))
+    monkeypatch.setenv(KEY_ENV, KEY)
+    obj = object.__new__(cls)
+    cls.__init__(obj, handle, limits, KEY_ENV, True)
+    return obj
+
+
+def request(body: dict[str, Any] | None = None, auth: bool = True) -> Request:
+    data = json.dumps(body).encode() if body is not None else b""
+    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(data))]
+    if auth:
+        headers.append((b"authorization", f"Bearer {KEY}".encode()))
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": data, "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": headers}
+    return Request(scope, receive)
+
+
+def error_of(response: Any) -> dict[str, Any]:
+    detail: dict[str, Any] = json.loads(response.body)["error"]
+    return detail
+
+
+def test_ingress_refuses_the_flood_without_calling_the_model(monkeypatch) -> None:
+    handle = Handle({"ok": True, "response": {}})
+    r = asyncio.run(ingress(handle, monkeypatch).extract(request({"texts": FLOOD})))
+    assert r.status_code == 413 and error_of(r)["code"] == "too_many_windows"
+    assert "more than 512" in error_of(r)["message"] and handle.calls == []
+
+
+def test_ingress_sends_prepared_windows_and_the_time_left(monkeypatch) -> None:
+    handle = Handle({"ok": True, "response": {"results": []}})
+    app = ingress(handle, monkeypatch, request_timeout_s=30)
+    r = asyncio.run(app.extract(request({"texts": ["Cancer. Fever."]})))
+    assert r.status_code == 200
+    [(method, (texts, windows, types, left, rid))] = handle.calls
+    assert method == "extract" and texts == ["Cancer. Fever."] and types is None
+    assert [w.sentence.text for w in windows[0]] == ["Cancer .", "Fever ."]
+    assert 25 < left <= 30 and len(rid) == 16
+
+
+def test_a_request_past_its_deadline_gets_a_504_and_is_cancelled(monkeypatch) -> None:
+    handle = Handle(Ellipsis)  # the model never answers
+    app = ingress(handle, monkeypatch, request_timeout_s=0.2)
+    r = asyncio.run(app.extract(request({"texts": ["Cancer."]})))
+    assert r.status_code == 504 and error_of(r)["code"] == "timeout"
+    assert handle.responses[0].cancelled  # the replica is told to drop the work
+
+
+def test_internal_errors_send_a_request_id_not_the_exception(monkeypatch, caplog) -> None:
+    handle = Handle(RuntimeError("Traceback ... in /secret/replica.py"))
+    with caplog.at_level(logging.ERROR, logger="biogner.serve.app"):
+        r = asyncio.run(ingress(handle, monkeypatch).extract(request({"texts": ["Cancer."]})))
+    err = error_of(r)
+    assert r.status_code == 500 and "secret" not in r.body.decode()
+    assert err["request_id"] and err["request_id"] in caplog.text
+    assert "/secret/replica.py" in caplog.text
+
+
+def test_a_full_model_queue_is_a_503_with_retry_after(monkeypatch) -> None:
+    from ray.serve.exceptions import BackPressureError
+
+    handle = Handle(BackPressureError(num_queued_requests=9, max_queued_requests=8))
+    r = asyncio.run(ingress(handle, monkeypatch).extract(request({"texts": ["Cancer."]})))
+    assert r.status_code == 503 and r.headers["retry-after"] == "5"
+    assert error_of(r)["code"] == "unavailable" and "max_queued" not in r.body.decode()
+
+
+def test_readyz_shows_details_only_with_the_key(monkeypatch) -> None:
+    info = {"model": {"uri": "runs:/0123abcd/model", "run_id": "0123abcd"}, "last_reload": None}
+    app = ingress(Handle(info), monkeypatch)
+    assert asyncio.run(app.readyz(request(auth=False))) == {"status": "ready"}
+    detailed = asyncio.run(app.readyz(request()))
+    assert detailed["model"]["run_id"] == "0123abcd" and "last_reload" in detailed
+    down = asyncio.run(ingress(Handle(RuntimeError("run 0123abcd")), monkeypatch).readyz(request()))
+    assert down.status_code == 503 and "0123abcd" not in down.body.decode()
+
+
+def test_deployments_get_bounded_queues() -> None:
+    from biogner.serve.app import build_application, parse_config
+
+    cfg = parse_config({"model": {"max_queued_requests": 7}, "ingress": {"max_queued_requests": 9}})
+    app = build_application(cfg)
+    ingress_deployment = app._bound_deployment
+    model_deployment = ingress_deployment.init_args[0]._bound_deployment
+    assert model_deployment.max_queued_requests == 7
+    assert ingress_deployment.max_queued_requests == 9
+    assert ingress_deployment.backpressure_config.retry_after_s == cfg.limits.retry_after_s
