@@ -52,3 +52,26 @@ def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) 
     assert noise == [], "\n".join(noise)
     logs = list((tmp_path / ".biogner" / "logs").glob("*.log"))
     assert any("streaming_executor" in p.read_text() for p in logs)  # kept, in the log file
+
+
+def test_ray_serve_console_handler_goes_back_to_the_log_file(tmp_path: Path) -> None:
+    """Importing ray.serve gives its logger a console handler ("INFO ... Started Serve"
+    lines in the demo's serve stage); `requiet_logs`, which serve's start_app calls after the
+    import, sends it back to the log file."""
+    script = (
+        "import logging\n"
+        "from biogner.runtime import quiet_logs, requiet_logs\n"
+        f"log_file = quiet_logs({str(tmp_path)!r})\n"
+        "import ray.serve\n"
+        "requiet_logs()\n"
+        "logging.getLogger('ray.serve').info('serve says hello')\n"
+        "print(log_file)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "BIOGNER_VERBOSE"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "serve says hello" not in done.stdout + done.stderr
+    log_file = Path(done.stdout.strip().splitlines()[-1])
+    assert "serve says hello" in log_file.read_text()

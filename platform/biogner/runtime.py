@@ -87,6 +87,13 @@ def quiet_logs(home: str | Path | None = None) -> Path | None:
     return _log_file
 
 
+def requiet_logs() -> None:
+    """Send back to the log file a library that attaches its own console handler when it is
+    imported (Ray Serve does, in `ray.serve.__init__`): a no-op unless quiet_logs ran."""
+    if _log_file is not None and not verbose():
+        quiet_logs()
+
+
 def _ray_data_logging(log_file: Path) -> dict[str, Any]:
     """Ray Data's logging config (YAML; JSON is YAML): its logger to our log file only."""
     return {

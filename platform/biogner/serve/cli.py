@@ -56,8 +56,10 @@ def start_app(
     deploy the application; returns its base URL once Serve reports it running."""
     from ray import serve
 
+    from biogner.runtime import requiet_logs
     from biogner.serve.app import build_application
 
+    requiet_logs()  # importing ray.serve gave its logger a console handler
     if not serve.status().proxies:
         check_port_free(host, port)
         serve.start(http_options={"host": host, "port": port})
