@@ -12,6 +12,7 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 import matplotlib.image
 import pytest
@@ -288,6 +289,32 @@ def test_a_better_run_moves_the_alias(store: Path, tmp_path: Path) -> None:
     client = tracking.client_for(s.cfg)
     old = client.get_model_version("biogner-moving", "1")
     assert old.run_id == s.ids["second"] and "champion" not in old.aliases
+
+
+@pytest.mark.parametrize(
+    ("lost", "problem"),
+    [("MLmodel", "no MLmodel file at"), ("model.safetensors", "no .safetensors weights in")],
+)
+def test_a_champion_whose_model_files_are_gone_leaves_the_alias(
+    store: Path, tmp_path: Path, lost: str, problem: str
+) -> None:
+    experiment = f"lost-{lost}"
+    s = Study(make_cfg(store, experiment), {}, {})
+    train_run(s, tmp_path, "served", ["conv_term"], [NCBI], score(0.5, 5.0))
+    name = f"biogner-{experiment}"
+    assert select_champion(s.cfg, experiment, "test_f1", model_name=name).version == "1"
+    better = train_run(s, tmp_path, "better", ["multi_triple"], [NCBI], score(0.9, 5.0))
+    client = tracking.client_for(s.cfg)
+    location = client.get_logged_model(tracking.logged_model_id(s.cfg, better)).artifact_location
+    (lost_file,) = Path(urlparse(location).path).rglob(lost)
+    lost_file.unlink()  # a cleaned-up artifact store, a half-copied upload
+
+    with pytest.raises(LookupError) as caught:
+        select_champion(s.cfg, experiment, "test_f1", model_name=name)
+    message = str(caught.value)
+    assert f"{name} version 2 (run better {better}" in message and problem in message
+    assert "alias 'champion' not moved (still on version 1)" in message
+    assert_alias_serves(s, name, "served", tmp_path / "still-served")
 
 
 def test_ties_are_broken_by_cost_then_run_name(store: Path, tmp_path: Path) -> None:

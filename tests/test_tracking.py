@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -273,6 +275,36 @@ def test_champion_alias_moves_to_the_new_version(
     assert moved.run_id == second_run != first_run
     assert tracking.get_alias_version(cfg, "tiny-ner", "no-such-alias") is None
     assert tracking.get_alias_version(cfg, "no-such-model", "champion") is None
+
+
+def test_only_a_ready_version_is_servable(store: Path, tiny_model_dir: Path) -> None:
+    cfg = make_cfg(store, "exp-ready")
+    with tracking.tracked_run(cfg, "train-ready") as run_id:
+        tracking.log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    version = tracking.register_champion(cfg, run_id, "ready-ner")
+    tracking.check_model_version(cfg, "ready-ner", version)  # READY with its files
+
+    def set_status(status: str, message: str | None = None) -> None:
+        with contextlib.closing(sqlite3.connect(cfg.uri.removeprefix("sqlite:///"))) as db, db:
+            db.execute(
+                "UPDATE model_versions SET status = ?, status_message = ? WHERE name = ?",
+                (status, message, "ready-ner"),
+            )
+
+    set_status("FAILED_REGISTRATION", "copy failed")
+    with pytest.raises(
+        LookupError,
+        match=rf"ready-ner version {version} \(run train-ready {run_id}, source models:/m-\w+\) "
+        r"is not servable: status FAILED_REGISTRATION, not READY \(copy failed\)",
+    ):
+        tracking.check_model_version(cfg, "ready-ner", version)
+    set_status("PENDING_REGISTRATION")
+    with pytest.raises(LookupError, match="status PENDING_REGISTRATION, not READY"):
+        tracking.check_model_version(cfg, "ready-ner", version, ready_timeout_s=0.3)
+    later = threading.Timer(0.5, set_status, ("READY",))
+    later.start()
+    tracking.check_model_version(cfg, "ready-ner", version, ready_timeout_s=30)  # polled
+    later.join()
 
 
 def test_log_hf_model_refuses_pickled_weights(store: Path, tmp_path: Path) -> None:

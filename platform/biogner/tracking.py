@@ -28,6 +28,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import (
     INVALID_PARAMETER_VALUE,
@@ -62,6 +63,8 @@ HF_ARTIFACT_KEY = "hf_dir"
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 # Terminal statuses after which a run with the same name is *not* resumed.
 _NOT_RESUMABLE = ("FINISHED",)
+_READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)
+_PENDING = ModelVersionStatus.to_string(ModelVersionStatus.PENDING_REGISTRATION)
 _PARAM_KEY_BAD_CHARS = re.compile(r"[^A-Za-z0-9_\-. /]")
 _DIR_NAME_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 _SEARCH_PAGE = 1000
@@ -238,21 +241,30 @@ def _log_params(client: MlflowClient, run_id: str, params: dict[str, str], resum
         client.log_batch(run_id, params=items[i : i + MAX_PARAMS_TAGS_PER_BATCH])
 
 
+def runs_named(cfg: TrackingConfig, run_name: str) -> list[Run]:
+    """The runs named `run_name` in cfg's experiment, newest first (at most 50).
+
+    A run name is the key a rerun is matched by: resuming it, or refusing to reuse it.
+    """
+    experiment_id = setup(cfg)
+    escaped = run_name.replace("'", "\\'")
+    return list(
+        client_for(cfg).search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{MLFLOW_RUN_NAME}` = '{escaped}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=50,
+        )
+    )
+
+
 def resume_run_id(cfg: TrackingConfig, run_name: str) -> str | None:
     """The newest run named `run_name` in cfg's experiment that did not finish, if any.
 
     A rerun of the same job (after a crash or a kill) continues that run, so its loss curve
     and artifacts stay in one place.
     """
-    experiment_id = setup(cfg)
-    escaped = run_name.replace("'", "\\'")
-    runs = client_for(cfg).search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{MLFLOW_RUN_NAME}` = '{escaped}'",
-        order_by=["attributes.start_time DESC"],
-        max_results=50,
-    )
-    for run in runs:
+    for run in runs_named(cfg, run_name):
         if run.info.status not in _NOT_RESUMABLE:
             return str(run.info.run_id)
     return None
@@ -544,18 +556,95 @@ def register_champion(
     model_name: str,
     alias: str = "champion",
     artifact_path: str = "model",
+    ready_timeout_s: float = 30.0,
 ) -> str:
     """Register `runs:/<run_id>/<artifact_path>` as a new version and point `alias` at it.
 
     Creates the registered model if missing. Returns the new version number (as a string),
-    usable in `models:/<name>/<version>`; `models:/<name>@<alias>` now resolves to it.
+    usable in `models:/<name>/<version>`; `models:/<name>@<alias>` now resolves to it. The
+    alias moves only to a version that `check_model_version` accepts: a serving redeploy
+    loads whatever it points at. Otherwise LookupError, and the alias stays where it was.
     """
     setup(cfg)
     client = client_for(cfg)
     model_id = logged_model_id(cfg, run_id, artifact_path)
-    mv = mlflow.register_model(f"models:/{model_id}", model_name)
+    mv = mlflow.register_model(f"models:/{model_id}", model_name, await_registration_for=0)
+    try:
+        check_model_version(cfg, model_name, str(mv.version), ready_timeout_s)
+    except LookupError as e:
+        current = get_alias_version(cfg, model_name, alias)
+        kept = f"version {current.version}" if current is not None else "no version"
+        raise LookupError(f"{e}; alias {alias!r} not moved (still on {kept})") from e
     client.set_registered_model_alias(model_name, alias, str(mv.version))
     return str(mv.version)
+
+
+def _missing_model_files(location: str, tracking_uri: str) -> str | None:
+    """What a biogner model at artifact `location` lacks to load (None: nothing).
+
+    Reads the MLmodel file and lists the HF directory it names; the weights are not fetched.
+    """
+    base = location.rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="biogner-check-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{base}/MLmodel", dst_path=tmp, tracking_uri=tracking_uri
+            )
+        except (MlflowException, OSError):
+            return f"no MLmodel file at {base}"
+        root = Path(path).parent
+        try:
+            hf_rel = _hf_dir_in(root).relative_to(root).as_posix()
+        except ValueError as e:
+            return str(e)
+    listed = mlflow.artifacts.list_artifacts(f"{base}/{hf_rel}", tracking_uri=tracking_uri)
+    names = {Path(f.path).name for f in listed}
+    if not names & {"config.json", "adapter_config.json"}:
+        return f"no config.json (or adapter_config.json) in {base}/{hf_rel}"
+    if not any(n.endswith(".safetensors") for n in names):
+        return f"no .safetensors weights in {base}/{hf_rel}"
+    return None
+
+
+def check_model_version(
+    cfg: TrackingConfig, model_name: str, version: str, ready_timeout_s: float = 30.0
+) -> None:
+    """Raise LookupError unless version `version` of `model_name` is READY and loadable.
+
+    A registry entry is only a pointer: MLflow registers a version whose model files are gone
+    (or not yet written) and serving finds out at the next redeploy. PENDING_REGISTRATION is
+    polled for up to `ready_timeout_s`.
+    """
+    client = client_for(cfg)
+    deadline = time.monotonic() + ready_timeout_s
+    mv = client.get_model_version(model_name, version)
+    while mv.status == _PENDING and time.monotonic() < deadline:
+        time.sleep(0.5)
+        mv = client.get_model_version(model_name, version)
+    problem: str | None = None
+    if mv.status != _READY:
+        detail = f" ({mv.status_message})" if mv.status_message else ""
+        problem = f"status {mv.status}, not {_READY}{detail}"
+    else:
+        try:
+            location = client.get_model_version_download_uri(model_name, version)
+            problem = _missing_model_files(location, cfg.uri)
+        except MlflowException as e:
+            problem = f"its source does not resolve: {e.message}"
+    if problem is not None:
+        raise LookupError(
+            f"{model_name} version {version} (run {_run_label(client, mv.run_id)}, source "
+            f"{mv.source}) is not servable: {problem}"
+        )
+
+
+def _run_label(client: MlflowClient, run_id: str | None) -> str:
+    if not run_id:
+        return "unknown"
+    try:
+        return f"{client.get_run(run_id).info.run_name} {run_id}"
+    except MlflowException:
+        return run_id
 
 
 def logged_model_id(cfg: TrackingConfig, run_id: str, artifact_path: str = "model") -> str:
@@ -627,6 +716,7 @@ __all__ = [
     "BiognerHFModel",
     "TrackingConfig",
     "biogner_home",
+    "check_model_version",
     "client_for",
     "download_model_dir",
     "end_run",
@@ -637,6 +727,7 @@ __all__ = [
     "logged_model_id",
     "register_champion",
     "resume_run_id",
+    "runs_named",
     "search_finished_runs",
     "setup",
     "start_run",

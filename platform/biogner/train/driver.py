@@ -1,7 +1,8 @@
 """The driver side of a training job: MLflow run, data, TorchTrainer.fit, model logging.
 
 A run whose fit raises ends FAILED with the error and logs no model; rerunning the same
-run name resumes both the Ray Train checkpoint and the MLflow run.
+run name resumes both the Ray Train checkpoint and the MLflow run. A FINISHED run's name is
+not reused with another config (`check_rerun`).
 """
 
 from __future__ import annotations
@@ -101,11 +102,42 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+class RerunConflict(ValueError):
+    """`run_name` names a FINISHED run trained with another config (see `check_rerun`)."""
+
+
+def check_rerun(cfg: TrainConfig) -> None:
+    """Raise RerunConflict when cfg reuses a FINISHED run's name with another config.
+
+    Ray Train restores `<storage_path>/<run_name>` whatever the config says: the finished run's
+    final checkpoint would train 0 steps and its old weights be logged under the new params.
+    An unfinished run of the name resumes, and an identical rerun is harmless (as before).
+    """
+    from biogner.sweep import changed_params  # the sweep's rule: only locations may differ
+
+    runs = tracking.runs_named(cfg.tracking, cfg.run_name)
+    storage = Path(cfg.scaling.storage_path).resolve() / cfg.run_name
+    if not runs or any(r.info.status != "FINISHED" for r in runs) or not storage.exists():
+        return  # a new run, a resumed one, or nothing for Ray to restore
+    old = runs[0].data.params
+    new = tracking.flatten_params(cfg.model_dump(mode="json"))
+    changed = changed_params(old, cfg)
+    if changed:
+        diff = "\n".join(f"  {k}: {old[k]} -> {new[k]}" for k in changed)
+        raise RerunConflict(
+            f"run_name {cfg.run_name!r} is MLflow run {runs[0].info.run_id}, FINISHED with "
+            f"another config:\n{diff}\nRay Train would restore its final checkpoint from "
+            f"{storage} and train 0 steps. Choose a new run_name (run_name=...), or delete "
+            f"MLflow run {runs[0].info.run_id} and the folder {storage} to train it again."
+        )
+
+
 def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
     """Train with Ray Train + DeepSpeed and log everything to MLflow.
 
     `rows`, a Ray Dataset of tokenized rows (`id`, `input_ids`, `labels`), replaces the
     configured corpora: benchmarks and the GPU check train on fixed-length rows with it."""
+    check_rerun(cfg)  # before Ray starts: a refused rerun costs nothing
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 

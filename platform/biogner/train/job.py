@@ -26,9 +26,13 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg))
         return 0
-    from biogner.train.driver import run_training
+    from biogner.train.driver import RerunConflict, run_training
 
-    outcome = run_training(cfg)
+    try:
+        outcome = run_training(cfg)
+    except RerunConflict as exc:  # a clear refusal, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"run {outcome.run_id}: {outcome.status} after {outcome.steps} steps; "
         f"final loss {outcome.metrics.get('loss', float('nan')):.4f}"
