@@ -133,17 +133,11 @@ def finished_run(
     """(run id, metrics, params) of a FINISHED training run of this name, if any."""
     from biogner import tracking
 
-    experiment_id = tracking.setup(cfg.tracking.model_copy(update={"experiment": cfg.experiment}))
-    client = tracking.client_for(cfg.tracking)
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`mlflow.runName` = '{run_name}' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        return None, {}, {}
-    return runs[0].info.run_id, dict(runs[0].data.metrics), dict(runs[0].data.params)
+    store = cfg.tracking.model_copy(update={"experiment": cfg.experiment})
+    for run in tracking.runs_named(store, run_name):  # newest first
+        if run.info.status == "FINISHED":
+            return run.info.run_id, dict(run.data.metrics), dict(run.data.params)
+    return None, {}, {}
 
 
 def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
