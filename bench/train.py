@@ -270,7 +270,8 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
 
     from biogner.modeling import load_model
     from biogner.train.batching import collate, epoch_batches
-    from biogner.train.deepspeed_config import precision
+    from biogner.train.deepspeed_config import client_optimizer, precision
+    from biogner.train.loss import causal_lm_loss
 
     cfg = TrainConfig.model_validate(cfg_json)
     device = torch.device("cuda" if use_gpu else "cpu")
@@ -286,9 +287,8 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     torch.manual_seed(cfg.optim.seed)
     model, tokenizer = load_model(cfg.model, device=device, for_training=True)
     params = [p for p in model.parameters() if p.requires_grad]
-    optim = torch.optim.AdamW(
-        params, lr=cfg.optim.learning_rate, weight_decay=cfg.optim.weight_decay
-    )
+    optim = client_optimizer(cfg, params)  # the Ray loop's optimizer (fused AdamW)
+    assert optim is not None
     o = cfg.optim
     assert o.max_steps is not None
     step_s: list[float] = []
@@ -307,12 +307,12 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
                 torch.cuda.synchronize()
             tick = time.perf_counter()
             with autocast():
-                out = model(**{k: v.to(device) for k, v in tensors.items()})
-            out.loss.backward()
+                out = causal_lm_loss(model, {k: v.to(device) for k, v in tensors.items()})
+            out.backward()
             torch.nn.utils.clip_grad_norm_(params, o.max_grad_norm)
             optim.step()
             optim.zero_grad(set_to_none=True)
-            loss = float(out.loss.detach())  # waits for the step on GPU too
+            loss = float(out.detach())  # waits for the step on GPU too
             step_s.append(time.perf_counter() - tick)
             real_tokens.append(real)
             pad_ratio.append(1.0 - real / padded)

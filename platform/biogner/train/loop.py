@@ -21,7 +21,8 @@ import torch
 from biogner.progress import duration
 from biogner.train.batching import collate, epoch_batches, rank_examples
 from biogner.train.config import TrainConfig
-from biogner.train.deepspeed_config import build_deepspeed_config, cpu_autocast
+from biogner.train.deepspeed_config import build_deepspeed_config, client_optimizer, cpu_autocast
+from biogner.train.loss import causal_lm_loss
 
 STATE_FILE = "train_state.json"
 DS_TAG = "deepspeed"
@@ -144,9 +145,11 @@ def train_loop(config: dict[str, Any]) -> None:
 
     model, tokenizer = load_model(cfg.model, device=device, for_training=True)
     ds_config = build_deepspeed_config(cfg, world, total_steps, on_gpu)
+    trainable = [p for p in model.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(
         model=model,
-        model_parameters=[p for p in model.parameters() if p.requires_grad],
+        model_parameters=trainable,
+        optimizer=client_optimizer(cfg, trainable),
         config=ds_config,
     )
     if world == 1 and cfg.deepspeed.zero_stage == 0:
@@ -194,10 +197,10 @@ def train_loop(config: dict[str, Any]) -> None:
         for i in range(state["micro_in_epoch"], len(batches)):
             tensors, real, padded = collate(batches[i], pad_id)
             with autocast():
-                out = engine(**{k: v.to(device) for k, v in tensors.items()})
-            engine.backward(out.loss)
+                loss = causal_lm_loss(engine, {k: v.to(device) for k, v in tensors.items()})
+            engine.backward(loss)
             engine.step()
-            window["loss"] += float(out.loss.detach())
+            window["loss"] += float(loss.detach())
             window["micro"] += 1
             window["real"] += real
             window["padded"] += padded
@@ -206,11 +209,11 @@ def train_loop(config: dict[str, Any]) -> None:
                 continue
             state["global_step"] += 1
             step = state["global_step"]
-            (loss,) = _all_mean([window["loss"] / window["micro"]])
+            (mean_loss,) = _all_mean([window["loss"] / window["micro"]])
             real_all, padded_all = _all_sum([window["real"], window["padded"]])
             elapsed = time.perf_counter() - tick
             last = {
-                "loss": loss,
+                "loss": mean_loss,
                 "learning_rate": float(engine.get_lr()[0]),
                 "tokens_per_s": real_all / elapsed if elapsed else 0.0,
                 "padding_ratio": 1.0 - real_all / padded_all if padded_all else 0.0,
