@@ -66,6 +66,7 @@ def test_two_workers_loss_falls_and_model_is_logged(stage, zero2_run, store, tmp
     assert run.data.tags["format"] == "conv_term" and run.data.tags["model"] == "tiny-llama"
     assert {"loss", "learning_rate", "tokens_per_s", "padding_ratio"} <= set(run.data.metrics)
     assert run.data.metrics["padding_ratio"] < 0.5  # length grouping keeps padding small
+    assert run.data.metrics["worker_niceness"] == 0  # not Ray's default 15 (starved on CPU)
     curve = losses(cfg, outcome.run_id)
     assert sorted(curve) == list(range(1, 7))
     assert curve[6] < curve[1]

@@ -69,6 +69,13 @@ class ScalingSection(_Strict):
         ge=1,
         description="torch threads of a CPU worker; default: the node's cores / its workers",
     )
+    worker_niceness: int = Field(
+        0,
+        ge=0,
+        le=19,
+        description="nice value of the training workers; Ray starts its workers at 15, where "
+        "any other process on the node (even Ray's own) preempts a CPU worker's threads",
+    )
     max_failures: int = 1
     storage_path: str = ".biogner/ray_results"
 

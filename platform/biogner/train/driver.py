@@ -106,6 +106,14 @@ class RerunConflict(ValueError):
     """`run_name` names a FINISHED run trained with another config (see `check_rerun`)."""
 
 
+def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
+    """The training workers' runtime env: Ray's RAY_worker_niceness (default 15) set to the
+    config's. Why: a CPU worker's OpenMP threads wait for each other at every barrier, so at
+    nice 15 a little work by any other process stalls all of them (bench/RESULTS.md). An
+    unprivileged process cannot lower its own nice value, so it is set when Ray starts it."""
+    return {"env_vars": {"RAY_worker_niceness": str(cfg.scaling.worker_niceness)}}
+
+
 def check_rerun(cfg: TrainConfig) -> None:
     """Raise RerunConflict when cfg reuses a FINISHED run's name with another config.
 
@@ -200,6 +208,7 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
                 storage_path=str(Path(cfg.scaling.storage_path).resolve()),
                 failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                worker_runtime_env=worker_runtime_env(cfg),
             ),
             datasets={"train": dataset},
             dataset_config=DataConfig(datasets_to_split=[]),

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -156,6 +157,10 @@ def train_loop(config: dict[str, Any]) -> None:
         # An all-reduce over one rank is the identity, but DeepSpeed still flattens every
         # gradient into one buffer and back each step (~5 % of a SmolLM2 CPU step, py-spy).
         engine.enable_backward_allreduce = False
+
+    if rank == 0:  # what the worker really got: a starved CPU worker shows up here
+        worker = {"worker_niceness": os.nice(0), "worker_torch_threads": torch.get_num_threads()}
+        log_metrics_from_worker(run_id, worker, 0, tracking_uri)
 
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
     examples = rank_examples(rows, rank, world)
