@@ -208,7 +208,8 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
                 storage_path=str(Path(cfg.scaling.storage_path).resolve()),
                 failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
-                worker_runtime_env=worker_runtime_env(cfg),
+                # Train v2's RunConfig (mypy sees the v1 class that ray.train re-exports)
+                worker_runtime_env=worker_runtime_env(cfg),  # type: ignore[call-arg]
             ),
             datasets={"train": dataset},
             dataset_config=DataConfig(datasets_to_split=[]),
