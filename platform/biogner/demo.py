@@ -39,13 +39,13 @@ class DemoPreset:
 
 
 # `full`: the reference recipe (jobs/configs/ncbi_cpu.yaml: SmolLM2-135M fully fine-tuned,
-# lr 2e-4, bf16 where the CPU has it) for the CPU study's two best writings, 40 steps of 8
+# lr 2e-4, bf16 where the CPU has it) for the CPU study's two best writings, 80 steps of 8
 # sentences each from the whole train split; both are scored on the whole dev split, which
 # picks the champion, and the champion on the whole test split (bench/RESULTS.md: the demo).
 # `tiny`: the same path with tiny-llama in a few minutes.
 PRESETS = {
     "full": DemoPreset(
-        "smollm2-135m", ("conv_term", "multi_term"), None, 40, 8, 2e-4, ("model.lora=false",)
+        "smollm2-135m", ("conv_term", "multi_term"), None, 80, 8, 2e-4, ("model.lora=false",)
     ),
     "tiny": DemoPreset(
         "tiny-llama", ("conv_term", "multi_triple"), 48, 6, 4, 2e-3, ("model.lora=false",)
