@@ -162,6 +162,7 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
     nested = client.get_run(evaluated.run_id)
     assert nested.data.tags["mlflow.parentRunId"] == trained.run_id
     assert "dev_f1" in client.get_run(trained.run_id).data.metrics
+    assert nested.data.metrics["dev_worker_niceness"] == 0  # not Ray's default 15
 
     selection = select_champion(tracking_cfg, EXPERIMENT)  # by dev_f1
     assert selection.champion.run_id == trained.run_id and selection.registered

@@ -277,11 +277,18 @@ def test_champion_alias_moves_to_the_new_version(
     assert tracking.get_alias_version(cfg, "no-such-model", "champion") is None
 
 
-def test_only_a_ready_version_is_servable(store: Path, tiny_model_dir: Path) -> None:
+def test_only_a_ready_version_is_servable(
+    store: Path, tiny_model_dir: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     cfg = make_cfg(store, "exp-ready")
     with tracking.tracked_run(cfg, "train-ready") as run_id:
         tracking.log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    capfd.readouterr()
     version = tracking.register_champion(cfg, run_id, "ready-ner")
+    printed = capfd.readouterr()
+    # mlflow.register_model printed "Successfully registered model ..." on the demo's console
+    assert "registered" not in printed.err + printed.out
+    assert "Created version" not in printed.err + printed.out
     tracking.check_model_version(cfg, "ready-ner", version)  # READY with its files
 
     def set_status(status: str, message: str | None = None) -> None:

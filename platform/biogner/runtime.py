@@ -111,6 +111,15 @@ def _ray_data_logging(log_file: Path) -> dict[str, Any]:
     }
 
 
+def full_priority(niceness: int = 0) -> dict[str, Any]:
+    """runtime_env for compute-bound workers (training, evaluation): Ray starts its workers
+    at nice 15 (RAY_worker_niceness), where any other process on the node, Ray's own
+    included, preempts them, and a CPU worker's OpenMP threads then wait for each other at
+    every barrier (bench/RESULTS.md). An unprivileged process cannot lower its own nice
+    value, so it is set when Ray starts the worker."""
+    return {"env_vars": {"RAY_worker_niceness": str(niceness)}}
+
+
 def worker_env() -> dict[str, str]:
     """Environment every Ray worker gets: biogner's, DeepSpeed's, HF's, MLflow's variables,
     and the quiet settings unless verbose."""

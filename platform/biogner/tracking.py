@@ -568,7 +568,15 @@ def register_champion(
     setup(cfg)
     client = client_for(cfg)
     model_id = logged_model_id(cfg, run_id, artifact_path)
-    mv = mlflow.register_model(f"models:/{model_id}", model_name, await_registration_for=0)
+    # The client calls mlflow.register_model makes, without the lines it prints to stderr
+    try:
+        client.create_registered_model(model_name)
+    except MlflowException as e:
+        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
+    mv = client.create_model_version(
+        model_name, f"models:/{model_id}", model_id=model_id, await_creation_for=0
+    )
     try:
         check_model_version(cfg, model_name, str(mv.version), ready_timeout_s)
     except LookupError as e:

@@ -9,6 +9,7 @@ model was trained on.
 from __future__ import annotations
 
 import json
+import os
 import random
 import tempfile
 import time
@@ -98,6 +99,7 @@ class ExtractActor:
                 "generated_tokens",
                 "truncated",
                 "seconds",
+                "worker_niceness",
             )
         }
         for g in gens:
@@ -112,6 +114,7 @@ class ExtractActor:
             out["generated_tokens"].append(g.generated_tokens)
             out["truncated"].append(g.truncated)
             out["seconds"].append(seconds / max(len(gens), 1))
+            out["worker_niceness"].append(os.nice(0))  # a starved actor shows up here
         return out
 
 
@@ -167,7 +170,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     from biogner import tracking
     from biogner.corpora import get_corpus, load_split
     from biogner.data import sentence_row
-    from biogner.runtime import init_ray
+    from biogner.runtime import full_priority, init_ray
 
     init_ray()
     tracking.setup(cfg.tracking)  # runs:/ and models:/ URIs resolve against this store
@@ -192,6 +195,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         batch_size=cfg.rows_per_task,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_gpus=1 if cfg.use_gpu else 0,
+        runtime_env=full_priority(),
     )
     progress = Progress(f"evaluate {fmt} {corpus.name}/{cfg.split}", len(items), "sentences")
     preds = []
@@ -224,6 +228,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
             f"{prefix}truncated_rate": sum(bool(r["truncated"]) for r in preds)
             / max(len(preds), 1),
             f"{prefix}wall_s": wall,
+            f"{prefix}worker_niceness": max(int(r["worker_niceness"]) for r in preds),
         }
     )
     parent = cfg.parent_run_id or model_run

@@ -17,7 +17,7 @@ from typing import Any
 from biogner import tracking
 from biogner.config import to_yaml
 from biogner.progress import duration
-from biogner.runtime import init_ray, log_file, verbose
+from biogner.runtime import full_priority, init_ray, log_file, verbose
 from biogner.train.config import TrainConfig
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
 
@@ -104,14 +104,6 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
 
 class RerunConflict(ValueError):
     """`run_name` names a FINISHED run trained with another config (see `check_rerun`)."""
-
-
-def worker_runtime_env(cfg: TrainConfig) -> dict[str, Any]:
-    """The training workers' runtime env: Ray's RAY_worker_niceness (default 15) set to the
-    config's. Why: a CPU worker's OpenMP threads wait for each other at every barrier, so at
-    nice 15 a little work by any other process stalls all of them (bench/RESULTS.md). An
-    unprivileged process cannot lower its own nice value, so it is set when Ray starts it."""
-    return {"env_vars": {"RAY_worker_niceness": str(cfg.scaling.worker_niceness)}}
 
 
 def check_rerun(cfg: TrainConfig) -> None:
@@ -209,7 +201,7 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
                 failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 # Train v2's RunConfig (mypy sees the v1 class that ray.train re-exports)
-                worker_runtime_env=worker_runtime_env(cfg),  # type: ignore[call-arg]
+                worker_runtime_env=full_priority(cfg.scaling.worker_niceness),  # type: ignore[call-arg]
             ),
             datasets={"train": dataset},
             dataset_config=DataConfig(datasets_to_split=[]),
