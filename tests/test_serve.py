@@ -20,21 +20,14 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from serve_support import API_KEY, META, app_config, free_port, log_version, save_tiny_model
 
 from biogner.config import ConfigError
 from biogner.serve.app import build_application, parse_config
 from biogner.serve.cli import add_serve_command
-from biogner.serve.schema import ServeConfig
 
 ROOT = Path(__file__).parents[1]
-API_KEY = "test-key-123"
 APP = "biogner-test"
-META = {
-    "format": "conv_term",
-    "entity_types": ["Disease"],
-    "base_model": "tiny-llama",
-    "corpora": ["NCBI-disease"],
-}
 
 
 # --------------------------------------------------------------------------- config (no Ray)
@@ -127,58 +120,9 @@ def test_cli_check_prints_the_resolved_config(capsys, tmp_path, monkeypatch) -> 
 # --------------------------------------------------------------------------- live service
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    """A tiny-llama saved as a biogner model directory (built from config, no training)."""
-    from biogner.modeling import ModelConfig, load_model
-
-    out = tmp_path_factory.mktemp("served") / "tiny"
-    model, tokenizer = load_model(ModelConfig(spec="tiny-llama", lora=False), "cpu", False)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "biogner_model.json").write_text(json.dumps(META))
-    return out
-
-
-def app_config(model_uri: str, store: Path) -> ServeConfig:
-    return parse_config(
-        {
-            "model_uri": model_uri,
-            "tracking": {
-                "tracking_uri": f"sqlite:///{store}/mlflow.db",
-                "artifact_root": f"{store}/artifacts",
-            },
-            "generation": {"device": "cpu", "max_new_tokens_cap": 16},
-            "batching": {"max_batch_size": 8, "batch_wait_timeout_s": 0.05},
-            "limits": {
-                "max_texts": 4,
-                "max_chars_per_text": 2000,
-                "max_body_bytes": 20000,
-                "window_tokens": 24,
-                "window_chars": 120,
-                "max_entity_types": 3,
-                "max_windows": 16,
-            },
-            # 16 at work + 24 waiting: the 24 concurrent requests below fit, a burst does not
-            "model": {
-                "max_ongoing_requests": 16,
-                "max_queued_requests": 24,
-                "health_check_period_s": 1,
-            },
-            "ingress": {
-                "ray_actor_options": {
-                    "num_cpus": 0,
-                    "runtime_env": {"env_vars": {"BIOGNER_API_KEY": API_KEY}},
-                }
-            },
-        }
-    )
+    return save_tiny_model(tmp_path_factory.mktemp("served") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -352,20 +296,14 @@ def test_a_burst_over_the_queue_gets_503_with_retry_after(client, service) -> No
 
 def register_champion(store: Path, model_dir: Path) -> str:
     """Log the tiny model with other metadata (two types, another format) as champion."""
-    from biogner import tracking
-
-    cfg = tracking.TrackingConfig(
-        tracking_uri=f"sqlite:///{store}/mlflow.db",
-        artifact_root=f"{store}/artifacts",
-        experiment="serve-test",
-    )
     meta = {**META, "format": "multi_term", "entity_types": ["Disease", "Chemical"]}
-    with tracking.tracked_run(cfg, "champion") as run_id:
-        tracking.log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
-    return tracking.register_champion(cfg, run_id, "ner-tiny")
+    return log_version(store, model_dir, "ner-tiny", meta)[0]
 
 
-def test_champion_swap_keeps_in_flight_requests(client, service) -> None:
+def test_a_redeploy_with_another_model_drops_no_request(client, service) -> None:
+    """`serve.run` with another model replaces the replica (Serve gives every `serve.run` a
+    new code version); requests in flight finish, later ones wait for the new replica. The
+    in-place swaps (alias moves, user_config updates) are in test_serve_follow.py."""
     from ray import serve
 
     version = register_champion(service["store"], service["model_dir"])
@@ -405,31 +343,11 @@ def test_champion_swap_keeps_in_flight_requests(client, service) -> None:
         "run_id": info["model"]["run_id"],
     }
     assert info["model"]["run_id"] and info["format"] == "multi_term"
-    assert info["replica"] == old["replica"]  # swapped in place, not a new replica
+    assert info["replica"] != old["replica"]
     r = client.post(
         "/v1/extract", json={"texts": ["Aspirin for fever."], "entity_types": ["Chemical"]}
     )
     assert r.status_code == 200 and r.json()["entity_types"] == ["Chemical"]
-
-
-def test_a_model_that_fails_to_load_leaves_the_old_one_serving(client, service) -> None:
-    from ray import serve
-
-    before = client.get("/v1/model").json()
-    bad = str(service["store"] / "no-such-model")
-    serve.run(build_application(app_config(bad, service["store"])), name=APP, route_prefix="/")
-    info = client.get("/v1/model").json()
-    assert info["model"] == before["model"] and info["replica"] == before["replica"]
-    reload = info["last_reload"]
-    assert reload["ok"] is False and reload["model_uri"] == bad
-    assert "does not exist" in reload["error"]
-    ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.json()["last_reload"]["ok"] is False
-    r = client.post("/v1/extract", json={"texts": ["Fever."]})
-    assert r.status_code == 200 and r.json()["model"] == before["model"]
-    # back to the model that serves: a replica started later loads the current config
-    good = app_config(before["model"]["uri"], service["store"])
-    serve.run(build_application(good), name=APP, route_prefix="/")
 
 
 def test_killed_replica_is_replaced(client, service) -> None:

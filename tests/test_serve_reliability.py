@@ -125,7 +125,7 @@ def test_an_expired_request_costs_no_model_work() -> None:
 def ner_model(generator: Any | None = None) -> Any:
     """The replica class itself (no replica: `serve.batch` is bypassed by calling the batch
     function directly)."""
-    from biogner.serve.app import NERModel
+    from biogner.serve.replica import NERModel
 
     cls = NERModel.func_or_class  # type: ignore[attr-defined]
     replica = cls({}, {}, {"device": "cpu"})
@@ -139,7 +139,7 @@ def test_model_failure_answers_a_request_id_and_logs_the_details(caplog) -> None
         raise RuntimeError("CUDA out of memory at /secret/path")
 
     replica = ner_model(Model(broken))
-    with caplog.at_level(logging.ERROR, logger="biogner.serve.app"):
+    with caplog.at_level(logging.ERROR, logger="biogner.serve.replica"):
         [outcome] = asyncio.run(replica._run_batch([job(replica.current, ["Cancer."])]))
     assert outcome["status"] == 500 and outcome["code"] == "model_error"
     assert "secret" not in json.dumps(outcome) and outcome["request_id"] == "r"
@@ -240,7 +240,7 @@ class Handle:
 
 
 def ingress(handle: Handle, monkeypatch, **limits: Any) -> Any:
-    from biogner.serve.app import Ingress
+    from biogner.serve.ingress import Ingress
 
     wrapper = Ingress.func_or_class  # type: ignore[attr-defined]
     cls = next(c for c in wrapper.__mro__ if "_authorized" in vars(c))
@@ -296,7 +296,7 @@ def test_a_request_past_its_deadline_gets_a_504_and_is_cancelled(monkeypatch) ->
 
 def test_internal_errors_send_a_request_id_not_the_exception(monkeypatch, caplog) -> None:
     handle = Handle(RuntimeError("Traceback ... in /secret/replica.py"))
-    with caplog.at_level(logging.ERROR, logger="biogner.serve.app"):
+    with caplog.at_level(logging.ERROR, logger="biogner.serve.ingress"):
         r = asyncio.run(ingress(handle, monkeypatch).extract(request({"texts": ["Cancer."]})))
     err = error_of(r)
     assert r.status_code == 500 and "secret" not in r.body.decode()

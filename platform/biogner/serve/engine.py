@@ -13,12 +13,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from biogner.generation import Generation, GenerationConfig, Generator, read_model_metadata
-from biogner.serve.schema import Entity, Limits, ModelRef, TextResult, Tracking
+from biogner.serve.schema import Entity, Limits, ModelRef, TextResult, Tracking, alias_of
 from biogner.serve.text import Window, iter_windows
 from biogner.types import Sentence
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
+
+    from biogner.tracking import TrackingConfig
 
 
 class RequestError(ValueError):
@@ -76,30 +81,51 @@ class LoadedModel:
         return [t for t in self.entity_types if t in wanted]
 
 
+def _store(tracking: Tracking) -> TrackingConfig:
+    from biogner.tracking import TrackingConfig, setup
+
+    cfg = TrackingConfig(tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root)
+    setup(cfg)
+    return cfg
+
+
+def _alias_target(cfg: TrackingConfig, model_uri: str, name: str, alias: str) -> ModelVersion:
+    from biogner.tracking import get_alias_version
+
+    mv = get_alias_version(cfg, name, alias)
+    if mv is None:
+        raise LookupError(f"{model_uri}: no registered model {name!r} with alias {alias!r}")
+    return mv
+
+
+def alias_version(model_uri: str, tracking: Tracking) -> str:
+    """The registry version a `models:/<name>@<alias>` URI points to now (a registry lookup:
+    blocking; the alias follower runs it off the replica's event loop)."""
+    target = alias_of(model_uri)
+    if target is None:
+        raise ValueError(f"{model_uri} names no registry alias (models:/<name>@<alias>)")
+    return str(_alias_target(_store(tracking), model_uri, *target).version)
+
+
 def resolve_ref(model_uri: str, tracking: Tracking) -> tuple[ModelRef, str]:
     """The model's name/version/run and the URI to download (a registry alias is pinned to
     the version it points to now, so a concurrent alias move cannot mix two versions)."""
-    from biogner import tracking as tr
+    from biogner.tracking import client_for
 
     if not model_uri.startswith(("models:/", "runs:/")):
         path = Path(model_uri).expanduser().resolve()
         return ModelRef(name=path.name, uri=model_uri), str(path)
-    cfg = tr.TrackingConfig(
-        tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root
-    )
-    tr.setup(cfg)
+    cfg = _store(tracking)
     if model_uri.startswith("runs:/"):
         run_id = model_uri[len("runs:/") :].split("/", 1)[0]
         return ModelRef(uri=model_uri, run_id=run_id), model_uri
-    ref = model_uri[len("models:/") :].strip("/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        mv = tr.get_alias_version(cfg, name, alias)
-        if mv is None:
-            raise LookupError(f"{model_uri}: no registered model {name!r} with alias {alias!r}")
+    target = alias_of(model_uri)
+    if target is not None:
+        name = target[0]
+        mv = _alias_target(cfg, model_uri, *target)
     else:
-        name, _, number = ref.rpartition("/")
-        mv = tr.client_for(cfg).get_model_version(name, number)
+        name, _, number = model_uri[len("models:/") :].strip("/").rpartition("/")
+        mv = client_for(cfg).get_model_version(name, number)
     version = str(mv.version)
     return (
         ModelRef(name=name, version=version, uri=model_uri, run_id=mv.run_id or None),
@@ -311,6 +337,7 @@ __all__ = [
     "Job",
     "LoadedModel",
     "RequestError",
+    "alias_version",
     "assemble",
     "check_entity_types",
     "check_request",

@@ -116,6 +116,43 @@ class Tracking(BaseModel):
     artifact_root: str | None = None
 
 
+def alias_of(model_uri: str) -> tuple[str, str] | None:
+    """(name, alias) of a `models:/<name>@<alias>` URI; None for a pinned version, a run or
+    a directory (nothing that the registry can move)."""
+    if not model_uri.startswith("models:/"):
+        return None
+    name, sep, alias = model_uri[len("models:/") :].strip("/").partition("@")
+    return (name, alias) if sep and name and alias else None
+
+
+FOLLOW_ALIAS_DOC = (
+    "seconds between the model replicas' looks at the registry alias of a "
+    "models:/<name>@<alias> model_uri: when the alias points to another version, it is loaded "
+    "in the background and swapped in (a failed load keeps the old model). None or 0: off; "
+    "ignored for a pinned version, a run or a directory"
+)
+
+
+class ModelSource(BaseModel):
+    """Which model a replica serves: its Serve `user_config`, so that changing it (a Serve
+    config's `deployments: [{name: NERModel, user_config: ...}]`, a lightweight update)
+    swaps the model in place instead of replacing the replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_uri: str
+    tracking: Tracking = Field(default_factory=Tracking)
+    revision: str = ""
+    follow_alias_s: float | None = Field(None, ge=0, description=FOLLOW_ALIAS_DOC)
+
+    @property
+    def follow_period_s(self) -> float | None:
+        """The alias-check period in effect: None when off or when nothing can move."""
+        if not self.follow_alias_s or alias_of(self.model_uri) is None:
+            return None
+        return self.follow_alias_s
+
+
 class ServeConfig(BaseModel):
     """Everything `build_app(args)` accepts; `args:` of a Serve config file is this, as YAML."""
 
@@ -128,9 +165,11 @@ class ServeConfig(BaseModel):
     tracking: Tracking = Field(default_factory=Tracking)
     revision: str = Field(
         "",
-        description="change it to make replicas reload the model in place, e.g. after moving "
-        "the champion alias (same model_uri, new version behind it)",
+        description="change it to reload the model (same model_uri, new version behind it): in "
+        "place as the NERModel user_config of a Serve config's deployments: section (serve "
+        "deploy); as an args change the replicas are replaced. follow_alias_s needs neither",
     )
+    follow_alias_s: float | None = Field(None, ge=0, description=FOLLOW_ALIAS_DOC)
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(device="auto"))
     limits: Limits = Field(default_factory=Limits)
     batching: Batching = Field(default_factory=Batching)
@@ -173,13 +212,18 @@ class ServeConfig(BaseModel):
             )
         return self
 
+    def model_source(self) -> ModelSource:
+        """What NERModel.reconfigure receives (as its user_config)."""
+        return ModelSource(
+            model_uri=self.model_uri,
+            tracking=self.tracking,
+            revision=self.revision,
+            follow_alias_s=self.follow_alias_s,
+        )
+
     def model_user_config(self) -> dict[str, Any]:
-        """What NERModel.reconfigure receives: changing it swaps the model in place."""
-        return {
-            "model_uri": self.model_uri,
-            "tracking": self.tracking.model_dump(),
-            "revision": self.revision,
-        }
+        """The NERModel deployment's user_config: changing it swaps the model in place."""
+        return self.model_source().model_dump(mode="json")
 
 
 # --------------------------------------------------------------------------- HTTP schema
@@ -236,7 +280,19 @@ class ReloadStatus(BaseModel):
 
     ok: bool
     model_uri: str
+    version: str | None = Field(
+        None, description="the registry version tried, when the alias follower found it"
+    )
     at: float = Field(description="Unix time of the attempt")
+    error: str | None = None
+
+
+class AliasCheck(BaseModel):
+    """The replica's last look at the registry alias it follows (`follow_alias_s`)."""
+
+    at: float = Field(description="Unix time of the check")
+    ok: bool = Field(description="the registry answered")
+    version: str | None = Field(None, description="the version the alias pointed to")
     error: str | None = None
 
 
@@ -255,6 +311,12 @@ class ModelInfo(BaseModel):
     last_reload: ReloadStatus | None = Field(
         None, description="the last model swap on this replica; none since it started"
     )
+    follow_alias_s: float | None = Field(
+        None, description="the registry alias is checked this often (None: not followed)"
+    )
+    last_check: AliasCheck | None = Field(
+        None, description="the last alias check on this replica; none yet, or not followed"
+    )
 
 
 class ErrorDetail(BaseModel):
@@ -272,6 +334,7 @@ class ErrorResponse(BaseModel):
 
 __all__ = [
     "API_KEY_ENV",
+    "AliasCheck",
     "Autoscaling",
     "BatchInfo",
     "Batching",
@@ -285,8 +348,10 @@ __all__ = [
     "ModelDeployment",
     "ModelInfo",
     "ModelRef",
+    "ModelSource",
     "ReloadStatus",
     "ServeConfig",
     "TextResult",
     "Tracking",
+    "alias_of",
 ]

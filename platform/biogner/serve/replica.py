@@ -1,0 +1,352 @@
+"""The model replica (`NERModel`): one model in memory per Ray Serve replica, requests from
+many clients merged by `@serve.batch`, the model swapped in place.
+
+Batching: the ingress prepares and counts each request's sentence windows; here they go to the
+model `generation.batch_size` at a time in a thread, off the replica's event loop (Serve's
+health checks run on it), and the windows of a request past its deadline or cancelled by its
+client are dropped.
+
+Why swap in place: replacing a replica drops its loaded model, costs a reload and, with one
+replica, an outage when the new model fails to load. Two paths swap without replacing the
+replica, both through `_swap_in`: `reconfigure` (Serve's `user_config`: a lightweight update
+of a Serve config file's `deployments:` section) and the alias follower (`follow_alias_s`:
+the registry alias moved, e.g. in the MLflow UI). A swap is one assignment on the event loop
+and each request is pinned to the model it was validated on (`engine.Job.model`): requests
+in flight finish on the old model, later ones use the new one. A model that fails to load
+leaves the old one serving and is reported in `/v1/model` (`last_reload`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ray import serve
+
+from biogner.formats import get_format
+from biogner.generation import GenerationConfig
+from biogner.serve import engine
+from biogner.serve.errors import refusal
+from biogner.serve.follow import AliasFollower
+from biogner.serve.schema import (
+    AliasCheck,
+    BatchInfo,
+    Batching,
+    ExtractResponse,
+    Limits,
+    ModelInfo,
+    ModelSource,
+    ReloadStatus,
+    TextResult,
+)
+from biogner.serve.text import Window
+
+log = logging.getLogger(__name__)
+
+MODEL_DEPLOYMENT = "NERModel"
+
+
+@dataclass
+class BatchStats:
+    """Counters of one replica, for /v1/stats (and the benchmark's mean batch size)."""
+
+    batches: int = 0
+    requests: int = 0
+    windows: int = 0
+    failures: int = 0
+    dropped: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+
+    def record(self, n_requests: int, n_windows: int) -> None:
+        self.batches += 1
+        self.requests += n_requests
+        self.windows += n_windows
+        self.batch_sizes[n_requests] += 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "requests": self.requests,
+            "windows": self.windows,
+            "failures": self.failures,
+            "dropped": self.dropped,
+            "mean_batch_size": self.requests / self.batches if self.batches else 0.0,
+            "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
+        }
+
+
+def _replica_id() -> str:
+    try:
+        return str(serve.get_replica_context().replica_tag)
+    except Exception:  # outside a replica (direct use in tests)
+        return f"pid-{os.getpid()}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _same_model(a: ModelSource, b: ModelSource) -> bool:
+    """Whether two sources name the same model load (the follow period is no part of it)."""
+    return a.model_dump(exclude={"follow_alias_s"}) == b.model_dump(exclude={"follow_alias_s"})
+
+
+@serve.deployment(name=MODEL_DEPLOYMENT)
+class NERModel:
+    """One model in memory; batched extraction; in-place swaps (user_config, alias moves)."""
+
+    def __init__(
+        self, batching: Mapping[str, Any], limits: Mapping[str, Any], generation: Mapping[str, Any]
+    ) -> None:
+        self.batching = Batching.model_validate(batching)
+        self.limits = Limits.model_validate(limits)
+        self.generation = GenerationConfig.model_validate(generation)
+        self.replica = _replica_id()
+        self.stats = BatchStats()
+        self.current: engine.LoadedModel | None = None
+        self.source: ModelSource | None = None  # what `current` was loaded from
+        self.last_reload: ReloadStatus | None = None
+        self.last_check: AliasCheck | None = None
+        self.follower: AliasFollower | None = None
+        self._follow_task: asyncio.Task[None] | None = None
+        self._swap_lock = asyncio.Lock()
+        self._batched = serve.batch(
+            max_batch_size=self.batching.max_batch_size,
+            batch_wait_timeout_s=self.batching.batch_wait_timeout_s,
+            max_concurrent_batches=self.batching.max_concurrent_batches,
+        )(self._run_batch)
+
+    # ------------------------------------------------------------------ model swaps
+
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve's user_config (a `ModelSource`): load the model it names and swap it in, and
+        follow its registry alias when `follow_alias_s` says so.
+
+        A failed load keeps the old model (and what it follows) and is reported
+        (`last_reload` in /v1/model, the log): raising would make Serve restart the replica
+        with the same config, an outage. Only a replica with no model yet raises."""
+        source = ModelSource.model_validate(user_config)
+        async with self._swap_lock:
+            old = self.source if self.current is not None else None
+            same = old is not None and _same_model(source, old)
+            if not same:
+                if not await self._swap_in(source):
+                    return
+                self.last_check = None  # it was about the previous source
+            self.source = source
+            self.follower = self._follower_for(source, keep=same)
+        self._start_following()
+
+    def _follower_for(self, source: ModelSource, keep: bool) -> AliasFollower | None:
+        """The follower of `source` (None: not followed); the current one when it still
+        fits (`keep`: same model, same period), so that its failure record stays."""
+        period = source.follow_period_s
+        if period is None:
+            return None
+        if keep and self.follower is not None and self.follower.period_s == period:
+            return self.follower
+        return AliasFollower(period)
+
+    async def _swap_in(self, source: ModelSource, version: str | None = None) -> bool:
+        """Load `source` off the event loop and make it the served model (the caller holds
+        the swap lock). False when it failed to load (`last_reload` says why); raises only
+        when there is no model to keep serving. `version`: the registry version the alias
+        follower expects, for the report."""
+        uri = source.model_uri
+        log.info("replica %s loading %s", self.replica, uri)
+        try:
+            new = await asyncio.to_thread(engine.load, uri, source.tracking, self.generation)
+        except Exception as exc:
+            self.last_reload = ReloadStatus(
+                ok=False, model_uri=uri, version=version, at=time.time(), error=_describe(exc)
+            )
+            if self.current is None:
+                raise
+            log.exception(
+                "replica %s: loading %s failed; still serving %s",
+                self.replica,
+                uri if version is None else f"{uri} (version {version})",
+                self.current.ref,
+            )
+            return False
+        self.last_reload = ReloadStatus(
+            ok=True, model_uri=uri, version=new.ref.version, at=time.time()
+        )
+        old, self.current = self.current, new
+        log.info("replica %s now serves %s (%s)", self.replica, uri, new.ref)
+        if old is not None:
+            old.close()  # files only: jobs still holding `old` keep its weights alive
+        return True
+
+    def _start_following(self) -> None:
+        """One background task per replica checks the alias while a follower is set."""
+        if self.follower is None or (self._follow_task and not self._follow_task.done()):
+            return
+        self._follow_task = asyncio.get_running_loop().create_task(self._follow())
+
+    async def _follow(self) -> None:
+        """Check the alias every period until following is turned off (a reconfigure)."""
+        while (follower := self.follower) is not None:
+            await asyncio.sleep(follower.period_s)
+            try:
+                await self.check_alias()
+            except Exception:  # the loop must outlive any one check
+                log.exception("replica %s: alias check failed", self.replica)
+
+    async def check_alias(self) -> AliasCheck | None:
+        """One look at the registry alias (off the event loop); the version it points to is
+        loaded and swapped in when it is new, unless it failed to load and its retry time
+        has not come (`follow.AliasFollower`). Returns the check (None: not following)."""
+        follower, source = self.follower, self.source
+        if follower is None or source is None:
+            return None
+        try:
+            version = await asyncio.to_thread(
+                engine.alias_version, source.model_uri, source.tracking
+            )
+        except Exception as exc:
+            self.last_check = AliasCheck(at=time.time(), ok=False, error=_describe(exc))
+            log.warning("replica %s: alias check of %s: %s", self.replica, source.model_uri, exc)
+            return self.last_check
+        self.last_check = check = AliasCheck(at=time.time(), ok=True, version=version)
+        served = self.current.ref.version if self.current is not None else None
+        if not follower.wants(version, served, time.monotonic()):
+            return check
+        log.info(
+            "replica %s: %s moved from version %s to %s",
+            self.replica,
+            source.model_uri,
+            served,
+            version,
+        )
+        async with self._swap_lock:
+            if self.source is not source or self.follower is not follower:
+                return check  # reconfigured meanwhile: that source's follower decides
+            if await self._swap_in(source, version):
+                follower.record_success()
+            else:
+                retry = follower.record_failure(version, time.monotonic())
+                log.warning(
+                    "replica %s: version %s tried again in %.0f s",
+                    self.replica,
+                    version,
+                    retry.retry_at - time.monotonic(),
+                )
+        return check
+
+    # ------------------------------------------------------------------ status
+
+    def check_health(self) -> None:
+        if self.current is None:
+            raise RuntimeError("no model loaded")
+
+    def info(self) -> dict[str, Any]:
+        model = self._require_model()
+        return ModelInfo(
+            model=model.ref,
+            format=model.format,
+            entity_types=model.entity_types,
+            base_model=model.metadata.get("base_model"),
+            corpora=list(model.metadata.get("corpora") or []),
+            constrained=self.generation.constrained
+            and get_format(model.format).writing.constrainable,
+            loaded_at=model.loaded_at,
+            replica=self.replica,
+            last_reload=self.last_reload,
+            follow_alias_s=self.follower.period_s if self.follower is not None else None,
+            last_check=self.last_check,
+        ).model_dump(mode="json")
+
+    def get_stats(self) -> dict[str, Any]:
+        return {"replica": self.replica, **self.stats.to_dict()}
+
+    def _require_model(self) -> engine.LoadedModel:
+        if self.current is None:
+            raise RuntimeError("no model loaded yet")
+        return self.current
+
+    # ------------------------------------------------------------------ extraction
+
+    async def extract(
+        self,
+        texts: list[str],
+        windows: list[list[Window]],
+        entity_types: list[str] | None,
+        timeout_s: float,
+        request_id: str,
+    ) -> dict[str, Any]:
+        """Entities for `texts`, whose windows the ingress prepared and counted (off this
+        replica's event loop); `timeout_s` is what is left of the request's deadline.
+
+        Returns {"ok": True, "response": ...} or {"ok": False, ...}: an expected refusal is
+        data, not an exception (the ingress maps it to a 4xx/5xx)."""
+        deadline = time.monotonic() + timeout_s
+        try:
+            model = self._require_model()
+            types = model.select_types(entity_types)
+        except engine.RequestError as exc:
+            return {"ok": False, **exc.to_dict()}
+        job = engine.Job(model, texts, windows, types, deadline, request_id)
+        try:
+            outcome: dict[str, Any] = await self._batched(job)
+        except asyncio.CancelledError:
+            job.cancelled = True  # the caller is gone: the batch loop drops its windows
+            raise
+        return outcome
+
+    async def _run_batch(self, jobs: list[engine.Job]) -> list[dict[str, Any]]:
+        """One batch: jobs grouped by (model, entity types), each group served in a thread
+        (a batch that straddles a swap serves each job on the model it was pinned to)."""
+        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault((id(job.model), tuple(job.types)), []).append(i)
+        n_windows = sum(len(w) for job in jobs for w in job.windows)
+        self.stats.record(len(jobs), n_windows)
+        batch = BatchInfo(requests=len(jobs), windows=n_windows)
+        outcomes: list[dict[str, Any]] = [{} for _ in jobs]
+        for members in groups.values():
+            served = await self._serve_group([jobs[i] for i in members], batch)
+            for i, outcome in zip(members, served, strict=True):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _serve_group(self, jobs: list[engine.Job], batch: BatchInfo) -> list[dict[str, Any]]:
+        """Generation and assembly off the event loop; a failure answers the group with a 500
+        that names the request (the details stay in the log)."""
+        try:
+            results = await asyncio.to_thread(engine.run_group, jobs, self.generation.batch_size)
+        except Exception:  # the replica keeps serving; these requests get a 500
+            ids = [job.request_id for job in jobs]
+            log.exception("model failure in a batch of requests %s", ids)
+            self.stats.failures += len(jobs)
+            return [
+                refusal(500, "model_error", "the model failed on this request", job.request_id)
+                for job in jobs
+            ]
+        return [self._answer(job, res, batch) for job, res in zip(jobs, results, strict=True)]
+
+    def _answer(
+        self, job: engine.Job, results: list[TextResult] | None, batch: BatchInfo
+    ) -> dict[str, Any]:
+        if results is None:
+            self.stats.dropped += 1
+            why = "cancelled by its client" if job.cancelled else "past its deadline"
+            log.warning("request %s dropped: %s", job.request_id, why)
+            return refusal(504, "timeout", f"request {why}", job.request_id)
+        response = ExtractResponse(
+            results=results,
+            model=job.model.ref,
+            format=job.model.format,
+            entity_types=job.types,
+            batch=batch,
+        )
+        return {"ok": True, "response": response.model_dump(mode="json")}
+
+
+__all__ = ["MODEL_DEPLOYMENT", "BatchStats", "NERModel"]
