@@ -3,10 +3,16 @@ select, serve, query over HTTP) with tiny-llama, then a second run that reuses e
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -72,3 +78,33 @@ def test_second_run_reuses_conversion_and_finished_cells(demo_home, small_data_d
     out = run_demo(demo_home, small_data_dir, capsys)
     assert "reusing" in out
     assert out.count("SKIPPED") >= 2 and "FAILED" not in out
+
+
+def _carries(proc: psutil.Process, marker: str) -> bool:
+    try:
+        return proc.environ().get("BIOGNER_TEST_PROCESS_MARK") == marker
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return False
+
+
+def test_no_process_outlives_the_demo_command(small_data_dir, tmp_path):
+    """`biogner demo --tiny` in its own process with its own Ray: once it has exited, no
+    process it started (they all inherit the marker variable) is left running."""
+    marker = uuid.uuid4().hex
+    env = {**os.environ, "BIOGNER_TEST_PROCESS_MARK": marker}
+    env.pop("RAY_ADDRESS", None)
+    argv = ["demo", "--tiny", "--home", str(tmp_path / ".biogner"), "--port", str(free_port())]
+    done = subprocess.run(
+        [sys.executable, "-m", "biogner.cli", *argv, "--data-dir", str(small_data_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    deadline = time.monotonic() + 5  # the kernel reaps what was killed at exit
+    left = [p for p in psutil.process_iter() if _carries(p, marker)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [p for p in left if p.is_running() and _carries(p, marker)]
+    assert not left, [(p.pid, " ".join(p.cmdline())[:120]) for p in left]

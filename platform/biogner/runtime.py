@@ -11,6 +11,8 @@ per evaluation, each with an ETA. Workers' own output stays in Ray's session log
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
@@ -133,6 +135,27 @@ def worker_env() -> dict[str, str]:
     return env
 
 
+def stop_local_ray(grace_s: float = 10.0) -> list[int]:
+    """Shut down the Ray this process started, then end every process it left behind.
+
+    Why: `ray.shutdown` stops the raylet and GCS, but a worker that is busy (a Ray Train
+    controller, an evaluation actor) can outlive them, orphaned: `biogner demo` once left a
+    400 MB `ray::TrainController` running after it exited. Every descendant of this process
+    (GCS, raylet, workers, agents) gets `grace_s` to exit, then SIGKILL. Returns the pids
+    that had to be killed."""
+    import psutil
+    import ray
+
+    started = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    _, alive = psutil.wait_procs(started, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return [p.pid for p in alive]
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS (set by `ray job submit`), else start a local
     Ray with enough logical CPUs for training workers and a data pipeline side by side."""
@@ -153,6 +176,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     else:
         cpus = num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
         ray.init(num_cpus=cpus, include_dashboard=False, **options)
+        atexit.register(stop_local_ray)  # runs before Ray's own atexit shutdown (LIFO)
     if quiet:
         quiet_logs()  # ray.init re-attaches its own stream handler to the "ray" logger
         from ray.data import DataContext
