@@ -149,6 +149,7 @@ def run_variant(
                     "device": "cpu",
                     "batch_size": max(args.batch, 1),
                     "max_new_tokens_cap": args.max_new_tokens,
+                    "threads": args.threads,
                 },
                 "batching": {
                     "max_batch_size": max_batch_size,
@@ -199,6 +200,9 @@ def main() -> None:
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--model-uri", help="default: a tiny-llama built from config")
+    parser.add_argument(
+        "--threads", type=int, help="torch threads of the replica (default: all cores)"
+    )
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     args = parser.parse_args()
     args.levels = [int(x) for x in args.levels.split(",")]
@@ -253,6 +257,7 @@ def main() -> None:
             "batch_wait_timeout_s": args.wait_s,
             "texts_per_request": args.texts_per_request,
             "max_new_tokens": args.max_new_tokens,
+            "threads": args.threads,
             "rows": rows,
             "ratios_batched_over_unbatched": ratios,
             "total_s": time.perf_counter() - total,
