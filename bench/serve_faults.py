@@ -238,7 +238,6 @@ def register_versions(store: Path, tiny: Path) -> tuple[Any, Any, list[str]]:
     (its weights truncated: the files are listed, loading fails)."""
     import shutil
 
-    import mlflow
     from mlflow.tracking import MlflowClient
 
     from biogner import tracking
@@ -260,9 +259,7 @@ def register_versions(store: Path, tiny: Path) -> tuple[Any, Any, list[str]]:
         if not versions:
             versions.append(tracking.register_champion(cfg, run_id, MODEL_NAME))
         else:  # later versions registered without moving the alias
-            model_id = tracking.logged_model_id(cfg, run_id, "model")
-            mv = mlflow.register_model(f"models:/{model_id}", MODEL_NAME)
-            versions.append(str(mv.version))
+            versions.append(tracking.register_version(cfg, run_id, MODEL_NAME))
     return cfg, MlflowClient(cfg.uri), versions
 
 

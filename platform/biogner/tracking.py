@@ -565,10 +565,27 @@ def register_champion(
     alias moves only to a version that `check_model_version` accepts: a serving redeploy
     loads whatever it points at. Otherwise LookupError, and the alias stays where it was.
     """
+    version = register_version(cfg, run_id, model_name, artifact_path)
+    try:
+        check_model_version(cfg, model_name, version, ready_timeout_s)
+    except LookupError as e:
+        current = get_alias_version(cfg, model_name, alias)
+        kept = f"version {current.version}" if current is not None else "no version"
+        raise LookupError(f"{e}; alias {alias!r} not moved (still on {kept})") from e
+    client_for(cfg).set_registered_model_alias(model_name, alias, version)
+    return version
+
+
+def register_version(
+    cfg: TrackingConfig, run_id: str, model_name: str, artifact_path: str = "model"
+) -> str:
+    """Register the model `run_id` logged as `artifact_path` as a new version of
+    `model_name` (created if missing), moving no alias; returns the version number.
+
+    The client calls mlflow.register_model makes, without the lines it prints to stderr."""
     setup(cfg)
     client = client_for(cfg)
     model_id = logged_model_id(cfg, run_id, artifact_path)
-    # The client calls mlflow.register_model makes, without the lines it prints to stderr
     try:
         client.create_registered_model(model_name)
     except MlflowException as e:
@@ -577,13 +594,6 @@ def register_champion(
     mv = client.create_model_version(
         model_name, f"models:/{model_id}", model_id=model_id, await_creation_for=0
     )
-    try:
-        check_model_version(cfg, model_name, str(mv.version), ready_timeout_s)
-    except LookupError as e:
-        current = get_alias_version(cfg, model_name, alias)
-        kept = f"version {current.version}" if current is not None else "no version"
-        raise LookupError(f"{e}; alias {alias!r} not moved (still on {kept})") from e
-    client.set_registered_model_alias(model_name, alias, str(mv.version))
     return str(mv.version)
 
 
@@ -734,6 +744,7 @@ __all__ = [
     "log_metrics_from_worker",
     "logged_model_id",
     "register_champion",
+    "register_version",
     "resume_run_id",
     "runs_named",
     "search_finished_runs",
