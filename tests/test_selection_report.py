@@ -431,6 +431,45 @@ def test_report_writes_heatmap_scatter_and_paper_table(
     assert all(r.run_id != paths.run_id for r in collect_results(study.cfg, "study", "test_f1"))
 
 
+def free(metrics: dict[str, float]) -> dict[str, float]:
+    """The same scores as a free-decoding evaluation logs them (`test_free_f1`, ...)."""
+    return {k.replace("test_", "test_free_", 1): v for k, v in metrics.items()}
+
+
+def test_report_pairs_each_run_with_its_own_free_decoding(
+    store: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """The constrained-vs-free table reads both scores of one checkpoint, never the best free
+    score of another run of the same cell; a free score is never the cell's reported F1."""
+    s = Study(make_cfg(store, "decoding"), {}, {})
+    interval = {"test_f1_low": 0.66, "test_f1_high": 0.74, "test_hallucination_rate": 0.0}
+    interval |= {"test_sentences": 940, "test_gold_mentions": 960}
+    best = train_run(s, tmp_path, "term", ["conv_term"], [NCBI], None)
+    eval_run(s, best, "conv_term", NCBI, score(0.70, 6.0, **interval))
+    loose = {"test_f1_low": 0.69, "test_f1_high": 0.75, "test_hallucination_rate": 0.06}
+    eval_run(s, best, "conv_term", NCBI, free(score(0.72, 5.0, **loose)))
+    other = train_run(s, tmp_path, "term-again", ["conv_term"], [NCBI], None)
+    eval_run(s, other, "conv_term", NCBI, score(0.50, 6.0))
+    eval_run(s, other, "conv_term", NCBI, free(score(0.90, 5.0)))
+
+    md = build_report(s.cfg, "decoding", tmp_path / "report", data_dir=tiny_data, log_run=False)
+    text = md.markdown.read_text()
+    main_table, _, section = text.partition("## Constrained vs free decoding")
+    assert table_row(main_table, "conv_term")[0] == "**0.7000** [0.660, 0.740]"
+    assert "`conv_term` on NCBI-disease (940 sentences, 960 gold): run `term`" in main_table
+    assert table_row(section, "conv_term") == [
+        "0.7000 [0.660, 0.740]",
+        "0.7200 [0.690, 0.750]",
+        "0.710 / 0.730",
+        "0.690 / 0.710",
+        "0.030 / 0.028",
+        "0.000 / 0.060",
+        "6.0 / 5.0",
+        "70.00 / 72.00",
+        "1.03x",
+    ]
+
+
 def test_cli_commands_print_ranking_and_report(
     study: Study, tiny_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

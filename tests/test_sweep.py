@@ -26,6 +26,7 @@ def study(ray_session, small_data_dir, tmp_path_factory):
             "formats=[conv_term,multi_triple]",
             "corpora=[NCBI-disease]",
             "overrides=[optim.max_steps=6,data.limit=48]",
+            "evaluate.free_splits=[test]",
             f"tracking.tracking_uri=sqlite:///{root}/mlflow.db",
             f"tracking.artifact_root={root}/artifacts",
         ],
@@ -50,7 +51,17 @@ def test_both_cells_are_scored_on_whole_dev_and_test_splits(study):
         children = client.search_runs(
             [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{o.run_id}'"
         )
-        assert sorted(c.data.tags["split"] for c in children) == ["dev", "test"]
+        decoded = sorted((c.data.tags["split"], c.data.tags["decoding"]) for c in children)
+        assert decoded == [("dev", "constrained"), ("test", "constrained"), ("test", "free")]
+        # the free decoding of the same checkpoint has its own names: it never replaces the
+        # constrained score that selection reads and serving delivers
+        m = run.data.metrics
+        assert 0.0 <= m["test_free_f1_low"] <= m["test_free_f1"] <= m["test_free_f1_high"] <= 1
+        assert m["test_free_sentences"] == 40 and "dev_free_f1" not in m
+        free_child = next(c for c in children if c.data.tags["decoding"] == "free")
+        assert free_child.data.metrics["test_free_f1"] == m["test_free_f1"]
+        assert "test_f1" not in free_child.data.metrics
+        assert free_child.info.run_name.endswith("-free")
         for child in children:
             assert child.data.tags["biogner.kind"] == "evaluate"
             assert child.data.tags["subset"] == "false"
@@ -62,6 +73,27 @@ def test_rerun_skips_finished_cells(study):
     root, cfg, _ = study
     again = run_sweep(cfg, progress=False)
     assert [o.status for o in again] == ["SKIPPED", "SKIPPED"]
+
+
+def test_a_rerun_asking_for_more_evaluations_runs_only_those(study):
+    """A stopped or widened study does not redo the evaluations it already has."""
+    root, cfg, _ = study
+    client = MlflowClient(cfg.tracking.uri)
+
+    def children(run_id):
+        run = client.get_run(run_id)
+        query = f"tags.`mlflow.parentRunId` = '{run_id}'"
+        return client.search_runs([run.info.experiment_id], query)
+
+    before = {o.run_id: {c.info.run_id for c in children(o.run_id)} for o in study[2]}
+    wider = cfg.model_copy(deep=True)
+    wider.evaluate.free_splits = ["test", "dev"]
+    again = run_sweep(wider, progress=False)
+    assert [o.status for o in again] == ["FINISHED", "FINISHED"]
+    for o in again:
+        new = [c for c in children(o.run_id) if c.info.run_id not in before[o.run_id]]
+        assert [(c.data.tags["split"], c.data.tags["decoding"]) for c in new] == [("dev", "free")]
+        assert {"dev_f1", "test_f1", "test_free_f1", "dev_free_f1"} <= set(o.metrics)
 
 
 def test_rerun_with_another_budget_refuses_to_reuse_the_finished_cell(study):

@@ -125,8 +125,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 2
     result = run_evaluation(cfg)
     m = result.metrics
-    p = f"{cfg.split}_"
+    p = cfg.metric_prefix
     subset = f" (first {cfg.limit}: a subset, not selectable)" if cfg.limit else ""
+    subset += "" if cfg.generation.constrained else " (free decoding)"
     print(
         f"{cfg.model} on {cfg.corpus}/{cfg.split}{subset}, {int(m[p + 'sentences'])} sentences, "
         f"{int(m[p + 'gold_mentions'])} gold mentions: F1 {m[p + 'f1']:.4f} "

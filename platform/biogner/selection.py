@@ -20,7 +20,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from biogner import tracking
 from biogner.corpora.registry import SPLITS
-from biogner.evaluate.metrics import Counts, paired_bootstrap, sentence_counts
+from biogner.evaluate.metrics import Counts, paired_bootstrap, sentence_counts, split_prefix
 from biogner.tracking import SUBSET_TAG, TrackingConfig
 from biogner.types import Span
 
@@ -63,6 +63,7 @@ class RunResult:
     sentences: int | None = None
     gold_mentions: int | None = None
     evaluation_run_id: str | None = None  # the evaluation whose predictions.jsonl scored it
+    hallucination_rate: float | None = None  # share of predicted mentions not in the text
 
     @property
     def format(self) -> str:
@@ -90,10 +91,12 @@ def format_label(formats: Iterable[str], eval_format: str | None = None) -> str:
 
 
 def metric_prefix(metric: str) -> tuple[str, str | None]:
-    """(`test_`, `test`) for `test_f1`: companion metrics share the prefix, eval runs the split."""
-    head, sep, _ = metric.partition("_")
+    """(`test_`, `test`) for `test_f1`, (`test_free_`, `test`) for `test_free_f1`: companion
+    metrics share the prefix, evaluation runs the split."""
+    head, sep, rest = metric.partition("_")
     if sep and head in SPLITS:
-        return f"{head}_", head
+        free = split_prefix(head, constrained=False)
+        return (free if metric.startswith(free) else split_prefix(head)), head
     return "", None
 
 
@@ -174,6 +177,7 @@ def _result(train: Run, source: Run, metric: str, corpus: str, eval_format: str)
         sentences=_int(m, f"{prefix}sentences"),
         gold_mentions=_int(m, f"{prefix}gold_mentions"),
         evaluation_run_id=None if source is train else str(source.info.run_id),
+        hallucination_rate=_opt(m, f"{prefix}hallucination_rate"),
     )
 
 

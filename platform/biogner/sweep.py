@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from biogner.config import deep_merge, load_config, parse_overrides
+from biogner.evaluate.metrics import split_prefix
 from biogner.evaluate.runner import EvalConfig
 from biogner.generation import GenerationConfig
 from biogner.tracking import TrackingConfig
@@ -29,6 +30,11 @@ class SweepEval(BaseModel):
     )
     limit: int | None = Field(
         None, description="first N sentences only: a quick look, never selectable"
+    )
+    free_splits: list[str] = Field(
+        default_factory=list,
+        description="splits also decoded free (no grammar) from the same checkpoint, logged as "
+        "<split>_free_f1 ...: what constrained decoding changes",
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     num_actors: int = 1
@@ -157,13 +163,23 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
                 "use a new experiment name (or delete that run) to train with this config"
             )
         ev = cfg.evaluate
-        wanted = [f"{split}_f1" for split in ev.splits]
+        decodings = [(split, ev.generation) for split in ev.splits]
+        free = ev.generation.model_copy(update={"constrained": False})
+        decodings += [(split, free) for split in ev.free_splits]
+        wanted = [f"{split_prefix(s, g.constrained)}f1" for s, g in decodings]
         if run_id and ev.limit is None and all(k in metrics for k in wanted):
             return CellOutcome(cell, "SKIPPED", run_id, metrics)
         if run_id is None:
             run_id = run_training(train_cfg).run_id
+        # A single-format cell keeps the evaluations a stopped sweep finished (their metrics
+        # are on the run); a mix's other formats are not, so a mix redoes them all.
+        kept = metrics if ev.limit is None and len(cell.formats) == 1 else {}
         metrics = {}
-        for split in ev.splits:
+        for split, generation in decodings:
+            prefix = split_prefix(split, generation.constrained)
+            if f"{prefix}f1" in kept:
+                metrics.update({k: v for k, v in kept.items() if k.startswith(prefix)})
+                continue
             for fmt in cell.formats:  # a mix is evaluated in each of its formats
                 result = run_evaluation(
                     EvalConfig(
@@ -173,7 +189,7 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
                         split=split,
                         limit=ev.limit,
                         data_dir=train_cfg.data.data_dir,
-                        generation=ev.generation,
+                        generation=generation,
                         num_actors=ev.num_actors,
                         use_gpu=ev.use_gpu,
                         tracking=train_cfg.tracking,

@@ -18,6 +18,15 @@ Key = tuple[str, int, int, str]
 Counts = tuple[int, int, int]  # one sentence's (tp, fp, fn)
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
+FREE_DECODING = "free"  # metric names of a free-decoding evaluation: `test_free_f1`, ...
+
+
+def split_prefix(split: str, constrained: bool = True) -> str:
+    """Metric-name prefix of an evaluation: `test_`, or `test_free_` for free decoding.
+
+    Why two names: the study scores the same checkpoint both ways, and a free evaluation
+    must never overwrite (or be selected as) the constrained score that serving delivers."""
+    return f"{split}_" if constrained else f"{split}_{FREE_DECODING}_"
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from biogner import tracking
 from biogner.corpora import CORPORA, get_corpus, load_split
+from biogner.evaluate.metrics import split_prefix
 from biogner.formats import FORMATS
 from biogner.selection import (
     KIND_TAG,
@@ -136,7 +137,8 @@ def markdown_report(
     lines = [
         f"# Study report: {experiment}",
         "",
-        f"Metric `{metric}` (strict entity-level micro F1). Per corpus: F1, parse-error rate, "
+        f"Metric `{metric}` (strict entity-level micro F1, with its 95 % bootstrap interval over "
+        "sentences). Per corpus: F1, parse-error rate, "
         "generated tokens per gold entity, *ceiling* F1 (a perfect model writing that format "
         f"on the {ceiling.split} split), training wall time. Best F1 per corpus in bold; "
         f"`{MISSING}` = no finished run, `{NOT_AVAILABLE}` = not computable.",
@@ -164,7 +166,7 @@ def markdown_report(
                     continue
                 f1 = f"{r.value:.4f}"
                 cols += [
-                    f"**{f1}**" if r.value == best[c] else f1,
+                    (f"**{f1}**" if r.value == best[c] else f1) + _interval(r),
                     _num(r.parse_error_rate, ".4f"),
                     _num(r.tokens_per_entity, ".1f"),
                     ceil,
@@ -175,8 +177,81 @@ def markdown_report(
         for (label, c), r in sorted(
             cells.items(), key=lambda kv: (row_order(kv[1]), corpus_order(kv[0][1]))
         ):
-            lines.append(f"- `{label}` on {c}: run `{r.run_name}` ({r.run_id})")
+            counts = f"{_num(r.sentences, 'd')} sentences, {_num(r.gold_mentions, 'd')} gold"
+            lines.append(f"- `{label}` on {c} ({counts}): run `{r.run_name}` ({r.run_id})")
     return "\n".join(lines) + "\n"
+
+
+def _interval(r: RunResult) -> str:
+    if r.f1_low is None or r.f1_high is None:
+        return ""
+    return f" [{r.f1_low:.3f}, {r.f1_high:.3f}]"
+
+
+def free_metric(metric: str) -> str | None:
+    """`test_free_f1` for `test_f1`: the same score of the same checkpoint decoded free
+    (None when `metric` already is a free one or names no split)."""
+    prefix, split = metric_prefix(metric)
+    if split is None or prefix == split_prefix(split, constrained=False):
+        return None
+    return split_prefix(split, constrained=False) + metric[len(prefix) :]
+
+
+def decoding_markdown(metric: str, constrained: dict[str, Cells], free: Sequence[RunResult]) -> str:
+    """Constrained vs free decoding of the same checkpoints, one table per model and corpus.
+
+    Why: the constraint guarantees valid answers made only of the sentence's spans; what that
+    costs (generation time) and what it changes (F1, precision, recall) is read here. Each
+    row pairs a cell's reported run with that same run's free evaluation; the cost ratio is
+    the time per sentence constrained / free, measured in the same sweep."""
+    by_run = {(r.run_id, r.corpus, r.eval_format): r for r in free}
+    lines = [
+        "## Constrained vs free decoding",
+        "",
+        f"`{metric}` of each checkpoint decoded under its writing's grammar (the default, what "
+        "the endpoint serves) and free; parse err = share of sentences with a parse problem, "
+        "halluc. = share of predicted mentions not in the sentence; cost = time per sentence "
+        "constrained / free.",
+    ]
+    for model in sorted(constrained):
+        both = {
+            k: (r, by_run[(r.run_id, r.corpus, r.eval_format)])
+            for k, r in constrained[model].items()
+            if (r.run_id, r.corpus, r.eval_format) in by_run
+        }
+        for corpus in sorted({c for _, c in both}, key=corpus_order):
+            rows = sorted(
+                ((label, pair) for (label, c), pair in both.items() if c == corpus),
+                key=lambda kv: row_order(kv[1][0]),
+            )
+            lines += [
+                "",
+                f"### `{model}` on {corpus}",
+                "",
+                "| format | F1 constrained | F1 free | P c / f | R c / f | parse err c / f "
+                "| halluc. c / f | tok/entity c / f | sent/s c / f | cost |",
+                "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            ]
+            for label, (c, f) in rows:
+                cost = (
+                    f"{f.sentences_per_s / c.sentences_per_s:.2f}x"
+                    if c.sentences_per_s and f.sentences_per_s
+                    else NOT_AVAILABLE
+                )
+                lines.append(
+                    f"| `{label}` | {c.value:.4f}{_interval(c)} | {f.value:.4f}{_interval(f)} "
+                    f"| {_pair(c.precision, f.precision, '.3f')} "
+                    f"| {_pair(c.recall, f.recall, '.3f')} "
+                    f"| {_pair(c.parse_error_rate, f.parse_error_rate, '.3f')} "
+                    f"| {_pair(c.hallucination_rate, f.hallucination_rate, '.3f')} "
+                    f"| {_pair(c.tokens_per_entity, f.tokens_per_entity, '.1f')} "
+                    f"| {_pair(c.sentences_per_s, f.sentences_per_s, '.2f')} | {cost} |"
+                )
+    return "\n".join(lines) + "\n"
+
+
+def _pair(a: float | None, b: float | None, spec: str) -> str:
+    return f"{_num(a, spec)} / {_num(b, spec)}"
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -274,6 +349,10 @@ def build_report(
     text = markdown_report(
         experiment, metric, cells_by_model, CeilingCache(split or "test", data_dir)
     )
+    free = free_metric(metric)
+    free_results = collect_results(cfg, experiment, free, per_evaluation=True) if free else []
+    if free and free_results:
+        text += "\n" + decoding_markdown(metric, cells_by_model, free_results)
     paths = ReportPaths(markdown=out / MARKDOWN_FILE)
     paths.markdown.write_text(text)
     for model, cells in cells_by_model.items():
@@ -339,6 +418,8 @@ __all__ = [
     "add_report_command",
     "best_cells",
     "build_report",
+    "decoding_markdown",
+    "free_metric",
     "heatmap_png",
     "markdown_report",
     "scatter_png",

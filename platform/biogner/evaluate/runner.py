@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from biogner.evaluate.metrics import Scorer, Scores
+from biogner.evaluate.metrics import FREE_DECODING, Scorer, Scores, split_prefix
 from biogner.formats.base import ParseResult
 from biogner.generation import GenerationConfig
 from biogner.progress import Progress
@@ -50,8 +50,15 @@ class EvalConfig(BaseModel):
         None, description="default: the training run of a runs:/ or models:/ URI"
     )
     log_to_parent: bool = Field(
-        True, description="also log <split>_f1 ... on the parent run (whole splits only)"
+        True,
+        description="also log <split>_f1 ... on the parent run (whole splits only; free "
+        "decoding as <split>_free_f1 ...)",
     )
+
+    @property
+    def metric_prefix(self) -> str:
+        """`test_`, or `test_free_` when decoding free (generation.constrained: false)."""
+        return split_prefix(self.split, self.generation.constrained)
 
 
 @dataclass
@@ -218,7 +225,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         generated += int(row["generated_tokens"])
     scores = scorer.scores
     n_gold = sum(len(s.spans) for s in sentences)
-    prefix = f"{cfg.split}_"
+    prefix = cfg.metric_prefix
     metrics = scores.as_metrics(prefix)
     metrics.update(
         {
@@ -259,10 +266,12 @@ def _log_evaluation(
         "format": fmt,
         "corpus": corpus,
         "split": cfg.split,
+        "decoding": "constrained" if cfg.generation.constrained else FREE_DECODING,
         SUBSET_TAG: "true" if cfg.limit is not None else "false",
         "sentences": str(len(gold)),
     }
     name = f"eval-{corpus}-{fmt}-{cfg.split}" + (f"-first{cfg.limit}" if cfg.limit else "")
+    name += "" if cfg.generation.constrained else f"-{FREE_DECODING}"
     run_cfg = cfg.tracking
     if parent:  # a nested run lives in its parent's experiment, whatever the default says
         client = tracking.client_for(cfg.tracking)
