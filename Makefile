@@ -12,7 +12,7 @@ export RAY_AUTH_MODE ?= disabled
 export RAY_USAGE_STATS_ENABLED ?= 0
 export PYTHONUNBUFFERED ?= 1
 
-.PHONY: install test lint demo clean
+.PHONY: install test test-fast lint demo clean
 
 $(STAMP): pyproject.toml requirements/cpu.txt requirements/offline-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q -ra
+
+# No Ray cluster: formats, decoding, metrics, tracking, selection, serving logic (< 3 min).
+test-fast: install
+	$(VENV)/bin/pytest -q -ra -m "not slow"
 
 demo: install
 	$(VENV)/bin/biogner demo

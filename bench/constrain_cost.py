@@ -36,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from biogner.corpora import get_corpus, load_split
     from biogner.formats import resolve_formats
-    from biogner.generation import GenerationConfig, Generator
+    from biogner.generation import Generator
+    from biogner.models.config import GenerationConfig
 
     corpus = get_corpus(args.corpus)
     types = list(corpus.entity_types)

@@ -254,7 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from biogner.corpora import load_split
     from biogner.formats import get_format
-    from biogner.modeling import resolve_model_dir
+    from biogner.models.load import resolve_model_dir
 
     model_dir = resolve_model_dir("smollm2-135m")
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -42,7 +42,8 @@ def step_seconds(model: Any, batch: int, length: int, autocast: Callable[[], Any
 def main() -> None:
     import torch
 
-    from biogner.modeling import ModelConfig, cpu_has_native_bf16, load_model
+    from biogner.models.config import ModelConfig
+    from biogner.models.load import cpu_has_native_bf16, load_model
     from biogner.runtime import cpu_threads
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

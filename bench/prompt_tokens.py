@@ -30,7 +30,7 @@ def main() -> None:
     from biogner.chat_tokens import tokenize_chat
     from biogner.corpora import get_corpus, load_split
     from biogner.formats import FORMATS
-    from biogner.modeling import load_tokenizer
+    from biogner.models.load import load_tokenizer
 
     tokenizer = load_tokenizer(args.model)
     types = list(get_corpus(args.corpus).entity_types)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import statistics
 import sys
@@ -30,10 +29,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
+from biogner.serve.cli import start_app, stop_app, wait_ready  # noqa: E402
 from common import table, write_json  # noqa: E402
 
+from biogner.models.load import save_model_dir
 from biogner.serve.app import parse_config, resolve_locations  # noqa: E402
-from biogner.serve.cli import start_app, stop_app, wait_ready  # noqa: E402
 
 APP = "bench-serve"
 TEXTS = [
@@ -46,14 +46,8 @@ META = {"format": "conv_term", "entity_types": ["Disease"], "base_model": "tiny-
 
 
 def build_tiny_model(out: Path) -> Path:
-    """A tiny-llama saved as a biogner model directory (as the serve tests do)."""
-    from biogner.modeling import ModelConfig, load_model
-
-    model, tokenizer = load_model(ModelConfig(spec="tiny-llama", lora=False), "cpu", False)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "biogner_model.json").write_text(json.dumps(META))
-    return out
+    """A tiny-llama saved as a biogner model directory (built from config, no training)."""
+    return save_model_dir("tiny-llama", out, META)
 
 
 def free_port() -> int:

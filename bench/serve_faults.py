@@ -156,7 +156,7 @@ def serve_cfg(model_uri: str, args: argparse.Namespace, **sections: Any) -> Any:
 
 
 def deployed(cfg: Any, args: argparse.Namespace) -> str:
-    from biogner.serve.cli import start_app, wait_ready
+    from biogner.serve.local import start_app, wait_ready
 
     base = start_app(cfg, "127.0.0.1", args.port, APP)
     wait_ready(base, timeout_s=120)
@@ -240,9 +240,12 @@ def register_versions(store: Path, tiny: Path) -> tuple[Any, Any, list[str]]:
 
     from mlflow.tracking import MlflowClient
 
-    from biogner import tracking
+    from biogner.tracking.config import TrackingConfig
+    from biogner.tracking.models import log_hf_model
+    from biogner.tracking.registry import register_champion, register_version
+    from biogner.tracking.runs import tracked_run
 
-    cfg = tracking.TrackingConfig(
+    cfg = TrackingConfig(
         tracking_uri=f"sqlite:///{store / 'mlflow.db'}",
         experiment="bench-serve-faults",
         artifact_root=(store / "artifacts").as_uri(),
@@ -253,13 +256,13 @@ def register_versions(store: Path, tiny: Path) -> tuple[Any, Any, list[str]]:
     weights.write_bytes(weights.read_bytes()[:1000])
     versions = []
     for model_dir in (tiny, tiny, broken):
-        with tracking.tracked_run(cfg, "bench-model") as run_id:
+        with tracked_run(cfg, "bench-model") as run_id:
             meta = {"format": "conv_term", "entity_types": ["Disease"], "base_model": "tiny"}
-            tracking.log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
+            log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
         if not versions:
-            versions.append(tracking.register_champion(cfg, run_id, MODEL_NAME))
+            versions.append(register_champion(cfg, run_id, MODEL_NAME))
         else:  # later versions registered without moving the alias
-            versions.append(tracking.register_version(cfg, run_id, MODEL_NAME))
+            versions.append(register_version(cfg, run_id, MODEL_NAME))
     return cfg, MlflowClient(cfg.uri), versions
 
 
@@ -401,8 +404,9 @@ def main() -> None:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     args.port = args.port or free_port()
 
-    from biogner.runtime import init_ray
     from biogner.serve.cli import stop_app
+
+    from biogner.runtime import init_ray
 
     init_ray()
     results: dict[str, Any] = {}

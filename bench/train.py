@@ -93,7 +93,7 @@ def build_config_model(name: str, root: Path, tokenizer_spec: str = "smollm2-135
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from biogner.modeling import load_tokenizer
+    from biogner.models.load import load_tokenizer
 
     shape = dict(MODEL_CONFIGS[name])
     tokenizer = load_tokenizer(tokenizer_spec)
@@ -243,7 +243,7 @@ def plain_examples(cfg: TrainConfig) -> list[Any]:
     from biogner.chat_tokens import tokenize_chat
     from biogner.corpora import load_split
     from biogner.data import render_rows
-    from biogner.modeling import load_tokenizer
+    from biogner.models.load import load_tokenizer
     from biogner.train.batching import rank_examples
     from biogner.train.dataset import mix_choice
 
@@ -268,7 +268,7 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     process (run through multiprocessing spawn, so its peak RSS is its own)."""
     import torch
 
-    from biogner.modeling import load_model
+    from biogner.models.load import load_model
     from biogner.train.batching import collate, epoch_batches
     from biogner.train.deepspeed_config import client_optimizer, precision
     from biogner.train.loss import causal_lm_loss
@@ -388,7 +388,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
-    from biogner.modeling import cache_root
+    from biogner.models.cache import cache_root
     from biogner.runtime import init_ray
 
     init_ray()

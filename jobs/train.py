@@ -3,7 +3,7 @@
 
 import sys
 
-from biogner.train.job import main
+from biogner.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(["train", *sys.argv[1:]]))

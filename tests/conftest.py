@@ -45,6 +45,14 @@ def small_data_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return write_small_corpus(data_dir, tmp_path_factory.mktemp("small-data"), "NCBI-disease", 40)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test on the shared Ray cluster is `slow` (Ray Train, Data, Serve; the CLI on
+    them): `make test-fast` (`-m "not slow"`) runs what needs no Ray."""
+    for item in items:
+        if "ray_session" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray for the whole suite (starting Ray costs seconds each time)."""
@@ -81,7 +89,7 @@ def write_noise_model(out: Path, seed: int) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from biogner.modeling import resolve_model_dir
+    from biogner.models.load import resolve_model_dir
 
     source = resolve_model_dir("tiny-llama")
     assert source is not None

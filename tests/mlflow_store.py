@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from biogner.tracking import TrackingConfig
+from biogner.tracking.config import TrackingConfig
 
 
 def make_cfg(store: Path, experiment: str) -> TrackingConfig:

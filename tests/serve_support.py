@@ -3,11 +3,11 @@ service config over a SQLite MLflow store, and logging a model version to that r
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 from typing import Any
 
+from biogner.models.load import save_model_dir
 from biogner.serve.application import parse_config
 from biogner.serve.schema import ServeConfig
 
@@ -28,13 +28,7 @@ def free_port() -> int:
 
 def save_tiny_model(out: Path) -> Path:
     """A tiny-llama saved as a biogner model directory (built from config, no training)."""
-    from biogner.modeling import ModelConfig, load_model
-
-    model, tokenizer = load_model(ModelConfig(spec="tiny-llama", lora=False), "cpu", False)
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    (out / "biogner_model.json").write_text(json.dumps(META))
-    return out
+    return save_model_dir("tiny-llama", out, META)
 
 
 def tracking_args(store: Path) -> dict[str, str]:
@@ -82,9 +76,12 @@ def log_version(
 ) -> tuple[str, str]:
     """Log `model_dir` in a new run and register it as a version of `name` with `alias`
     (moved only to a loadable version: `register_champion`); (version, run id)."""
-    from biogner import tracking
+    from biogner.tracking.config import TrackingConfig
+    from biogner.tracking.models import log_hf_model
+    from biogner.tracking.registry import register_champion
+    from biogner.tracking.runs import tracked_run
 
-    cfg = tracking.TrackingConfig(**tracking_args(store), experiment="serve-test")
-    with tracking.tracked_run(cfg, "champion") as run_id:
-        tracking.log_hf_model(run_id, model_dir, metadata=meta or META, cfg=cfg)
-    return tracking.register_champion(cfg, run_id, name, alias=alias), run_id
+    cfg = TrackingConfig(**tracking_args(store), experiment="serve-test")
+    with tracked_run(cfg, "champion") as run_id:
+        log_hf_model(run_id, model_dir, metadata=meta or META, cfg=cfg)
+    return register_champion(cfg, run_id, name, alias=alias), run_id

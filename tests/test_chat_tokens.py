@@ -12,7 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from biogner.chat_tokens import IGNORE_INDEX, ChatTokens, prompt_ids, tokenize_chat
-from biogner.modeling import ModelLoadError, load_tokenizer, render_chat
+from biogner.models.config import ModelLoadError
+from biogner.models.load import load_tokenizer
+from biogner.prompts import render_chat
 
 SINGLE = [
     {"role": "user", "content": "Text: Germline mutations of BRCA1 cause breast cancer .\nList."},
@@ -146,7 +148,8 @@ def test_any_answers_are_recovered_exactly(tiny: Any, question: str, answers: li
 
 
 def test_smollm2_tokenizer_comes_from_the_cache(smollm2: Any) -> None:
-    from biogner.modeling import BUILD_MARKER, resolve_model_dir
+    from biogner.models.cache import BUILD_MARKER
+    from biogner.models.load import resolve_model_dir
 
     built = resolve_model_dir("smollm2-135m")
     assert built is not None and (Path(built) / BUILD_MARKER).is_file()

@@ -10,11 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
+
 RAY_LINE = re.compile(r"\b(INFO|WARNING)\b.*\.py:\d+ --|streaming_executor|Execution plan of")
 
 
 def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) -> None:
-    from biogner.modeling import ModelConfig, load_model
+    from biogner.models.config import ModelConfig
+    from biogner.models.load import load_model
 
     model_dir = tmp_path / "tiny"
     model, tokenizer = load_model(ModelConfig(spec="tiny-llama", lora=False), "cpu", False)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary
 from biogner.corpora import CORPORA, load_split
 from biogner.formats import FORMATS, get_format
-from biogner.generation import GenerationConfig, Generator
+from biogner.generation import Generator
+from biogner.models.config import GenerationConfig
 from biogner.types import Sentence, Span
 
 CONSTRAINED = [name for name, fmt in FORMATS.items() if fmt.writing.constrainable]

@@ -16,10 +16,12 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from biogner import tracking
 from biogner.cli import main
 from biogner.demo import SAMPLE_ABSTRACT
-from biogner.tracking import TrackingConfig
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.registry import get_alias_version
+
+pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
 
 
 def free_port() -> int:
@@ -52,7 +54,7 @@ def test_tiny_demo_runs_every_stage_and_prints_entities(demo_home, small_data_di
         tracking_uri=f"sqlite:///{demo_home}/mlflow.db",
         artifact_root=str(demo_home / "artifacts"),
     )
-    version = tracking.get_alias_version(cfg, "biogner-tiny", "champion")
+    version = get_alias_version(cfg, "biogner-tiny", "champion")
     assert version is not None
     run = MlflowClient(cfg.uri).get_run(version.run_id)
     # chosen on the whole dev split, then scored on the whole test split, with intervals

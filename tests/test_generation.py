@@ -12,7 +12,8 @@ import torch
 from conftest import write_noise_model
 
 from biogner.corpora import load_split
-from biogner.generation import GenerationConfig, Generator
+from biogner.generation import Generator
+from biogner.models.config import GenerationConfig
 
 TYPES = ["Chemical", "Disease"]
 

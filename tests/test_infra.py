@@ -1092,7 +1092,8 @@ def test_rayjob_train_entrypoint_names_files_and_a_valid_config() -> None:
 
 
 def test_rayjob_sweep_entrypoint_names_files_and_a_valid_sweep() -> None:
-    from biogner.sweep import cell_train_config, load_sweep
+    from biogner.study.config import load_sweep
+    from biogner.study.sweep import cell_train_config
 
     script, config, overrides = _script_and_config(_entrypoint("biogner-sweep"))
     assert script == ROOT / "jobs" / "sweep.py"

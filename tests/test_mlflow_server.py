@@ -23,12 +23,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from biogner.config import load_config
-from biogner.evaluate.runner import EvalConfig, run_evaluation
-from biogner.generation import GenerationConfig
-from biogner.selection import select_champion
+from biogner.evaluate.config import EvalConfig
+from biogner.evaluate.runner import run_evaluation
+from biogner.models.config import GenerationConfig
 from biogner.serve import engine
-from biogner.serve.schema import Limits, Tracking
-from biogner.tracking import TrackingConfig
+from biogner.serve.requests import check_texts, prepare
+from biogner.serve.schema import Limits
+from biogner.study.select import select_champion
+from biogner.tracking.config import TrackingConfig
 from biogner.train.config import TrainConfig
 from biogner.train.driver import run_training
 
@@ -172,15 +174,15 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
 
     loaded = engine.load(
         f"models:/{selection.model_name}@champion",
-        Tracking(tracking_uri=server.uri),
+        TrackingConfig(tracking_uri=server.uri),
         GenerationConfig(batch_size=4, max_new_tokens_cap=32, device="cpu"),
     )
     try:
         assert loaded.ref.version == selection.version and loaded.ref.run_id == trained.run_id
         assert loaded.format == "conv_term" and loaded.entity_types == ["Disease"]
         limits = Limits()
-        engine.check_texts([SENTENCE], limits)
-        windows = engine.prepare([SENTENCE], limits)
+        check_texts([SENTENCE], limits)
+        windows = prepare([SENTENCE], limits)
         generations = loaded.generator.extract(
             [w.sentence for w in windows[0]], loaded.format, loaded.entity_types
         )

@@ -12,20 +12,19 @@ import torch
 
 from biogner.chat_tokens import prompt_ids, tokenize_chat
 from biogner.corpora import load_split
-from biogner.modeling import (
-    BUILD_MARKER,
-    FALLBACK_TEXT,
-    ModelConfig,
-    ModelLoadError,
+from biogner.models.builtin import FALLBACK_TEXT
+from biogner.models.cache import BUILD_MARKER
+from biogner.models.config import ModelConfig, ModelLoadError
+from biogner.models.gguf import smollm2_gguf_path
+from biogner.models.load import (
     apply_lora,
     count_parameters,
     load_model,
     load_tokenizer,
-    render_chat,
     resolve_dtype,
     resolve_model_dir,
-    smollm2_gguf_path,
 )
+from biogner.prompts import render_chat
 
 CHAT = [
     {"role": "user", "content": "Text: BRCA1 mutations cause breast cancer .\nWhich diseases?"},
@@ -189,7 +188,7 @@ def test_generate_with_left_padded_batch(tiny) -> None:
 
 
 def test_dtype_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
-    import biogner.modeling as modeling
+    import biogner.models.load as modeling
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(modeling, "cpu_has_native_bf16", lambda cpuinfo=None: False)
@@ -247,7 +246,7 @@ def test_gguf_file_spec_loads_smollm2() -> None:
 
 
 def test_native_bf16_is_read_from_the_cpu_flags() -> None:
-    from biogner.modeling import cpu_has_native_bf16
+    from biogner.models.load import cpu_has_native_bf16
 
     avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
     sapphire = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"

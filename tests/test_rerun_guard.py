@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from mlflow_store import make_cfg
 
-from biogner import tracking
 from biogner.config import load_config, to_yaml
+from biogner.tracking.runs import end_run, resume_run_id, runs_named, start_run
+from biogner.tracking.tags import KIND_TAG, TRAIN_KIND
 from biogner.train.config import TrainConfig
-from biogner.train.driver import RerunConflict, check_rerun
+from biogner.train.rerun import RerunConflict, check_rerun
 
 
 def train_cfg(store: Path, name: str, *overrides: str) -> TrainConfig:
@@ -35,16 +36,16 @@ def train_cfg(store: Path, name: str, *overrides: str) -> TrainConfig:
 
 def leave_run(cfg: TrainConfig, status: str = "FINISHED") -> str:
     """A training run as the driver leaves it, with Ray Train's folder for its name."""
-    run_id = tracking.start_run(
+    run_id = start_run(
         cfg.tracking,
         cfg.run_name,
-        tags={"biogner.kind": "train"},
+        tags={KIND_TAG: TRAIN_KIND},
         params=cfg.model_dump(mode="json"),
         config_yaml=to_yaml(cfg),
         resume=True,
     )
     error = None if status == "FINISHED" else KeyboardInterrupt("stopped")
-    tracking.end_run(cfg.tracking, run_id, error)
+    end_run(cfg.tracking, run_id, error)
     (Path(cfg.scaling.storage_path) / cfg.run_name / "checkpoint_000001").mkdir(parents=True)
     return run_id
 
@@ -61,7 +62,7 @@ def test_a_finished_run_name_with_a_new_learning_rate_is_refused(store: Path) ->
     assert "optim.learning_rate: 0.0001 -> 0.0003" in message
     assert "optim.max_steps: null -> 7" in message
     assert "new run_name" in message and str(store / "ray" / "lr-change") in message
-    assert [r.info.run_id for r in tracking.runs_named(new.tracking, "lr-change")] == [run_id]
+    assert [r.info.run_id for r in runs_named(new.tracking, "lr-change")] == [run_id]
 
 
 def test_an_identical_or_relocated_rerun_of_a_finished_run_passes(store: Path) -> None:
@@ -77,7 +78,7 @@ def test_an_unfinished_run_with_the_same_config_still_resumes(store: Path) -> No
     cfg = train_cfg(store, "killed")
     run_id = leave_run(cfg, status="KILLED")
     check_rerun(cfg)
-    assert tracking.resume_run_id(cfg.tracking, "killed") == run_id
+    assert resume_run_id(cfg.tracking, "killed") == run_id
 
 
 def test_a_changed_config_without_ray_storage_trains_afresh(store: Path) -> None:

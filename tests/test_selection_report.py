@@ -20,16 +20,33 @@ import torch
 from mlflow_store import make_cfg
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from biogner import tracking
-from biogner.evaluate.report import add_report_command, build_report
-from biogner.selection import (
-    add_select_command,
-    collect_results,
-    explain,
-    format_label,
-    select_champion,
+from biogner.cli.runs import add_report_command, add_select_command
+from biogner.models.config import METADATA_FILE
+from biogner.study.report import build_report
+from biogner.study.results import collect_results, format_label
+from biogner.study.select import explain, select_champion
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.models import download_model_dir, log_hf_model
+from biogner.tracking.registry import logged_model_id
+from biogner.tracking.runs import (
+    client_for,
+    end_run,
+    log_metrics_from_worker,
+    setup,
+    start_run,
+    tracked_run,
 )
-from biogner.tracking import TrackingConfig
+from biogner.tracking.tags import (
+    CORPORA_TAG,
+    CORPUS_TAG,
+    EVALUATE_KIND,
+    FORMAT_TAG,
+    KIND_TAG,
+    MODEL_TAG,
+    SPLIT_TAG,
+    SUBSET_TAG,
+    TRAIN_KIND,
+)
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 NCBI, CHEM = "NCBI-disease", "BC5CDR-chem"
@@ -84,27 +101,27 @@ def train_run(
 ) -> str:
     cfg = study.cfg
     tags = {
-        "biogner.kind": "train",
-        "model": "tiny-llama",
-        "format": ",".join(formats),
-        "corpora": ",".join(corpora),
+        KIND_TAG: TRAIN_KIND,
+        MODEL_TAG: "tiny-llama",
+        FORMAT_TAG: ",".join(formats),
+        CORPORA_TAG: ",".join(corpora),
     }
     params = {"data": {"formats": formats, "corpora": corpora}, "model": {"spec": "tiny-llama"}}
-    run_id = tracking.start_run(cfg, name, tags=tags, params=params)
-    tracking.log_metrics_from_worker(run_id, {"loss": 1.0}, 0, cfg.uri)
+    run_id = start_run(cfg, name, tags=tags, params=params)
+    log_metrics_from_worker(run_id, {"loss": 1.0}, 0, cfg.uri)
     if metrics:
-        tracking.log_metrics_from_worker(run_id, metrics, 0, cfg.uri)
+        log_metrics_from_worker(run_id, metrics, 0, cfg.uri)
     if log_model:
         model_dir = tiny_model(tmp / name)
         meta = {"base_model": "tiny-llama", "format": formats[0], "formats": formats, "run": name}
-        tracking.log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
+        log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
         study.model_dirs[run_id] = model_dir
     if status == "FAILED":
-        tracking.end_run(cfg, run_id, RuntimeError("diverged"))
+        end_run(cfg, run_id, RuntimeError("diverged"))
     else:
-        tracking.end_run(cfg, run_id)
+        end_run(cfg, run_id)
     if wall_s is not None:
-        client = tracking.client_for(cfg)
+        client = client_for(cfg)
         start = client.get_run(run_id).info.start_time
         client.set_terminated(run_id, status, end_time=start + int(wall_s * 1000))
     study.ids[name] = run_id
@@ -120,18 +137,18 @@ def eval_run(
     experiment: str | None = None,
 ) -> str:
     tags = {
-        "biogner.kind": "evaluate",
-        "model": "tiny-llama",
-        "format": fmt,
-        "corpus": corpus,
-        "split": "test",
+        KIND_TAG: EVALUATE_KIND,
+        MODEL_TAG: "tiny-llama",
+        FORMAT_TAG: fmt,
+        CORPUS_TAG: corpus,
+        SPLIT_TAG: "test",
     }
     name = f"eval-{corpus}-{fmt}-test"
     cfg = study.cfg.model_copy(update={"experiment": experiment or study.cfg.experiment})
-    with tracking.tracked_run(cfg, name, tags=tags, parent_run_id=parent) as run_id:
-        tracking.log_metrics_from_worker(run_id, metrics, 0, study.cfg.uri)
+    with tracked_run(cfg, name, tags=tags, parent_run_id=parent) as run_id:
+        log_metrics_from_worker(run_id, metrics, 0, study.cfg.uri)
         # evaluation also logs onto its parent; the parent keeps the last one
-        tracking.log_metrics_from_worker(parent, metrics, 0, study.cfg.uri)
+        log_metrics_from_worker(parent, metrics, 0, study.cfg.uri)
     return run_id
 
 
@@ -172,15 +189,15 @@ def study(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Study:
 
 
 def weights_of(uri: str, dst: Path) -> bytes:
-    return (tracking.download_model_dir(uri, dst_path=dst) / "model.safetensors").read_bytes()
+    return (download_model_dir(uri, dst_path=dst) / "model.safetensors").read_bytes()
 
 
 def assert_alias_serves(study: Study, model_name: str, run_name: str, dst: Path) -> None:
-    tracking.setup(study.cfg)
+    setup(study.cfg)
     expected = (study.model_dirs[study.ids[run_name]] / "model.safetensors").read_bytes()
-    hf_dir = tracking.download_model_dir(f"models:/{model_name}@champion", dst_path=dst)
+    hf_dir = download_model_dir(f"models:/{model_name}@champion", dst_path=dst)
     assert (hf_dir / "model.safetensors").read_bytes() == expected
-    assert json.loads((hf_dir / tracking.METADATA_FILE).read_text())["run"] == run_name
+    assert json.loads((hf_dir / METADATA_FILE).read_text())["run"] == run_name
 
 
 def test_format_label_names_mixes_and_other_evaluation_formats() -> None:
@@ -229,7 +246,7 @@ def test_select_registers_the_best_finished_run_and_explains(study: Study, tmp_p
     assert sel.registered and sel.version == "1"
     assert_alias_serves(study, "biogner", "multi_triple-BC5CDR-chem", tmp_path / "a")
 
-    client = tracking.client_for(study.cfg)
+    client = client_for(study.cfg)
     tags = client.get_model_version("biogner", sel.version).tags
     assert tags["format"] == "multi_triple"
     assert tags["metric"] == "test_f1"
@@ -286,7 +303,7 @@ def test_a_better_run_moves_the_alias(store: Path, tmp_path: Path) -> None:
     assert after.champion.run_name == "third" and after.registered and after.version == "2"
     assert after.runner_up is not None and after.runner_up.run_name == "second"
     assert_alias_serves(s, "biogner-moving", "third", tmp_path / "after")
-    client = tracking.client_for(s.cfg)
+    client = client_for(s.cfg)
     old = client.get_model_version("biogner-moving", "1")
     assert old.run_id == s.ids["second"] and "champion" not in old.aliases
 
@@ -304,8 +321,8 @@ def test_a_champion_whose_model_files_are_gone_leaves_the_alias(
     name = f"biogner-{experiment}"
     assert select_champion(s.cfg, experiment, "test_f1", model_name=name).version == "1"
     better = train_run(s, tmp_path, "better", ["multi_triple"], [NCBI], score(0.9, 5.0))
-    client = tracking.client_for(s.cfg)
-    location = client.get_logged_model(tracking.logged_model_id(s.cfg, better)).artifact_location
+    client = client_for(s.cfg)
+    location = client.get_logged_model(logged_model_id(s.cfg, better)).artifact_location
     (lost_file,) = Path(urlparse(location).path).rglob(lost)
     lost_file.unlink()  # a cleaned-up artifact store, a half-copied upload
 
@@ -419,7 +436,7 @@ def test_report_writes_heatmap_scatter_and_paper_table(
     assert (mix[5], mix[7], mix[8]) == ("0.6500", "7.0", "0.5000")
     assert "crashed" not in md and "unscored" not in md
 
-    client = tracking.client_for(study.cfg)
+    client = client_for(study.cfg)
     exp = client.get_experiment_by_name("study")
     assert exp is not None and paths.run_id is not None
     reports = client.search_runs([exp.experiment_id], "tags.`biogner.kind` = 'report'")
@@ -515,7 +532,7 @@ def test_default_champion_is_what_the_serve_configs_load() -> None:
     """`biogner select` without --model-name registers the model the endpoints serve."""
     import yaml
 
-    from biogner.selection import DEFAULT_ALIAS, DEFAULT_MODEL_NAME
+    from biogner.study.config import DEFAULT_ALIAS, DEFAULT_MODEL_NAME
 
     parser = argparse.ArgumentParser()
     add_select_command(parser.add_subparsers())
@@ -540,26 +557,26 @@ def dev_eval(
     mention per sentence, predicted exactly where `hits` says) and, for whole splits only,
     the metrics copied onto the training run."""
     tags = {
-        "biogner.kind": "evaluate",
-        "model": "tiny-llama",
-        "format": fmt,
-        "corpus": NCBI,
-        "split": "dev",
-        tracking.SUBSET_TAG: str(subset).lower(),
+        KIND_TAG: EVALUATE_KIND,
+        MODEL_TAG: "tiny-llama",
+        FORMAT_TAG: fmt,
+        CORPUS_TAG: NCBI,
+        SPLIT_TAG: "dev",
+        SUBSET_TAG: str(subset).lower(),
     }
-    with tracking.tracked_run(study.cfg, f"eval-{fmt}-dev", tags=tags, parent_run_id=parent) as rid:
-        tracking.log_metrics_from_worker(rid, metrics, 0, study.cfg.uri)
+    with tracked_run(study.cfg, f"eval-{fmt}-dev", tags=tags, parent_run_id=parent) as rid:
+        log_metrics_from_worker(rid, metrics, 0, study.cfg.uri)
         records = [
             {"id": f"s{i}", "gold": [[0, 4, "Disease"]], "pred": [[0, 4, "Disease"]] if hit else []}
             for i, hit in enumerate(hits)
         ]
-        client = tracking.client_for(study.cfg)
+        client = client_for(study.cfg)
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / "predictions.jsonl"
             target.write_text("".join(json.dumps(r) + "\n" for r in records))
             client.log_artifact(rid, str(target))
     if not subset:
-        tracking.log_metrics_from_worker(parent, metrics, 0, study.cfg.uri)
+        log_metrics_from_worker(parent, metrics, 0, study.cfg.uri)
     return rid
 
 
@@ -597,7 +614,7 @@ def test_a_statistical_tie_goes_to_the_cheaper_format(store: Path, tmp_path: Pat
     assert sel.champion.run_name == "cheap" and sel.comparison.cheaper_preferred
     text = explain(sel)
     assert "statistically tied" in text and "the cheaper one wins" in text
-    tags = tracking.client_for(s.cfg).get_model_version("biogner-tie", sel.version).tags
+    tags = client_for(s.cfg).get_model_version("biogner-tie", sel.version).tags
     assert tags["tie_broken_by_cost"] == "true" and tags["metric"] == "dev_f1"
 
 

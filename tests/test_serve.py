@@ -22,9 +22,9 @@ import pytest
 import yaml
 from serve_support import API_KEY, META, app_config, free_port, log_version, save_tiny_model
 
+from biogner.cli.serve import add_serve_command
 from biogner.config import ConfigError
 from biogner.serve.app import build_application, parse_config
-from biogner.serve.cli import add_serve_command
 
 ROOT = Path(__file__).parents[1]
 APP = "biogner-test"
@@ -162,9 +162,9 @@ async def post_many(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Respon
 
 
 def test_demo_refuses_a_busy_port_with_a_clear_error(tmp_path) -> None:
-    from biogner.serve.cli import ServeStartError
     from biogner.serve.demo import serve_and_query
-    from biogner.tracking import TrackingConfig
+    from biogner.serve.local import ServeStartError
+    from biogner.tracking.config import TrackingConfig
 
     tracking = TrackingConfig(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
     with socket.socket() as busy:

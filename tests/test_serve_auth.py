@@ -50,7 +50,7 @@ def test_require_auth_is_off_locally_and_on_in_the_cluster_config() -> None:
 def _ingress_class() -> Any:
     """The user class under Serve's deployment and ASGI wrappers (their constructor is async
     and belongs to a replica)."""
-    from biogner.serve.ingress import Ingress
+    from biogner.serve.http import Ingress
 
     wrapper = Ingress.func_or_class  # type: ignore[attr-defined]
     return next(c for c in wrapper.__mro__ if "_authorized" in vars(c))

@@ -112,7 +112,7 @@ def test_deployments_options_of_a_config_file_are_checked(tmp_path, capsys, monk
 
     import argparse
 
-    from biogner.serve.cli import add_serve_command
+    from biogner.cli.serve import add_serve_command
 
     data = yaml.safe_load((ROOT / "serve_configs" / "local.yaml").read_text())
     data["applications"][0]["deployments"] = [{"name": "NERModel", "max_ongoing_requests": 4}]
@@ -130,23 +130,26 @@ def test_deployments_options_of_a_config_file_are_checked(tmp_path, capsys, monk
 
 def set_alias(store: Path, version: str) -> None:
     """Move `champion`, as a user does in the MLflow UI (no check that it loads)."""
-    from biogner import tracking
+    from biogner.tracking.config import TrackingConfig
+    from biogner.tracking.runs import client_for
 
-    cfg = tracking.TrackingConfig(**store_args(store))
-    tracking.client_for(cfg).set_registered_model_alias(NAME, "champion", version)
+    cfg = TrackingConfig(**store_args(store))
+    client_for(cfg).set_registered_model_alias(NAME, "champion", version)
 
 
 @pytest.fixture(scope="module")
 def registry(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    from biogner import tracking
+    from biogner.tracking.config import TrackingConfig
+    from biogner.tracking.registry import logged_model_id
+    from biogner.tracking.runs import client_for
 
     model_dir = save_tiny_model(tmp_path_factory.mktemp("follow") / "tiny")
     v1, _ = log_version(store, model_dir, NAME)
     v2, _ = log_version(store, model_dir, NAME, META2, alias="next")
     v3, run3 = log_version(store, model_dir, NAME, alias="lost")
-    cfg = tracking.TrackingConfig(**store_args(store), experiment="serve-test")
-    client = tracking.client_for(cfg)
-    location = client.get_logged_model(tracking.logged_model_id(cfg, run3)).artifact_location
+    cfg = TrackingConfig(**store_args(store), experiment="serve-test")
+    client = client_for(cfg)
+    location = client.get_logged_model(logged_model_id(cfg, run3)).artifact_location
     (weights,) = Path(urlparse(location).path).rglob("model.safetensors")
     weights.unlink()  # a cleaned-up artifact store: version 3 no longer loads
     set_alias(store, v1)
@@ -156,8 +159,9 @@ def registry(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 def test_replica_swaps_to_the_alias_target_and_keeps_its_model_on_a_broken_one(
     registry: dict[str, Any],
 ) -> None:
-    from biogner.serve.engine import Job, check_request
+    from biogner.serve.engine import Job
     from biogner.serve.replica import NERModel
+    from biogner.serve.requests import check_request
     from biogner.serve.schema import Limits
 
     store, (v1, v2, v3) = registry["store"], registry["versions"]

@@ -24,7 +24,8 @@ from starlette.requests import Request
 
 from biogner.formats import get_format
 from biogner.generation import Generation
-from biogner.serve.engine import Job, LoadedModel, RequestError, check_request, run_group
+from biogner.serve.engine import Job, LoadedModel, run_group
+from biogner.serve.requests import RequestError, check_request
 from biogner.serve.schema import Limits, ModelRef
 from biogner.types import Sentence
 
@@ -240,7 +241,7 @@ class Handle:
 
 
 def ingress(handle: Handle, monkeypatch, **limits: Any) -> Any:
-    from biogner.serve.ingress import Ingress
+    from biogner.serve.http import Ingress
 
     wrapper = Ingress.func_or_class  # type: ignore[attr-defined]
     cls = next(c for c in wrapper.__mro__ if "_authorized" in vars(c))
@@ -296,7 +297,7 @@ def test_a_request_past_its_deadline_gets_a_504_and_is_cancelled(monkeypatch) ->
 
 def test_internal_errors_send_a_request_id_not_the_exception(monkeypatch, caplog) -> None:
     handle = Handle(RuntimeError("Traceback ... in /secret/replica.py"))
-    with caplog.at_level(logging.ERROR, logger="biogner.serve.ingress"):
+    with caplog.at_level(logging.ERROR, logger="biogner.serve.http"):
         r = asyncio.run(ingress(handle, monkeypatch).extract(request({"texts": ["Cancer."]})))
     err = error_of(r)
     assert r.status_code == 500 and "secret" not in r.body.decode()

@@ -14,11 +14,12 @@ from hypothesis import strategies as st
 
 from biogner.formats import get_format
 from biogner.generation import Generation
-from biogner.serve.engine import assemble, check_texts, prepare
+from biogner.serve.engine import assemble
+from biogner.serve.requests import check_texts, prepare
 from biogner.serve.schema import Limits
 from biogner.serve.text import (
     Window,
-    make_windows,
+    iter_windows,
     split_sentences,
     splits_character,
     tokenize_text,
@@ -122,7 +123,7 @@ def test_sentence_splitter(text: str, expected: list[str]) -> None:
 def test_windows_keep_every_token_in_order_within_limits(
     text: str, max_tokens: int, max_chars: int
 ) -> None:
-    windows = make_windows(text, max_tokens, max_chars)
+    windows = list(iter_windows(text, max_tokens, max_chars))
     full = tokenize_text(text)
     offsets = [o for w in windows for o in w.offsets]
     assert [s for s, _ in offsets] == [s for s, _ in full]
@@ -151,7 +152,7 @@ def window_and_span(draw: st.DrawFn) -> tuple[str, Window, int, int]:
     )
     if not tokenize_text(text):
         text += " x"
-    windows = make_windows(text, draw(st.integers(1, 30)), 10_000)
+    windows = list(iter_windows(text, draw(st.integers(1, 30)), 10_000))
     window = draw(st.sampled_from(windows))
     n = len(window.sentence.text)
     start = draw(st.integers(0, n - 1))
@@ -201,7 +202,7 @@ def test_token_aligned_spans_map_exactly(case: tuple[str, Window, int, int]) -> 
 
 def test_decomposed_accents_stay_with_their_base_character() -> None:
     text = "Me\u0301nie\u0300re disease and cafe\u0301 au lait spots."
-    (window,) = make_windows(text, 128, 1000)
+    (window,) = list(iter_windows(text, 128, 1000))
     assert window.sentence.tokens[:2] == ("Me\u0301nie\u0300re", "disease")
     # a span of the joined text that ends between `e` and U+0300 keeps the mark
     nie = window.sentence.text.index("nie")
@@ -217,7 +218,7 @@ def test_decomposed_accents_stay_with_their_base_character() -> None:
 
 def test_a_cut_token_keeps_whole_characters() -> None:
     text = "e\u0301" * 6  # one 12-character token; a 5-character cut would split the third é
-    (window,) = make_windows(text, 128, 5)
+    (window,) = list(iter_windows(text, 128, 5))
     assert window.offsets == ((0, 4),) and window.truncated
 
 
@@ -227,7 +228,7 @@ BLANK = ["", "   ", "\u200b\u200b", "\x00\x07", " \ufeff\n\t\u2060 "]
 @pytest.mark.parametrize("blank", BLANK)
 def test_a_text_with_nothing_to_read_has_no_window(blank: str) -> None:
     assert tokenize_text(blank) == []
-    assert make_windows(blank, 128, 1000) == []
+    assert list(iter_windows(blank, 128, 1000)) == []
 
 
 def test_blank_texts_get_no_entities_without_failing_their_batch() -> None:
@@ -296,7 +297,7 @@ def annotated_text(draw: st.DrawFn) -> tuple[str, list[Window], list[tuple[int, 
     text = ""
     for word in words:
         text += draw(SEPARATORS) + word
-    windows = make_windows(text, draw(st.integers(3, 25)), 10_000)
+    windows = list(iter_windows(text, draw(st.integers(3, 25)), 10_000))
     gold: list[tuple[int, int, str]] = []
     for window in windows:  # non-overlapping entities, each inside one window
         k = 0
@@ -348,6 +349,6 @@ def test_gold_entities_survive_format_and_offset_mapping(fmt_name: str, case) ->
 
 def test_limits_defaults_fit_the_window_logic() -> None:
     limits = Limits()
-    windows = make_windows("word " * 1000, limits.window_tokens, limits.window_chars)
+    windows = list(iter_windows("word " * 1000, limits.window_tokens, limits.window_chars))
     assert all(len(w.offsets) <= limits.window_tokens for w in windows)
     assert sum(len(w.offsets) for w in windows) == 1000

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from biogner import tracking
 from biogner.cli import main
-from biogner.sweep import load_sweep, run_sweep
+from biogner.study.config import load_sweep
+from biogner.study.sweep import run_sweep
+from biogner.tracking.registry import get_alias_version
+from biogner.tracking.tags import DECODING_TAG, EVALUATE_KIND, KIND_TAG, SPLIT_TAG
 
 TINY = Path(__file__).parents[1] / "jobs" / "configs" / "tiny.yaml"
 
@@ -51,7 +53,7 @@ def test_both_cells_are_scored_on_whole_dev_and_test_splits(study):
         children = client.search_runs(
             [run.info.experiment_id], f"tags.`mlflow.parentRunId` = '{o.run_id}'"
         )
-        decoded = sorted((c.data.tags["split"], c.data.tags["decoding"]) for c in children)
+        decoded = sorted((c.data.tags[SPLIT_TAG], c.data.tags[DECODING_TAG]) for c in children)
         assert decoded == [("dev", "constrained"), ("test", "constrained"), ("test", "free")]
         # the free decoding of the same checkpoint has its own names: it never replaces the
         # constrained score that selection reads and serving delivers
@@ -63,7 +65,7 @@ def test_both_cells_are_scored_on_whole_dev_and_test_splits(study):
         assert "test_f1" not in free_child.data.metrics
         assert free_child.info.run_name.endswith("-free")
         for child in children:
-            assert child.data.tags["biogner.kind"] == "evaluate"
+            assert child.data.tags[KIND_TAG] == EVALUATE_KIND
             assert child.data.tags["subset"] == "false"
             arts = {a.path for a in client.list_artifacts(child.info.run_id)}
             assert {"predictions.jsonl", "errors.md"} <= arts
@@ -119,8 +121,8 @@ def test_failed_cell_does_not_stop_the_others(study):
 
 def test_select_champion_and_report(study, small_data_dir, tmp_path, capsys):
     root, cfg, outcomes = study
-    from biogner.evaluate.report import build_report
-    from biogner.selection import select_champion
+    from biogner.study.report import build_report
+    from biogner.study.select import select_champion
 
     selection = select_champion(cfg.tracking, cfg.experiment, model_name="tiny-ner")  # dev_f1
     assert selection.metric == "dev_f1" and selection.comparison is not None
@@ -129,7 +131,7 @@ def test_select_champion_and_report(study, small_data_dir, tmp_path, capsys):
         assert selection.ranking[1].value == pytest.approx(best)
     else:
         assert selection.ranking[0].value == pytest.approx(best)
-    version = tracking.get_alias_version(cfg.tracking, "tiny-ner", "champion")
+    version = get_alias_version(cfg.tracking, "tiny-ner", "champion")
     assert version is not None
     assert version.run_id == selection.ranking[0].run_id
 

@@ -18,8 +18,17 @@ from mlflow.exceptions import MlflowException
 from mlflow_store import make_cfg
 from transformers import AutoModelForCausalLM, LlamaConfig
 
-from biogner import tracking
-from biogner.tracking import TrackingConfig
+from biogner.models.config import METADATA_FILE
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.models import BiognerHFModel, download_model_dir, log_hf_model
+from biogner.tracking.registry import check_model_version, get_alias_version, register_champion
+from biogner.tracking.runs import (
+    client_for,
+    log_metrics_from_worker,
+    resume_run_id,
+    setup,
+    tracked_run,
+)
 
 METADATA = {
     "base": "tiny-llama",
@@ -73,13 +82,13 @@ def test_config_defaults_follow_biogner_home_and_env(
 
 def test_experiment_has_explicit_artifact_location_and_setup_is_race_safe(store: Path) -> None:
     cfg = make_cfg(store, "exp-location")
-    tracking.client_for(cfg)  # the store exists; the threads race on the experiment only
+    client_for(cfg)  # the store exists; the threads race on the experiment only
     ids: list[str] = []
     errors: list[BaseException] = []
 
     def create() -> None:
         try:
-            ids.append(tracking.setup(cfg))
+            ids.append(setup(cfg))
         except BaseException as e:  # surfaced below
             errors.append(e)
 
@@ -90,10 +99,10 @@ def test_experiment_has_explicit_artifact_location_and_setup_is_race_safe(store:
         t.join()
     assert not errors
     assert len(set(ids)) == 1
-    exp = tracking.client_for(cfg).get_experiment(ids[0])
+    exp = client_for(cfg).get_experiment(ids[0])
     assert exp.name == "exp-location"
     assert exp.artifact_location == f"{(store / 'artifacts').as_uri()}/exp-location"
-    assert tracking.setup(cfg) == ids[0]
+    assert setup(cfg) == ids[0]
 
 
 def test_failed_run_ends_failed_with_error_tag_and_no_model(
@@ -103,13 +112,13 @@ def test_failed_run_ends_failed_with_error_tag_and_no_model(
     run_ids: list[str] = []
     with (
         pytest.raises(RuntimeError, match="boom"),
-        tracking.tracked_run(cfg, "doomed", params={"lr": 0.1}) as run_id,
+        tracked_run(cfg, "doomed", params={"lr": 0.1}) as run_id,
     ):
         run_ids.append(run_id)
-        tracking.log_metrics_from_worker(run_id, {"loss": 2.0}, step=0, tracking_uri=cfg.uri)
+        log_metrics_from_worker(run_id, {"loss": 2.0}, step=0, tracking_uri=cfg.uri)
         raise RuntimeError("boom in fit()")
 
-    client = tracking.client_for(cfg)
+    client = client_for(cfg)
     run = client.get_run(run_ids[0])
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "RuntimeError: boom in fit()"
@@ -123,9 +132,9 @@ def test_failed_run_ends_failed_with_error_tag_and_no_model(
     assert "boom in fit()" in Path(traceback_file).read_text()
     assert not (run.outputs and run.outputs.model_outputs)
     with pytest.raises(LookupError, match="no model logged"):
-        tracking.register_champion(cfg, run_ids[0], "never-registered")
+        register_champion(cfg, run_ids[0], "never-registered")
     with pytest.raises(MlflowException):
-        tracking.download_model_dir(f"runs:/{run_ids[0]}/model")
+        download_model_dir(f"runs:/{run_ids[0]}/model")
 
 
 def test_successful_run_has_flattened_params_and_config_yaml(store: Path) -> None:
@@ -137,12 +146,12 @@ def test_successful_run_has_flattened_params_and_config_yaml(store: Path) -> Non
         "bad key!": True,
     }
     yaml_text = "model:\n  spec: tiny-llama\nseed: 13\n"
-    with tracking.tracked_run(
+    with tracked_run(
         cfg, "ok", tags={"study": "formats"}, params=config, config_yaml=yaml_text
     ) as run_id:
         pass
 
-    client = tracking.client_for(cfg)
+    client = client_for(cfg)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "ok"
@@ -165,11 +174,11 @@ def test_successful_run_has_flattened_params_and_config_yaml(store: Path) -> Non
 
 def test_metrics_from_another_process_land_in_the_same_run(store: Path) -> None:
     cfg = make_cfg(store, "exp-worker")
-    with tracking.tracked_run(cfg, "distributed") as run_id:
-        tracking.log_metrics_from_worker(run_id, {"loss": 3.0}, step=0, tracking_uri=cfg.uri)
+    with tracked_run(cfg, "distributed") as run_id:
+        log_metrics_from_worker(run_id, {"loss": 3.0}, step=0, tracking_uri=cfg.uri)
         code = textwrap.dedent(
             f"""
-            from biogner.tracking import log_metrics_from_worker
+            from biogner.tracking.runs import log_metrics_from_worker
             for step in (1, 2):
                 log_metrics_from_worker(
                     {run_id!r}, {{"loss": 3.0 - step, "tokens_per_s": 10.0 * step}}, step,
@@ -179,7 +188,7 @@ def test_metrics_from_another_process_land_in_the_same_run(store: Path) -> None:
         )
         subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
-    client = tracking.client_for(cfg)
+    client = client_for(cfg)
     history = client.get_metric_history(run_id, "loss")
     assert sorted((m.step, m.value) for m in history) == [(0, 3.0), (1, 2.0), (2, 1.0)]
     assert client.get_run(run_id).data.metrics["tokens_per_s"] == 20.0
@@ -188,22 +197,22 @@ def test_metrics_from_another_process_land_in_the_same_run(store: Path) -> None:
 def test_rerun_resumes_unfinished_run_but_not_finished_one(store: Path) -> None:
     cfg = make_cfg(store, "exp-resume")
     first: list[str] = []
-    with pytest.raises(KeyboardInterrupt), tracking.tracked_run(cfg, "job", resume=True) as rid:
+    with pytest.raises(KeyboardInterrupt), tracked_run(cfg, "job", resume=True) as rid:
         first.append(rid)
         raise KeyboardInterrupt
-    client = tracking.client_for(cfg)
+    client = client_for(cfg)
     assert client.get_run(first[0]).info.status == "KILLED"
-    assert tracking.resume_run_id(cfg, "job") == first[0]
+    assert resume_run_id(cfg, "job") == first[0]
 
-    with tracking.tracked_run(cfg, "job", params={"epochs": 2}, resume=True) as again:
+    with tracked_run(cfg, "job", params={"epochs": 2}, resume=True) as again:
         assert again == first[0]
     resumed = client.get_run(again)
     assert resumed.info.status == "FINISHED"
     assert "error" not in resumed.data.tags
     assert resumed.data.params["epochs"] == "2"
 
-    assert tracking.resume_run_id(cfg, "job") is None
-    with tracking.tracked_run(cfg, "job", resume=True) as fresh:
+    assert resume_run_id(cfg, "job") is None
+    with tracked_run(cfg, "job", resume=True) as fresh:
         assert fresh != first[0]
 
 
@@ -211,10 +220,10 @@ def test_rerun_resumes_unfinished_run_but_not_finished_one(store: Path) -> None:
 def champion(store: Path, tiny_model_dir: Path) -> tuple[TrackingConfig, str, str]:
     """A run with the tiny model logged and registered as champion of `tiny-ner`."""
     cfg = make_cfg(store, "exp-models")
-    with tracking.tracked_run(cfg, "train-tiny") as run_id:
-        uri = tracking.log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    with tracked_run(cfg, "train-tiny") as run_id:
+        uri = log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
     assert uri == f"runs:/{run_id}/model"
-    version = tracking.register_champion(cfg, run_id, "tiny-ner")
+    version = register_champion(cfg, run_id, "tiny-ner")
     return cfg, run_id, version
 
 
@@ -223,16 +232,16 @@ def test_logged_model_round_trips_weights_without_pickles(
 ) -> None:
     cfg, run_id, version = champion
     expected = state_dict_of(tiny_model_dir)
-    assert not (tiny_model_dir / tracking.METADATA_FILE).exists()  # source left untouched
+    assert not (tiny_model_dir / METADATA_FILE).exists()  # source left untouched
 
     for uri in (
         f"runs:/{run_id}/model",
         "models:/tiny-ner@champion",
         f"models:/tiny-ner/{version}",
     ):
-        hf_dir = tracking.download_model_dir(uri, dst_path=tmp_path / uri.replace("/", "_"))
+        hf_dir = download_model_dir(uri, dst_path=tmp_path / uri.replace("/", "_"))
         assert (hf_dir / "model.safetensors").is_file(), uri
-        assert json.loads((hf_dir / tracking.METADATA_FILE).read_text()) == METADATA
+        assert json.loads((hf_dir / METADATA_FILE).read_text()) == METADATA
         assert_same_weights(expected, state_dict_of(hf_dir))
         model_root = hf_dir.parents[1]
         assert (model_root / "MLmodel").is_file()
@@ -240,16 +249,16 @@ def test_logged_model_round_trips_weights_without_pickles(
         assert not [p for p in files if p.suffix in {".pkl", ".pickle", ".bin", ".pt"}], files
 
     # A local directory resolves in place, whether the HF dir or the MLflow model root.
-    assert tracking.download_model_dir(str(hf_dir)) == hf_dir
-    assert tracking.download_model_dir(str(model_root)) == hf_dir
+    assert download_model_dir(str(hf_dir)) == hf_dir
+    assert download_model_dir(str(model_root)) == hf_dir
 
 
 def test_pyfunc_loads_offline_and_exposes_hf_dir(champion: tuple[TrackingConfig, str, str]) -> None:
     cfg, run_id, _ = champion
-    tracking.setup(cfg)
+    setup(cfg)
     loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     inner = loaded.unwrap_python_model()
-    assert isinstance(inner, tracking.BiognerHFModel)
+    assert isinstance(inner, BiognerHFModel)
     assert inner.hf_dir is not None and (inner.hf_dir / "config.json").is_file()
     assert inner.metadata == METADATA
     assert loaded.metadata.metadata["biogner"] == METADATA
@@ -257,39 +266,59 @@ def test_pyfunc_loads_offline_and_exposes_hf_dir(champion: tuple[TrackingConfig,
         loaded.predict(["Aspirin causes ulcers ."])
 
 
+def test_a_model_logged_before_tracking_was_a_package_still_loads(
+    store: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Logged models carry their pyfunc entry as code; the old one imported
+    `biogner.tracking.BiognerHFModel`, and stores keep such models."""
+    import biogner.tracking.models as models
+
+    old_entry = models._PYFUNC_CODE.replace(
+        "from biogner.tracking.models import", "from biogner.tracking import"
+    )
+    assert "from biogner.tracking import BiognerHFModel" in old_entry
+    monkeypatch.setattr(models, "_PYFUNC_CODE", old_entry)
+    cfg = make_cfg(store, "exp-old-entry")
+    with tracked_run(cfg, "old-entry") as run_id:
+        log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    setup(cfg)
+    inner = mlflow.pyfunc.load_model(f"runs:/{run_id}/model").unwrap_python_model()
+    assert isinstance(inner, BiognerHFModel) and inner.metadata == METADATA
+
+
 def test_champion_alias_moves_to_the_new_version(
     champion: tuple[TrackingConfig, str, str], tiny_model_dir: Path
 ) -> None:
     cfg, first_run, first_version = champion
-    current = tracking.get_alias_version(cfg, "tiny-ner", "champion")
+    current = get_alias_version(cfg, "tiny-ner", "champion")
     assert current is not None and str(current.version) == first_version
 
-    with tracking.tracked_run(cfg, "train-tiny-2") as second_run:
-        tracking.log_hf_model(second_run, tiny_model_dir, metadata=METADATA, cfg=cfg)
-    second_version = tracking.register_champion(cfg, second_run, "tiny-ner")
+    with tracked_run(cfg, "train-tiny-2") as second_run:
+        log_hf_model(second_run, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    second_version = register_champion(cfg, second_run, "tiny-ner")
 
     assert int(second_version) == int(first_version) + 1
-    moved = tracking.get_alias_version(cfg, "tiny-ner", "champion")
+    moved = get_alias_version(cfg, "tiny-ner", "champion")
     assert moved is not None
     assert str(moved.version) == second_version
     assert moved.run_id == second_run != first_run
-    assert tracking.get_alias_version(cfg, "tiny-ner", "no-such-alias") is None
-    assert tracking.get_alias_version(cfg, "no-such-model", "champion") is None
+    assert get_alias_version(cfg, "tiny-ner", "no-such-alias") is None
+    assert get_alias_version(cfg, "no-such-model", "champion") is None
 
 
 def test_only_a_ready_version_is_servable(
     store: Path, tiny_model_dir: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     cfg = make_cfg(store, "exp-ready")
-    with tracking.tracked_run(cfg, "train-ready") as run_id:
-        tracking.log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
+    with tracked_run(cfg, "train-ready") as run_id:
+        log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
     capfd.readouterr()
-    version = tracking.register_champion(cfg, run_id, "ready-ner")
+    version = register_champion(cfg, run_id, "ready-ner")
     printed = capfd.readouterr()
     # mlflow.register_model printed "Successfully registered model ..." on the demo's console
     assert "registered" not in printed.err + printed.out
     assert "Created version" not in printed.err + printed.out
-    tracking.check_model_version(cfg, "ready-ner", version)  # READY with its files
+    check_model_version(cfg, "ready-ner", version)  # READY with its files
 
     def set_status(status: str, message: str | None = None) -> None:
         with contextlib.closing(sqlite3.connect(cfg.uri.removeprefix("sqlite:///"))) as db, db:
@@ -304,13 +333,13 @@ def test_only_a_ready_version_is_servable(
         match=rf"ready-ner version {version} \(run train-ready {run_id}, source models:/m-\w+\) "
         r"is not servable: status FAILED_REGISTRATION, not READY \(copy failed\)",
     ):
-        tracking.check_model_version(cfg, "ready-ner", version)
+        check_model_version(cfg, "ready-ner", version)
     set_status("PENDING_REGISTRATION")
     with pytest.raises(LookupError, match="status PENDING_REGISTRATION, not READY"):
-        tracking.check_model_version(cfg, "ready-ner", version, ready_timeout_s=0.3)
+        check_model_version(cfg, "ready-ner", version, ready_timeout_s=0.3)
     later = threading.Timer(0.5, set_status, ("READY",))
     later.start()
-    tracking.check_model_version(cfg, "ready-ner", version, ready_timeout_s=30)  # polled
+    check_model_version(cfg, "ready-ner", version, ready_timeout_s=30)  # polled
     later.join()
 
 
@@ -320,28 +349,8 @@ def test_log_hf_model_refuses_pickled_weights(store: Path, tmp_path: Path) -> No
     model_dir.mkdir()
     (model_dir / "config.json").write_text("{}")
     torch.save({"w": torch.zeros(2)}, model_dir / "pytorch_model.bin")
-    with tracking.tracked_run(cfg, "pickled") as run_id:
+    with tracked_run(cfg, "pickled") as run_id:
         with pytest.raises(ValueError, match=r"pickle files \['pytorch_model.bin'\]"):
-            tracking.log_hf_model(run_id, model_dir, metadata=METADATA, cfg=cfg)
+            log_hf_model(run_id, model_dir, metadata=METADATA, cfg=cfg)
         with pytest.raises(ValueError, match="not a HF model directory"):
-            tracking.log_hf_model(run_id, tmp_path, metadata=METADATA, cfg=cfg)
-
-
-def test_search_finished_runs_ranks_by_metric(store: Path) -> None:
-    cfg = make_cfg(store, "exp-search")
-    scores = {"a1": ("a", 0.3), "a2": ("a", 0.9), "b1": ("b", 0.5)}
-    for name, (fmt, f1) in scores.items():
-        with tracking.tracked_run(cfg, name, params={"format": fmt}) as run_id:
-            tracking.log_metrics_from_worker(run_id, {"f1": f1}, step=0, tracking_uri=cfg.uri)
-    with tracking.tracked_run(cfg, "no-metric"):
-        pass
-    with pytest.raises(ValueError), tracking.tracked_run(cfg, "crashed") as run_id:
-        tracking.log_metrics_from_worker(run_id, {"f1": 1.0}, step=0, tracking_uri=cfg.uri)
-        raise ValueError("diverged")
-
-    ranked = tracking.search_finished_runs(cfg, "exp-search", "f1")
-    assert [r.info.run_name for r in ranked] == ["a2", "b1", "a1"]
-    only_a = tracking.search_finished_runs(cfg, "exp-search", "f1", "params.format = 'a'")
-    assert [r.info.run_name for r in only_a] == ["a2", "a1"]
-    with pytest.raises(ValueError, match="no MLflow experiment"):
-        tracking.search_finished_runs(cfg, "exp-missing", "f1")
+            log_hf_model(run_id, tmp_path, metadata=METADATA, cfg=cfg)

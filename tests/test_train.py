@@ -10,8 +10,10 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from biogner import tracking
 from biogner.config import load_config
+from biogner.models.config import METADATA_FILE
+from biogner.tracking.models import download_model_dir
+from biogner.tracking.registry import register_champion
 from biogner.train.config import TrainConfig
 from biogner.train.driver import run_training
 
@@ -73,10 +75,10 @@ def test_two_workers_loss_falls_and_model_is_logged(stage, zero2_run, store, tmp
 
     from transformers import AutoModelForCausalLM
 
-    model_dir = tracking.download_model_dir(f"runs:/{outcome.run_id}/model", tmp_path / "m")
+    model_dir = download_model_dir(f"runs:/{outcome.run_id}/model", tmp_path / "m")
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     assert model.config.model_type == "llama"
-    meta = (model_dir / tracking.METADATA_FILE).read_text()
+    meta = (model_dir / METADATA_FILE).read_text()
     assert '"conv_term"' in meta and '"Disease"' in meta
 
 
@@ -184,4 +186,4 @@ def test_broken_config_leaves_failed_run_without_model(ray_session, data_dir, st
     assert run.info.status == "FAILED"
     assert "no_such_proj" in run.data.tags["error"]
     with pytest.raises(LookupError):
-        tracking.register_champion(cfg.tracking, run.info.run_id, "broken-model")
+        register_champion(cfg.tracking, run.info.run_id, "broken-model")

@@ -163,7 +163,7 @@ def export_roundtrip(
     import torch
     from transformers import AutoModelForCausalLM
 
-    from biogner.tracking import download_model_dir
+    from biogner.tracking.models import download_model_dir
 
     mlflow.set_tracking_uri(tracking_uri)
     with tempfile.TemporaryDirectory() as tmp:
@@ -196,7 +196,8 @@ def generation_cells(model_dir: Path, s: dict[str, Any], gpu: bool) -> Iterator[
     import torch
 
     from biogner.corpora import load_split
-    from biogner.generation import GenerationConfig, Generator
+    from biogner.generation import Generator
+    from biogner.models.config import GenerationConfig
 
     sentences = load_split("NCBI-disease", "test")[: s["gen_sentences"]]
     for batch, constrained in GEN_CELLS:
@@ -314,7 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from train import build_config_model
 
-    from biogner.modeling import TINY_LLAMA, count_parameters
+    from biogner.models.config import TINY_LLAMA
+    from biogner.models.load import count_parameters
     from biogner.runtime import init_ray
 
     root = Path(tempfile.mkdtemp(prefix="biogner-check-"))
@@ -393,7 +395,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif not lora and not args.skip_generation:
             import mlflow
 
-            from biogner.tracking import download_model_dir
+            from biogner.tracking.models import download_model_dir
 
             mlflow.set_tracking_uri(tracking_uri)
             generate(download_model_dir(f"runs:/{cell['run_id']}/model", root / "gen"))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
-from biogner.modeling import render_chat
+from biogner.prompts import render_chat
 
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")

@@ -9,6 +9,7 @@ so a job reads exactly the slice it trains or evaluates on.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pydantic import BaseModel, Field
 from biogner.corpora import CORPORA, get_corpus, load_split
 from biogner.corpora.registry import SPLITS, corpus_path
 from biogner.formats import FORMATS, get_format
+from biogner.models.load import load_tokenizer
+from biogner.prompts import render_chat
 from biogner.types import Sentence, Span
 
 PARTITION_COLS = ["corpus", "split", "format"]
@@ -119,8 +122,6 @@ class RenderBatch:
         self.formats = list(formats)
         self.tokenizer = None
         if tokenizer:
-            from biogner.modeling import load_tokenizer, render_chat
-
             self.tokenizer = load_tokenizer(tokenizer)
             self._render_chat = render_chat
 
@@ -188,7 +189,6 @@ class ConvertSummary:
 
 def convert(cfg: ConvertConfig) -> ConvertSummary:
     """Run the conversion on Ray and write Parquet shards under cfg.out."""
-    import shutil
 
     cfg = cfg.resolved()
     out = Path(cfg.out).resolve()

@@ -13,6 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biogner.corpora.registry import SPLITS
+from biogner.data import ConvertConfig, convert, shard_is_current
+from biogner.evaluate.config import EvalConfig
+from biogner.evaluate.runner import run_evaluation
+from biogner.formats import FORMATS
+from biogner.models.config import GenerationConfig
+from biogner.runtime import init_ray
+from biogner.serve.demo import serve_and_query
+from biogner.study.config import SweepConfig
+from biogner.study.report import build_report
+from biogner.study.select import explain, select_champion
+from biogner.study.sweep import run_sweep, summary_table
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.runs import client_for
+
 CORPUS = "NCBI-disease"
 SAMPLE_ABSTRACT = (
     "Germline mutations in the BRCA1 gene predispose women to early-onset breast cancer and "
@@ -33,7 +48,6 @@ EVAL_ANSWER_CAP = 48
 
 
 def eval_generation() -> Any:
-    from biogner.generation import GenerationConfig
 
     return GenerationConfig(batch_size=EVAL_BATCH_SIZE, max_new_tokens_cap=EVAL_ANSWER_CAP)
 
@@ -77,10 +91,8 @@ def champion_test_scores(
     tracking: Any, run_id: str, fmt: str, data_dir: str | None = None
 ) -> dict[str, float]:
     """The champion's whole-test-split scores: reused when that run was already scored."""
-    from biogner import tracking as tracking_mod
-    from biogner.evaluate.runner import EvalConfig, run_evaluation
 
-    metrics = tracking_mod.client_for(tracking).get_run(run_id).data.metrics
+    metrics = client_for(tracking).get_run(run_id).data.metrics
     if "test_f1_low" in metrics:
         return dict(metrics)
     result = run_evaluation(
@@ -99,14 +111,6 @@ def run_demo(
     serve_port: int = 8000,
     data_dir: str | None = None,
 ) -> int:
-    from biogner.corpora.registry import SPLITS
-    from biogner.data import ConvertConfig, convert, shard_is_current
-    from biogner.evaluate.report import build_report
-    from biogner.formats import FORMATS
-    from biogner.runtime import init_ray
-    from biogner.selection import explain, select_champion
-    from biogner.sweep import SweepConfig, run_sweep, summary_table
-    from biogner.tracking import TrackingConfig
 
     preset = PRESETS["tiny" if tiny else "full"]
     home = Path(home).resolve()
@@ -191,7 +195,6 @@ def run_demo(
     _done(t)
 
     t = _stage(5, "serve the champion (Ray Serve on 127.0.0.1) and send an abstract")
-    from biogner.serve.demo import serve_and_query
 
     response = serve_and_query(
         f"models:/{model_name}@champion", tracking, serve_port, SAMPLE_ABSTRACT

@@ -9,17 +9,17 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from biogner.data import ConvertConfig
+from biogner.evaluate.config import EvalConfig
+from biogner.serve.schema import ServeConfig
+from biogner.study.config import SweepConfig
+from biogner.train.config import TrainConfig
+
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 
 
 def _models() -> list[tuple[str, type[BaseModel]]]:
-    from biogner.data import ConvertConfig
-    from biogner.evaluate.runner import EvalConfig
-    from biogner.serve.schema import ServeConfig
-    from biogner.sweep import SweepConfig
-    from biogner.train.config import TrainConfig
-
     models: list[tuple[str, type[BaseModel]]] = [
         ("Training (`biogner train`, `jobs/train.py`)", TrainConfig),
         ("Evaluation (`biogner evaluate`)", EvalConfig),

@@ -11,54 +11,25 @@ default each answer is decoded under its writing's grammar for its sentence
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, Field
 from transformers import LogitsProcessorList
 
+from biogner.chat_tokens import encode, prompt_ids
 from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary
 from biogner.formats import Format, get_format
 from biogner.formats.base import ParseResult
+from biogner.models.config import METADATA_FILE, GenerationConfig, ModelConfig
+from biogner.models.load import load_model
+from biogner.prompts import render_chat
+from biogner.runtime import cpu_threads
 from biogner.types import Sentence
 
-# Answer length per text token, and a floor, for each writing (measured on the corpora's
-# gold answers with headroom: a bio answer restates every word with its tag).
-ANSWER_BUDGET: dict[str, tuple[float, int]] = {
-    "term": (1.0, 16),
-    "triple": (1.5, 24),
-    "json": (2.0, 24),
-    "inline": (2.0, 24),
-    "bio": (4.0, 24),
-}
 END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
-
-
-class GenerationConfig(BaseModel):
-    batch_size: int = Field(16, ge=1)
-    max_new_tokens_cap: int = Field(768, ge=1, description="upper bound on any answer")
-    device: str = Field("auto", description="auto, cpu, cuda")
-    dtype: str = "auto"
-    threads: int | None = Field(
-        None,
-        ge=1,
-        description="torch threads on a CPU; default: all of this node's cores (an evaluation "
-        "with several actors shares them out)",
-    )
-    constrained: bool = Field(
-        True,
-        description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
-        " answers always parse and mention only spans of the sentence; false: free decoding",
-    )
-    reuse_kv_cache: bool = Field(
-        True,
-        description="a conv format's later turns reuse the keys/values of the earlier ones "
-        "instead of re-encoding the whole chat (same answers, less compute)",
-    )
 
 
 @dataclass
@@ -75,8 +46,6 @@ class Generation:
 
 def read_model_metadata(model_dir: Path) -> dict[str, Any]:
     """The `biogner_model.json` written at training time (format, entity types, base)."""
-    from biogner.tracking import METADATA_FILE
-
     path = Path(model_dir) / METADATA_FILE
     if not path.is_file():
         raise FileNotFoundError(
@@ -89,8 +58,6 @@ class Generator:
     """A model held in memory that extracts entities from sentences in one format."""
 
     def __init__(self, model_dir: str | Path, cfg: GenerationConfig | None = None) -> None:
-        from biogner.modeling import ModelConfig, load_model
-
         self.cfg = cfg or GenerationConfig()
         self.model_dir = Path(model_dir)
         device = self.cfg.device
@@ -98,8 +65,6 @@ class Generator:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         if self.device.type == "cpu":
-            from biogner.runtime import cpu_threads
-
             torch.set_num_threads(self.cfg.threads or cpu_threads())
         model_cfg = ModelConfig(
             spec=str(self.model_dir), lora=False, dtype=self.cfg.dtype, padding_side="left"
@@ -123,11 +88,11 @@ class Generator:
         return self._vocabulary
 
     def answer_budget(self, fmt: Format, sentence: Sentence, n_types: int) -> int:
-        per_token, floor = ANSWER_BUDGET.get(fmt.writing.name, (2.0, 32))
+        """Most tokens one answer may take: the writing's budget for this sentence (and, in a
+        multi-turn answer, all the types), within `max_new_tokens_cap`."""
         n_text = len(self.tokenizer(sentence.text, add_special_tokens=False)["input_ids"])
         types_here = n_types if fmt.turn == "multi" else 1
-        budget = math.ceil(per_token * n_text * (types_here if fmt.writing.name == "term" else 1))
-        return min(max(budget, floor), self.cfg.max_new_tokens_cap)
+        return min(fmt.writing.answer_budget(n_text, types_here), self.cfg.max_new_tokens_cap)
 
     def _left_pad(self, rows: Sequence[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(r) for r in rows)
@@ -142,9 +107,6 @@ class Generator:
     def _next_turn_ids(self, chat: list[dict[str, str]], question: str) -> list[int]:
         """Tokens between an assistant answer's content and the next answer: the end of that
         turn, the next user turn and the generation prompt, as the chat template writes them."""
-        from biogner.chat_tokens import encode
-        from biogner.modeling import render_chat
-
         marker = "\x00answer\x00"
         text = render_chat(
             self.tokenizer,
@@ -174,8 +136,6 @@ class Generator:
         the positions of the real tokens are those of the conversation alone.
         `constraint_for(row, turn)` gives the constraint of each answer (None: free); an
         answer cut by its budget is cut back to what its grammar accepts."""
-        from biogner.chat_tokens import prompt_ids
-
         turns = len(questions[0])
         for chat, qs in zip(chats, questions, strict=True):
             chat.append({"role": "user", "content": qs[0]})

@@ -17,48 +17,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import ray
 
-from biogner.evaluate.metrics import FREE_DECODING, Scorer, Scores, split_prefix
+from biogner.corpora import get_corpus, load_split
+from biogner.data import row_sentence, sentence_row
+from biogner.evaluate.config import EvalConfig
+from biogner.evaluate.metrics import FREE_DECODING, Scorer, Scores
 from biogner.formats.base import ParseResult
-from biogner.generation import GenerationConfig
+from biogner.generation import Generator, read_model_metadata
+from biogner.models.config import GenerationConfig
 from biogner.progress import Progress
-from biogner.tracking import SUBSET_TAG, TrackingConfig
+from biogner.runtime import cpu_threads, full_priority, init_ray
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.models import download_model_dir
+from biogner.tracking.registry import model_uri_run_id
+from biogner.tracking.runs import client_for, setup, tracked_run
+from biogner.tracking.tags import (
+    CORPUS_TAG,
+    DECODING_TAG,
+    EVALUATE_KIND,
+    FORMAT_TAG,
+    KIND_TAG,
+    MODEL_TAG,
+    MODEL_URI_TAG,
+    SENTENCES_TAG,
+    SPLIT_TAG,
+    SUBSET_TAG,
+)
 from biogner.types import Sentence, Span
-
-
-class EvalConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field(..., description="runs:/<id>/model, models:/<name>@<alias>, or a dir")
-    corpus: str = "NCBI-disease"
-    format: str | None = Field(None, description="default: the format the model was trained on")
-    split: str = "test"
-    limit: int | None = Field(
-        None,
-        description="first N sentences only: a quick look, tagged as a subset, never copied "
-        "onto the training run and never eligible for champion selection",
-    )
-    data_dir: str | None = None
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    num_actors: int = 1
-    use_gpu: bool = False
-    rows_per_task: int = 64
-    error_sample: int = 25
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    parent_run_id: str | None = Field(
-        None, description="default: the training run of a runs:/ or models:/ URI"
-    )
-    log_to_parent: bool = Field(
-        True,
-        description="also log <split>_f1 ... on the parent run (whole splits only; free "
-        "decoding as <split>_free_f1 ...)",
-    )
-
-    @property
-    def metric_prefix(self) -> str:
-        """`test_`, or `test_free_` when decoding free (generation.constrained: false)."""
-        return split_prefix(self.split, self.generation.constrained)
 
 
 @dataclass
@@ -76,9 +62,6 @@ class ExtractActor:
     def __init__(
         self, model_dir: str, fmt: str, types: list[str], gen: dict[str, Any], actors: int
     ) -> None:
-        from biogner.generation import Generator
-        from biogner.runtime import cpu_threads
-
         cfg = GenerationConfig.model_validate(gen)
         if cfg.threads is None:  # the node's cores shared by the actors, not Ray's OMP=1
             cfg = cfg.model_copy(update={"threads": cpu_threads(actors)})
@@ -87,8 +70,6 @@ class ExtractActor:
         self.types = types
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        from biogner.data import row_sentence
-
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["sentence_id"]))]
         sentences = [row_sentence(r) for r in rows]
         start = time.perf_counter()
@@ -129,19 +110,11 @@ def _spans(items: Any) -> list[Span]:
     return [Span(int(s["start"]), int(s["end"]), str(s["label"])) for s in items]
 
 
-def resolve_model(model_uri: str) -> tuple[Path, dict[str, Any], str | None]:
+def resolve_model(model_uri: str, cfg: TrackingConfig) -> tuple[Path, dict[str, Any], str | None]:
     """Local model dir, its metadata, and the MLflow run that logged it (if any)."""
-    from biogner import tracking
-    from biogner.generation import read_model_metadata
-
-    model_dir = tracking.download_model_dir(model_uri)
+    model_dir = download_model_dir(model_uri)
     meta = read_model_metadata(model_dir)
-    run_id = None
-    if model_uri.startswith("runs:/"):
-        run_id = model_uri.split("/")[1]
-    elif model_uri.startswith("models:/"):
-        run_id = tracking.model_uri_run_id(model_uri)
-    return model_dir, meta, run_id
+    return model_dir, meta, model_uri_run_id(model_uri, cfg)
 
 
 def error_analysis(
@@ -172,16 +145,9 @@ def error_analysis(
 
 def run_evaluation(cfg: EvalConfig) -> EvalResult:
     """Generate, parse and score one (model, format, corpus split); log a nested MLflow run."""
-    import ray
-
-    from biogner import tracking
-    from biogner.corpora import get_corpus, load_split
-    from biogner.data import sentence_row
-    from biogner.runtime import full_priority, init_ray
-
     init_ray()
-    tracking.setup(cfg.tracking)  # runs:/ and models:/ URIs resolve against this store
-    model_dir, meta, model_run = resolve_model(cfg.model)
+    setup(cfg.tracking)  # runs:/ and models:/ URIs resolve against this store
+    model_dir, meta, model_run = resolve_model(cfg.model, cfg.tracking)
     fmt = cfg.format or str(meta["format"])
     corpus = get_corpus(cfg.corpus)
     types = list(corpus.entity_types)
@@ -241,7 +207,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     parent = cfg.parent_run_id or model_run
     run_id = _log_evaluation(cfg, fmt, corpus.name, meta, metrics, preds, gold, parent)
     if parent and cfg.log_to_parent and cfg.limit is None:
-        client = tracking.client_for(cfg.tracking)
+        client = client_for(cfg.tracking)
         for key, value in metrics.items():
             client.log_metric(parent, key, value)
     return EvalResult(run_id, parent, scores, metrics, preds)
@@ -257,32 +223,30 @@ def _log_evaluation(
     gold: dict[str, Sentence],
     parent: str | None,
 ) -> str:
-    from biogner import tracking
-
     tags = {
-        "biogner.kind": "evaluate",
-        "model": meta.get("base_model", ""),
-        "model_uri": cfg.model,
-        "format": fmt,
-        "corpus": corpus,
-        "split": cfg.split,
-        "decoding": "constrained" if cfg.generation.constrained else FREE_DECODING,
+        KIND_TAG: EVALUATE_KIND,
+        MODEL_TAG: meta.get("base_model", ""),
+        MODEL_URI_TAG: cfg.model,
+        FORMAT_TAG: fmt,
+        CORPUS_TAG: corpus,
+        SPLIT_TAG: cfg.split,
+        DECODING_TAG: "constrained" if cfg.generation.constrained else FREE_DECODING,
         SUBSET_TAG: "true" if cfg.limit is not None else "false",
-        "sentences": str(len(gold)),
+        SENTENCES_TAG: str(len(gold)),
     }
     name = f"eval-{corpus}-{fmt}-{cfg.split}" + (f"-first{cfg.limit}" if cfg.limit else "")
     name += "" if cfg.generation.constrained else f"-{FREE_DECODING}"
     run_cfg = cfg.tracking
     if parent:  # a nested run lives in its parent's experiment, whatever the default says
-        client = tracking.client_for(cfg.tracking)
+        client = client_for(cfg.tracking)
         experiment_id = client.get_run(parent).info.experiment_id
         run_cfg = run_cfg.model_copy(
             update={"experiment": client.get_experiment(experiment_id).name}
         )
-    with tracking.tracked_run(
+    with tracked_run(
         run_cfg, name, tags=tags, params=cfg.model_dump(mode="json"), parent_run_id=parent
     ) as run_id:
-        client = tracking.client_for(cfg.tracking)
+        client = client_for(cfg.tracking)
         for key, value in metrics.items():
             client.log_metric(run_id, key, value)
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,5 +1,7 @@
 """Output formats: turn style (`multi`, `conv`) x entity writing (term, triple, json,
-inline, bio). Adding a writing = one module + one entry in WRITINGS; both turn styles follow.
+inline, bio). Adding a writing = one module + one `register_writing` call (or one entry in
+the built-ins below); both turn styles follow, and the writing brings its own answer budget
+and (optionally) its grammar for constrained decoding.
 """
 
 from __future__ import annotations
@@ -21,6 +23,20 @@ FORMATS: dict[str, Format] = {
     for turn in TURN_STYLES
     for name, writing in WRITINGS.items()
 }
+
+
+def register_writing(writing: Writing) -> list[str]:
+    """Add a writing and its format in every turn style; returns the new format names.
+
+    Why a function: a writing defined outside this package (a plugin, a test) becomes usable
+    by conversion, training, generation and evaluation with no other change."""
+    if writing.name in WRITINGS:
+        raise ValueError(f"a writing named {writing.name!r} is already registered")
+    WRITINGS[writing.name] = writing
+    names = [f"{turn}_{writing.name}" for turn in TURN_STYLES]
+    for turn, name in zip(TURN_STYLES, names, strict=True):
+        FORMATS[name] = Format(turn, writing)
+    return names
 
 
 def get_format(name: str) -> Format:
@@ -47,5 +63,6 @@ __all__ = [
     "ParseResult",
     "Writing",
     "get_format",
+    "register_writing",
     "resolve_formats",
 ]

@@ -7,6 +7,7 @@ output; they return the spans they can recover and count what they could not rea
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -162,6 +163,11 @@ class Writing(ABC):
     exact: bool  # carries positions: parse(render(s)) == s.spans, always
     nesting: bool  # can write nested spans
     instruction: str  # one line telling the model the syntax
+    # The answer's token budget: tokens per token of the sentence, and a floor (measured on
+    # the corpora's gold answers, with headroom), so a model cannot ramble on for ever and a
+    # writing that restates the sentence gets room to do it.
+    budget_per_text_token: float = 2.0
+    budget_floor: int = 32
 
     @abstractmethod
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
@@ -180,6 +186,11 @@ class Writing(ABC):
         the parser reads them, see `spent`), the grammar of what may follow the items
         written so far: more items, none of those."""
         return None
+
+    def answer_budget(self, text_tokens: int, types_in_answer: int) -> int:
+        """Most tokens one answer to a sentence of `text_tokens` tokens may take, when it
+        covers `types_in_answer` entity types (a multi-turn answer covers them all)."""
+        return max(math.ceil(self.budget_per_text_token * text_tokens), self.budget_floor)
 
     @property
     def constrainable(self) -> bool:

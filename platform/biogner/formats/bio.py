@@ -17,6 +17,8 @@ from biogner.types import Sentence, Span
 
 class BioWriting(Writing):
     name = "bio"
+    budget_per_text_token = 4.0
+    budget_floor = 24
     exact = True
     nesting = False
     instruction = "Every word with its tag: word(B-type), word(I-type) or word(O)."

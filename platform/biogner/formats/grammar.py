@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 
+from biogner.formats.base import TokenIndex
 from biogner.types import Sentence
 
 
@@ -76,8 +77,6 @@ def line_grammar(
 def repeated_spans(sentence: Sentence) -> dict[str, int]:
     """Span strings that occur more than once on token boundaries, with their counts (only a
     span whose first token occurs again can repeat)."""
-    from biogner.formats.base import TokenIndex
-
     offsets = sentence.token_offsets()
     text = sentence.text
     firsts: dict[str, int] = {}

@@ -24,6 +24,8 @@ def escape(text: str) -> str:
 
 class InlineWriting(Writing):
     name = "inline"
+    budget_per_text_token = 2.0
+    budget_floor = 24
     exact = True
     nesting = True
     instruction = "The text with each entity as [mention | type]; \\ escapes [ ] | \\."

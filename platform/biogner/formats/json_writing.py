@@ -79,6 +79,8 @@ def _items(answer: str, result: ParseResult) -> list[Any]:
 
 class JsonWriting(Writing):
     name = "json"
+    budget_per_text_token = 2.0
+    budget_floor = 24
     exact = False
     nesting = True
     instruction = 'A JSON list of {"text": mention, "type": type}; [] if none.'

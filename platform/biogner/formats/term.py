@@ -5,6 +5,7 @@ Lossy: strings carry no position, so repeated strings map to occurrences in orde
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -28,6 +29,13 @@ TYPE_SEP = ": "
 
 class TermWriting(Writing):
     name = "term"
+    budget_per_text_token = 1.0
+    budget_floor = 16
+
+    def answer_budget(self, text_tokens: int, types_in_answer: int) -> int:
+        """A term answer lists each type's mentions: its budget grows with the types."""
+        return max(math.ceil(text_tokens * types_in_answer), self.budget_floor)
+
     exact = False
     nesting = True
     instruction = (

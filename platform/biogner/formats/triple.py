@@ -29,6 +29,8 @@ SEP = " | "
 
 class TripleWriting(Writing):
     name = "triple"
+    budget_per_text_token = 1.5
+    budget_floor = 24
     exact = True
     nesting = True
     instruction = "mention | type | n (its n-th occurrence), one per line; None if none."

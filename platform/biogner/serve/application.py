@@ -18,9 +18,9 @@ from typing import Any
 from ray.serve import Application
 
 from biogner.config import deep_merge, parse_overrides, validate
-from biogner.serve.ingress import INGRESS_DEPLOYMENT, Ingress
+from biogner.serve.http import INGRESS_DEPLOYMENT, Ingress
 from biogner.serve.replica import MODEL_DEPLOYMENT, NERModel
-from biogner.serve.schema import ModelSource, ServeConfig, Tracking
+from biogner.serve.schema import ModelSource, ServeConfig
 
 # Serve option (a config file's `deployments:` entry) -> ServeConfig key, per deployment
 _OVERRIDES = {
@@ -58,22 +58,13 @@ def check_overrides(cfg: ServeConfig, deployments: list[Mapping[str, Any]], wher
 
 
 def resolve_locations(cfg: ServeConfig) -> ServeConfig:
-    """Pin the store and a local model path to absolute locations in the building process, so
-    that replicas (other processes, other working directories) address the same ones."""
-    from biogner.tracking import TrackingConfig
-
-    tc = TrackingConfig(
-        tracking_uri=cfg.tracking.tracking_uri, artifact_root=cfg.tracking.artifact_root
-    )
+    """Pin a local model path to an absolute location in the building process, so that
+    replicas (other processes, other working directories) address the same one (the store's
+    locations were resolved when the config was validated, in this process too)."""
     uri = cfg.model_uri
     if "://" not in uri and ":/" not in uri and Path(uri).expanduser().exists():
         uri = str(Path(uri).expanduser().resolve())
-    return cfg.model_copy(
-        update={
-            "model_uri": uri,
-            "tracking": Tracking(tracking_uri=tc.tracking_uri, artifact_root=tc.artifact_root),
-        }
-    )
+    return cfg.model_copy(update={"model_uri": uri})
 
 
 def build_application(cfg: ServeConfig) -> Application:

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from biogner.tracking import TrackingConfig
+from biogner.config import deep_merge
+from biogner.serve.app import parse_config, resolve_locations
+from biogner.serve.local import check_port_free, start_app, stop_app, wait_ready
+from biogner.tracking.config import TrackingConfig
 
 DEMO_APP = "biogner-demo"
 DEMO_HOST = "127.0.0.1"
@@ -35,10 +38,6 @@ def serve_and_query(
     Raises ServeStartError (port busy, model not ready) or RuntimeError (a non-200 answer).
     """
     import httpx
-
-    from biogner.config import deep_merge
-    from biogner.serve.app import parse_config, resolve_locations
-    from biogner.serve.cli import check_port_free, start_app, stop_app, wait_ready
 
     store = {"tracking_uri": tracking.tracking_uri, "artifact_root": tracking.artifact_root}
     args: dict[str, Any] = {"model_uri": model_uri, "tracking": store}

@@ -13,36 +13,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from biogner.generation import Generation, GenerationConfig, Generator, read_model_metadata
-from biogner.serve.schema import Entity, Limits, ModelRef, TextResult, Tracking, alias_of
-from biogner.serve.text import Window, iter_windows
+from biogner.generation import Generation, Generator, read_model_metadata
+from biogner.models.config import METADATA_FILE, GenerationConfig
+from biogner.serve.requests import RequestError
+from biogner.serve.schema import Entity, ModelRef, TextResult
+from biogner.serve.text import Window
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.models import download_model_dir
+from biogner.tracking.registry import model_version
+from biogner.tracking.runs import setup
+from biogner.tracking.uris import parse_model_uri
 from biogner.types import Sentence
-
-if TYPE_CHECKING:
-    from mlflow.entities.model_registry import ModelVersion
-
-    from biogner.tracking import TrackingConfig
-
-
-class RequestError(ValueError):
-    """A request the service refuses; carries the HTTP status and the field at fault."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "code": self.code,
-            "message": self.message,
-            "field": self.field,
-        }
 
 
 @dataclass
@@ -81,72 +64,49 @@ class LoadedModel:
         return [t for t in self.entity_types if t in wanted]
 
 
-def _store(tracking: Tracking) -> TrackingConfig:
-    from biogner.tracking import TrackingConfig, setup
-
-    cfg = TrackingConfig(tracking_uri=tracking.tracking_uri, artifact_root=tracking.artifact_root)
-    setup(cfg)
-    return cfg
+def _store(tracking: TrackingConfig) -> TrackingConfig:
+    setup(tracking)
+    return tracking
 
 
-def _alias_target(cfg: TrackingConfig, model_uri: str, name: str, alias: str) -> ModelVersion:
-    from biogner.tracking import get_alias_version
-
-    mv = get_alias_version(cfg, name, alias)
-    if mv is None:
-        raise LookupError(f"{model_uri}: no registered model {name!r} with alias {alias!r}")
-    return mv
-
-
-def alias_version(model_uri: str, tracking: Tracking) -> str:
+def alias_version(model_uri: str, tracking: TrackingConfig) -> str:
     """The registry version a `models:/<name>@<alias>` URI points to now (a registry lookup:
     blocking; the alias follower runs it off the replica's event loop)."""
-    target = alias_of(model_uri)
-    if target is None:
+    uri = parse_model_uri(model_uri)
+    if uri.alias is None:
         raise ValueError(f"{model_uri} names no registry alias (models:/<name>@<alias>)")
-    return str(_alias_target(_store(tracking), model_uri, *target).version)
+    return str(model_version(_store(tracking), uri).version)
 
 
-def resolve_ref(model_uri: str, tracking: Tracking) -> tuple[ModelRef, str]:
+def resolve_ref(model_uri: str, tracking: TrackingConfig) -> tuple[ModelRef, str]:
     """The model's name/version/run and the URI to download (a registry alias is pinned to
     the version it points to now, so a concurrent alias move cannot mix two versions)."""
-    from biogner.tracking import client_for
-
-    if not model_uri.startswith(("models:/", "runs:/")):
+    uri = parse_model_uri(model_uri)
+    if uri.run_id is not None:
+        return ModelRef(uri=model_uri, run_id=uri.run_id), model_uri
+    if uri.name is None:
         path = Path(model_uri).expanduser().resolve()
         return ModelRef(name=path.name, uri=model_uri), str(path)
-    cfg = _store(tracking)
-    if model_uri.startswith("runs:/"):
-        run_id = model_uri[len("runs:/") :].split("/", 1)[0]
-        return ModelRef(uri=model_uri, run_id=run_id), model_uri
-    target = alias_of(model_uri)
-    if target is not None:
-        name = target[0]
-        mv = _alias_target(cfg, model_uri, *target)
-    else:
-        name, _, number = model_uri[len("models:/") :].strip("/").rpartition("/")
-        mv = client_for(cfg).get_model_version(name, number)
+    mv = model_version(_store(tracking), uri)
     version = str(mv.version)
     return (
-        ModelRef(name=name, version=version, uri=model_uri, run_id=mv.run_id or None),
-        f"models:/{name}/{version}",
+        ModelRef(name=uri.name, version=version, uri=model_uri, run_id=mv.run_id or None),
+        f"models:/{uri.name}/{version}",
     )
 
 
-def load(model_uri: str, tracking: Tracking, generation: GenerationConfig) -> LoadedModel:
+def load(model_uri: str, tracking: TrackingConfig, generation: GenerationConfig) -> LoadedModel:
     """Resolve `model_uri` (registry, run or directory), download it and load it."""
-    from biogner import tracking as tr
-
     ref, source = resolve_ref(model_uri, tracking)
     download_dir: Path | None = None
     if source.startswith(("models:/", "runs:/")):
         download_dir = Path(tempfile.mkdtemp(prefix="biogner-serve-"))
     try:
-        model_dir = tr.download_model_dir(source, download_dir)
+        model_dir = download_model_dir(source, download_dir)
         meta = read_model_metadata(model_dir)
         for key in ("format", "entity_types"):
             if not meta.get(key):
-                raise ValueError(f"{model_dir}/{tr.METADATA_FILE}: missing {key!r}")
+                raise ValueError(f"{model_dir}/{METADATA_FILE}: missing {key!r}")
         generator = Generator(model_dir, generation)
     except BaseException:
         if download_dir is not None:
@@ -160,82 +120,6 @@ def load(model_uri: str, tracking: Tracking, generation: GenerationConfig) -> Lo
         metadata=meta,
         download_dir=download_dir,
     )
-
-
-def check_texts(texts: Sequence[str], limits: Limits) -> None:
-    """Refuse an empty list, oversized or non-encodable texts, naming the first one at fault.
-
-    A blank text is no fault: it has no window (`make_windows`) and gets no entities, so one
-    blank document does not fail its batch."""
-    if not texts:
-        raise RequestError(422, "empty", "texts must hold at least one text", "texts")
-    if len(texts) > limits.max_texts:
-        raise RequestError(
-            422,
-            "too_many_texts",
-            f"{len(texts)} texts; at most {limits.max_texts} per request",
-            "texts",
-        )
-    for i, text in enumerate(texts):
-        where = f"texts[{i}]"
-        if len(text) > limits.max_chars_per_text:
-            raise RequestError(
-                422,
-                "text_too_long",
-                f"{len(text)} characters; at most {limits.max_chars_per_text} per text",
-                where,
-            )
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise RequestError(
-                422, "invalid_text", f"not valid Unicode (lone surrogate at {exc.start})", where
-            ) from None
-
-
-def check_entity_types(requested: Sequence[str] | None, limits: Limits) -> None:
-    """Refuse an oversized entity_types list before it reaches the model."""
-    if requested is not None and len(requested) > limits.max_entity_types:
-        raise RequestError(
-            422,
-            "too_many_entity_types",
-            f"{len(requested)} entity types; at most {limits.max_entity_types} per request",
-            "entity_types",
-        )
-
-
-def prepare(texts: Sequence[str], limits: Limits) -> list[list[Window]]:
-    """Model inputs (sentence windows) for each text; the texts must have passed check_texts.
-
-    A request over `limits.max_windows` is refused (413) as soon as the count passes it, so
-    that refusing a huge request costs at most that many windows of work."""
-    cap = limits.max_windows
-    out: list[list[Window]] = []
-    total = 0
-    for i, text in enumerate(texts):
-        windows: list[Window] = []
-        for window in iter_windows(text, limits.window_tokens, limits.window_chars, f"t{i}w"):
-            total += 1
-            if total > cap:
-                raise RequestError(
-                    413,
-                    "too_many_windows",
-                    f"more than {cap} model inputs (sentences, or pieces of long ones): "
-                    f"{total} counted by texts[{i}]; limits.max_windows is {cap} per request",
-                    "texts",
-                )
-            windows.append(window)
-        out.append(windows)
-    return out
-
-
-def check_request(
-    texts: Sequence[str], entity_types: Sequence[str] | None, limits: Limits
-) -> list[list[Window]]:
-    """Every check the ingress makes before a request costs model work; its windows."""
-    check_entity_types(entity_types, limits)
-    check_texts(texts, limits)
-    return prepare(texts, limits)
 
 
 @dataclass
@@ -336,14 +220,9 @@ def assemble(
 __all__ = [
     "Job",
     "LoadedModel",
-    "RequestError",
     "alias_version",
     "assemble",
-    "check_entity_types",
-    "check_request",
-    "check_texts",
     "load",
-    "prepare",
     "resolve_ref",
     "run_group",
 ]

@@ -8,10 +8,11 @@ from __future__ import annotations
 import errno
 import socket
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from biogner.serve.schema import ServeConfig
+from biogner.runtime import requiet_logs
+from biogner.serve.application import build_application
+from biogner.serve.schema import ServeConfig
 
 DEFAULT_APP = "biogner"
 READY_TIMEOUT_S = 300.0
@@ -43,9 +44,6 @@ def start_app(
     """Start Serve's HTTP proxy on host:port (unless Serve already runs on this Ray) and
     deploy the application; returns its base URL once Serve reports it running."""
     from ray import serve
-
-    from biogner.runtime import requiet_logs
-    from biogner.serve.application import build_application
 
     requiet_logs()  # importing ray.serve gave its logger a console handler
     if not serve.status().proxies:

@@ -30,10 +30,11 @@ from typing import Any
 from ray import serve
 
 from biogner.formats import get_format
-from biogner.generation import GenerationConfig
+from biogner.models.config import GenerationConfig
 from biogner.serve import engine
 from biogner.serve.errors import refusal
 from biogner.serve.follow import AliasFollower
+from biogner.serve.requests import RequestError
 from biogner.serve.schema import (
     AliasCheck,
     BatchInfo,
@@ -290,7 +291,7 @@ class NERModel:
         try:
             model = self._require_model()
             types = model.select_types(entity_types)
-        except engine.RequestError as exc:
+        except RequestError as exc:
             return {"ok": False, **exc.to_dict()}
         job = engine.Job(model, texts, windows, types, deadline, request_id)
         try:

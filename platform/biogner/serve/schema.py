@@ -12,7 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from biogner.generation import GenerationConfig
+from biogner.models.config import GenerationConfig
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.uris import alias_of
 
 API_KEY_ENV = "BIOGNER_API_KEY"
 
@@ -107,24 +109,6 @@ class IngressDeployment(BaseModel):
     ray_actor_options: dict[str, Any] = Field(default_factory=lambda: {"num_cpus": 0})
 
 
-class Tracking(BaseModel):
-    """Where `models:/` and `runs:/` URIs resolve (see biogner.tracking.TrackingConfig)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    tracking_uri: str | None = None
-    artifact_root: str | None = None
-
-
-def alias_of(model_uri: str) -> tuple[str, str] | None:
-    """(name, alias) of a `models:/<name>@<alias>` URI; None for a pinned version, a run or
-    a directory (nothing that the registry can move)."""
-    if not model_uri.startswith("models:/"):
-        return None
-    name, sep, alias = model_uri[len("models:/") :].strip("/").partition("@")
-    return (name, alias) if sep and name and alias else None
-
-
 FOLLOW_ALIAS_DOC = (
     "seconds between the model replicas' looks at the registry alias of a "
     "models:/<name>@<alias> model_uri: when the alias points to another version, it is loaded "
@@ -141,7 +125,7 @@ class ModelSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model_uri: str
-    tracking: Tracking = Field(default_factory=Tracking)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     revision: str = ""
     follow_alias_s: float | None = Field(None, ge=0, description=FOLLOW_ALIAS_DOC)
 
@@ -162,7 +146,7 @@ class ServeConfig(BaseModel):
         "models:/biogner@champion",
         description="models:/<name>@<alias>, models:/<name>/<version>, runs:/<id>/model or a dir",
     )
-    tracking: Tracking = Field(default_factory=Tracking)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     revision: str = Field(
         "",
         description="change it to reload the model (same model_uri, new version behind it): in "
@@ -352,6 +336,4 @@ __all__ = [
     "ReloadStatus",
     "ServeConfig",
     "TextResult",
-    "Tracking",
-    "alias_of",
 ]

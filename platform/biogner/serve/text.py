@@ -9,7 +9,7 @@ Pipeline: `tokenize_text` (runs of letters/digits, every other visible character
 combining marks stay with the character before them, control and format characters such as
 U+200B are read like spaces) ->
 `split_sentences` (., ? or ! before whitespace and an uppercase letter or digit, unless after a
-common abbreviation; a blank line always ends a sentence) -> `make_windows` (at most N tokens
+common abbreviation; a blank line always ends a sentence) -> `iter_windows` (at most N tokens
 and M characters per window) -> `Window.to_original` for every span.
 """
 
@@ -197,20 +197,14 @@ class Window:
         return (j_start, j_end) if j_start < j_end else None
 
 
-def make_windows(text: str, max_tokens: int, max_chars: int, id_prefix: str = "w") -> list[Window]:
-    """Sentences of `text` cut into windows of at most `max_tokens` tokens and `max_chars`
-    characters of joined text (a single longer token is cut and the window flagged).
-
-    A text with nothing to read (blank, or only invisible characters) has no window: it
-    gets no entities without reaching the model."""
-    return list(iter_windows(text, max_tokens, max_chars, id_prefix))
-
-
 def iter_windows(
     text: str, max_tokens: int, max_chars: int, id_prefix: str = "w"
 ) -> Iterator[Window]:
-    """`make_windows` one window at a time, so that a caller enforcing a cap on windows can
-    stop without cutting up the rest of a huge text."""
+    """Sentences of `text` cut into windows of at most `max_tokens` tokens and `max_chars`
+    characters of joined text (a single longer token is cut and the window flagged), one at
+    a time, so that a caller enforcing a cap on windows can stop without cutting up the rest
+    of a huge text. A text with nothing to read (blank, or only invisible characters) has no
+    window: it gets no entities without reaching the model."""
     if max_tokens < 1 or max_chars < 1:
         raise ValueError(f"max_tokens and max_chars must be >= 1, got {max_tokens}, {max_chars}")
     count = 0
@@ -252,7 +246,6 @@ __all__ = [
     "TOKEN_RE",
     "Window",
     "iter_windows",
-    "make_windows",
     "split_sentences",
     "splits_character",
     "tokenize_text",

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100
+from biogner.chat_tokens import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from biogner.modeling import ModelConfig
-from biogner.tracking import TrackingConfig
+from biogner.corpora import get_corpus
+from biogner.formats import get_format
+from biogner.models.config import ModelConfig
+from biogner.tracking.config import TrackingConfig
 
 
 class _Strict(BaseModel):
@@ -91,9 +93,6 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        from biogner.corpora import get_corpus
-        from biogner.formats import get_format
-
         for name in self.data.formats:
             get_format(name)
         for name in self.data.corpora:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from biogner.chat_tokens import tokenize_chat
 from biogner.data import ConvertConfig, convert, read_rows, shard_is_current
+from biogner.models.load import load_tokenizer
 from biogner.train.config import TrainConfig
 
 
@@ -46,14 +48,10 @@ class Tokenize:
     """Ray Data map_batches actor: chat rows -> input_ids/labels (assistant tokens only)."""
 
     def __init__(self, model_spec: str, cache_dir: str | None, max_length: int) -> None:
-        from biogner.modeling import load_tokenizer
-
         self.tokenizer = load_tokenizer(model_spec, cache_dir)
         self.max_length = max_length
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        from biogner.chat_tokens import tokenize_chat
-
         out: dict[str, list] = {"id": [], "input_ids": [], "labels": [], "length": []}
         out["truncated"] = []
         for rid, messages in zip(batch["id"], batch["messages"], strict=True):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from biogner.models.load import native_bf16
 from biogner.train.config import TrainConfig
 
 
@@ -12,8 +13,6 @@ def precision(cfg: TrainConfig, on_gpu: bool) -> str:
     """The run's compute precision: 'auto' is bf16 where the GPU or CPU computes it natively
     (a CPU without AVX512-BF16/AMX emulates it, far slower than fp32), fp32 otherwise."""
     import torch
-
-    from biogner.modeling import native_bf16
 
     requested = cfg.deepspeed.precision
     if requested == "fp16" and not on_gpu:

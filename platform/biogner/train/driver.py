@@ -14,12 +14,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from biogner import tracking
 from biogner.config import to_yaml
+from biogner.corpora import get_corpus
 from biogner.progress import duration
 from biogner.runtime import full_priority, init_ray, log_file, verbose
+from biogner.tracking.models import log_hf_model
+from biogner.tracking.runs import (
+    client_for,
+    end_run,
+    log_metrics_from_worker,
+    start_run,
+)
+from biogner.tracking.tags import CORPORA_TAG, FORMAT_TAG, KIND_TAG, MODEL_TAG, TRAIN_KIND
 from biogner.train.config import TrainConfig
+from biogner.train.dataset import training_dataset
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
+from biogner.train.rerun import check_rerun
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +54,7 @@ class StepPrinter(threading.Thread):
 
     def __init__(self, cfg: TrainConfig, run_id: str, total_steps: int, every_s: float = 2.0):
         super().__init__(daemon=True, name="biogner-step-printer")
-        self.client = tracking.client_for(cfg.tracking)
+        self.client = client_for(cfg.tracking)
         self.run_id, self.total, self.every_s = run_id, total_steps, every_s
         self._stop_event = threading.Event()
         self.printed = max((m.step for m in self._history("loss")), default=0)
@@ -85,8 +95,6 @@ class StepPrinter(threading.Thread):
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
     """What serving and evaluation need to know about a logged model."""
-    from biogner.corpora import get_corpus
-
     types: list[str] = []
     for corpus in cfg.data.corpora:
         for t in get_corpus(corpus).entity_types:
@@ -102,36 +110,6 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-class RerunConflict(ValueError):
-    """`run_name` names a FINISHED run trained with another config (see `check_rerun`)."""
-
-
-def check_rerun(cfg: TrainConfig) -> None:
-    """Raise RerunConflict when cfg reuses a FINISHED run's name with another config.
-
-    Ray Train restores `<storage_path>/<run_name>` whatever the config says: the finished run's
-    final checkpoint would train 0 steps and its old weights be logged under the new params.
-    An unfinished run of the name resumes, and an identical rerun is harmless (as before).
-    """
-    from biogner.sweep import changed_params  # the sweep's rule: only locations may differ
-
-    runs = tracking.runs_named(cfg.tracking, cfg.run_name)
-    storage = Path(cfg.scaling.storage_path).resolve() / cfg.run_name
-    if not runs or any(r.info.status != "FINISHED" for r in runs) or not storage.exists():
-        return  # a new run, a resumed one, or nothing for Ray to restore
-    old = runs[0].data.params
-    new = tracking.flatten_params(cfg.model_dump(mode="json"))
-    changed = changed_params(old, cfg)
-    if changed:
-        diff = "\n".join(f"  {k}: {old[k]} -> {new[k]}" for k in changed)
-        raise RerunConflict(
-            f"run_name {cfg.run_name!r} is MLflow run {runs[0].info.run_id}, FINISHED with "
-            f"another config:\n{diff}\nRay Train would restore its final checkpoint from "
-            f"{storage} and train 0 steps. Choose a new run_name (run_name=...), or delete "
-            f"MLflow run {runs[0].info.run_id} and the folder {storage} to train it again."
-        )
-
-
 def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
     """Train with Ray Train + DeepSpeed and log everything to MLflow.
 
@@ -143,12 +121,12 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
 
     init_ray()
     tags = {
-        "biogner.kind": "train",
-        "model": cfg.model.spec,
-        "format": ",".join(cfg.data.formats),
-        "corpora": ",".join(cfg.data.corpora),
+        KIND_TAG: TRAIN_KIND,
+        MODEL_TAG: cfg.model.spec,
+        FORMAT_TAG: ",".join(cfg.data.formats),
+        CORPORA_TAG: ",".join(cfg.data.corpora),
     }
-    run_id = tracking.start_run(
+    run_id = start_run(
         cfg.tracking,
         cfg.run_name,
         tags=tags,
@@ -163,7 +141,7 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
             dataset, counts = rows.materialize(), {"rows": rows.count(), "dropped_too_long": 0}
         world = cfg.scaling.num_workers
         steps_per_epoch, total_steps = plan_steps(cfg, counts["rows"], world)
-        tracking.log_metrics_from_worker(
+        log_metrics_from_worker(
             run_id,
             {"train_rows": counts["rows"], "dropped_too_long": counts["dropped_too_long"]},
             0,
@@ -220,24 +198,22 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
         with result.checkpoint.as_directory() as ckpt_dir:
             state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
             if state["global_step"] < total_steps:  # optim.stop_after_steps ended it early
-                tracking.end_run(cfg.tracking, run_id, KeyboardInterrupt("stopped early"))
+                end_run(cfg.tracking, run_id, KeyboardInterrupt("stopped early"))
                 return TrainOutcome(
                     run_id, "STOPPED", state["global_step"], metrics, result.checkpoint.path
                 )
             model_dir = Path(ckpt_dir) / MODEL_DIR
             if not (model_dir / "config.json").is_file():
                 raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
-            tracking.log_hf_model(run_id, model_dir, metadata=model_metadata(cfg), cfg=cfg.tracking)
-        client = tracking.client_for(cfg.tracking)
+            log_hf_model(run_id, model_dir, metadata=model_metadata(cfg), cfg=cfg.tracking)
+        client = client_for(cfg.tracking)
         client.set_tag(run_id, "checkpoint", result.checkpoint.path)
     except BaseException as exc:
-        tracking.end_run(cfg.tracking, run_id, exc)
+        end_run(cfg.tracking, run_id, exc)
         raise
-    tracking.end_run(cfg.tracking, run_id)
+    end_run(cfg.tracking, run_id)
     return TrainOutcome(run_id, "FINISHED", total_steps, metrics, result.checkpoint.path)
 
 
 def training_data(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
-    from biogner.train.dataset import training_dataset
-
     return training_dataset(cfg)

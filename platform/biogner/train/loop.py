@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import sys
@@ -19,7 +20,10 @@ from typing import Any
 
 import torch
 
+from biogner.models.load import load_model
 from biogner.progress import duration
+from biogner.runtime import cpu_threads, verbose
+from biogner.tracking.runs import log_metrics_from_worker
 from biogner.train.batching import collate, epoch_batches, rank_examples
 from biogner.train.config import TrainConfig
 from biogner.train.deepspeed_config import build_deepspeed_config, client_optimizer, cpu_autocast
@@ -32,11 +36,8 @@ MODEL_DIR = "model"
 
 def _import_deepspeed(on_gpu: bool) -> Any:
     """Import deepspeed in the worker; on CPU skip the inference-only shm op build (~30 s)."""
-    import logging
 
     import deepspeed
-
-    from biogner.runtime import verbose
 
     if not verbose():  # its INFO lines (config dumps, timers) drown the step lines
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
@@ -59,8 +60,6 @@ def step_line(step: int, total: int, metrics: dict[str, Any], eta: str) -> str:
 def worker_threads(cfg: TrainConfig, local_world: int) -> int:
     """Torch threads for a CPU worker: the config's, else this node's cores shared evenly by
     its workers (`runtime.cpu_threads`)."""
-    from biogner.runtime import cpu_threads
-
     return cfg.scaling.threads_per_worker or cpu_threads(local_world)
 
 
@@ -97,8 +96,6 @@ def export_model(engine: Any, cfg: TrainConfig, tokenizer: Any, out: Path, rank:
     if rank != 0:
         return
     assert state is not None
-    from biogner.modeling import load_model
-
     state = {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
     if cfg.model.lora:
         from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
@@ -120,9 +117,6 @@ def train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker entry point."""
     import ray.train
     import ray.train.torch
-
-    from biogner.modeling import load_model
-    from biogner.tracking import log_metrics_from_worker
 
     cfg = TrainConfig.model_validate(config["cfg"])
     run_id: str = config["run_id"]

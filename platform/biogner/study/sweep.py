@@ -10,83 +10,18 @@ from __future__ import annotations
 import time
 import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from biogner.config import deep_merge, load_config, parse_overrides
+from biogner.evaluate.config import EvalConfig
 from biogner.evaluate.metrics import split_prefix
-from biogner.evaluate.runner import EvalConfig
-from biogner.generation import GenerationConfig
-from biogner.tracking import TrackingConfig
-
-
-class SweepEval(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    splits: list[str] = Field(
-        default_factory=lambda: ["dev", "test"],
-        description="every cell is evaluated on each (whole) split: dev chooses, test reports",
-    )
-    limit: int | None = Field(
-        None, description="first N sentences only: a quick look, never selectable"
-    )
-    free_splits: list[str] = Field(
-        default_factory=list,
-        description="splits also decoded free (no grammar) from the same checkpoint, logged as "
-        "<split>_free_f1 ...: what constrained decoding changes",
-    )
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    num_actors: int = 1
-    use_gpu: bool = False
-
-
-class SweepConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    experiment: str = "biogner-study"
-    base: str | None = Field(
-        "jobs/configs/smollm2_cpu.yaml", description="training config of every cell"
-    )
-    overrides: list[str] = Field(default_factory=list, description="key=value for every cell")
-    models: list[str] = Field(default_factory=lambda: ["smollm2-135m"])
-    formats: list[str] = Field(default_factory=lambda: ["conv_term", "multi_triple"])
-    mixes: list[list[str]] = Field(
-        default_factory=list, description="multi-format training mixes, each one cell"
-    )
-    corpora: list[str] = Field(default_factory=lambda: ["NCBI-disease"])
-    evaluate: SweepEval = Field(default_factory=SweepEval)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    parallel: bool = False
-    metric: str = Field("dev_f1", description="what the summary shows and `select` ranks by")
-
-    def cells(self) -> list[Cell]:
-        from biogner.formats import FORMATS
-
-        formats = list(FORMATS) if self.formats == ["all"] else self.formats
-        groups = [[f] for f in formats] + [list(m) for m in self.mixes]
-        return [
-            Cell(model, tuple(group), corpus)
-            for corpus in self.corpora
-            for model in self.models
-            for group in groups
-        ]
-
-
-@dataclass(frozen=True)
-class Cell:
-    model: str
-    formats: tuple[str, ...]
-    corpus: str
-
-    @property
-    def format_label(self) -> str:
-        return self.formats[0] if len(self.formats) == 1 else "mix(" + "+".join(self.formats) + ")"
-
-    def run_name(self, experiment: str) -> str:
-        model = self.model.replace("/", "_")
-        fmt = self.formats[0] if len(self.formats) == 1 else "mix-" + "-".join(self.formats)
-        return f"{experiment}-{model}-{self.corpus}-{fmt}"
+from biogner.evaluate.runner import run_evaluation
+from biogner.runtime import init_ray
+from biogner.study.config import Cell, SweepConfig
+from biogner.tracking.runs import flatten_params, runs_named
+from biogner.train.config import TrainConfig
+from biogner.train.driver import run_training
+from biogner.train.rerun import changed_params
 
 
 @dataclass
@@ -101,8 +36,6 @@ class CellOutcome:
 
 def cell_train_config(cfg: SweepConfig, cell: Cell):
     """The resolved training config of one cell (base YAML + sweep overrides + cell axes)."""
-    from biogner.train.config import TrainConfig
-
     cell_overrides = deep_merge(
         parse_overrides(cfg.overrides),
         {
@@ -117,30 +50,12 @@ def cell_train_config(cfg: SweepConfig, cell: Cell):
     return TrainConfig.model_validate(merged)
 
 
-# Where a run's files live may change between reruns; what was trained may not.
-LOCATION_PARAMS = ("tracking.", "scaling.", "data.data_dir", "data.converted_dir")
-
-
-def changed_params(run_params: dict[str, str], train_cfg: Any) -> list[str]:
-    """Training keys whose value differs from what a finished run was trained with."""
-    from biogner.tracking import flatten_params
-
-    now = flatten_params(train_cfg.model_dump(mode="json"))
-    return sorted(
-        k
-        for k, v in now.items()
-        if not k.startswith(LOCATION_PARAMS) and k in run_params and run_params[k] != v
-    )
-
-
 def finished_run(
     cfg: SweepConfig, run_name: str
 ) -> tuple[str | None, dict[str, float], dict[str, str]]:
     """(run id, metrics, params) of a FINISHED training run of this name, if any."""
-    from biogner import tracking
-
     store = cfg.tracking.model_copy(update={"experiment": cfg.experiment})
-    for run in tracking.runs_named(store, run_name):  # newest first
+    for run in runs_named(store, run_name):  # newest first
         if run.info.status == "FINISHED":
             return run.info.run_id, dict(run.data.metrics), dict(run.data.params)
     return None, {}, {}
@@ -148,15 +63,13 @@ def finished_run(
 
 def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
     """Train (unless done) and evaluate (unless done) one cell; never raises."""
-    from biogner.evaluate.runner import run_evaluation
-    from biogner.train.driver import run_training
-
     start = time.perf_counter()
     name = cell.run_name(cfg.experiment)
     try:
         train_cfg = cell_train_config(cfg, cell)
         run_id, metrics, params = finished_run(cfg, name)
-        changed = changed_params(params, train_cfg) if run_id else []
+        now = flatten_params(train_cfg.model_dump(mode="json"))
+        changed = changed_params(params, now) if run_id else []
         if changed:  # reusing it would report results of a budget the config no longer says
             raise ValueError(
                 f"run {name!r} ({run_id}) FINISHED with other values of {', '.join(changed)}; "
@@ -207,8 +120,6 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
 
 def run_sweep(cfg: SweepConfig, progress: bool = True) -> list[CellOutcome]:
     """Every cell, in sequence or (parallel) as Ray tasks; returns one outcome per cell."""
-    from biogner.runtime import init_ray
-
     init_ray()
     cells = cfg.cells()
     if cfg.parallel:
@@ -243,10 +154,6 @@ def summary_table(cfg: SweepConfig, outcomes: list[CellOutcome]) -> str:
             f"{shown:>9}  {o.run_id or o.error}"
         )
     return "\n".join(lines)
-
-
-def load_sweep(path: str | Path | None, overrides: list[str]) -> SweepConfig:
-    return load_config(SweepConfig, path, overrides)
 
 
 def outcomes_json(outcomes: list[CellOutcome]) -> list[dict[str, Any]]:

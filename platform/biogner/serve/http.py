@@ -2,7 +2,7 @@
 
 Why a deployment of its own: every check a request can fail (auth, size, JSON, the window
 count) runs here, before it costs model work, and its windows are prepared here, off the
-model replica's event loop (`engine.check_request` in a thread). The model replica sees only
+model replica's event loop (`check_request` in a thread). The model replica sees only
 valid, counted work; a request past `limits.request_timeout_s` gets a 504 and its handle call
 is cancelled, so the replica drops the rest of its work.
 """
@@ -24,9 +24,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from biogner.serve import engine
 from biogner.serve.auth import api_key_from_env
 from biogner.serve.errors import ERROR_RESPONSES, error, outcome_error
+from biogner.serve.requests import RequestError, check_request
 from biogner.serve.schema import ExtractRequest, ExtractResponse, Limits, ModelInfo
 
 log = logging.getLogger(__name__)
@@ -225,9 +225,9 @@ class Ingress:
             return error(422, "invalid", f"{err['msg']} (got {err.get('input')!r:.80})", where)
         try:  # the window count too, before any model work; off the event loop
             windows = await asyncio.to_thread(
-                engine.check_request, req.texts, req.entity_types, self.limits
+                check_request, req.texts, req.entity_types, self.limits
             )
-        except engine.RequestError as exc:
+        except RequestError as exc:
             return error(exc.status, exc.code, exc.message, exc.field)
         request_id = _request_id()
         left = deadline - time.monotonic()

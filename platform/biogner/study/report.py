@@ -1,54 +1,44 @@
 """Study report: which format extracts best, on which corpus, at what cost.
 
-Reads the study's MLflow runs (through `biogner.selection.collect_results`) and writes, per
-base model, a format x corpus F1 heatmap and an F1-versus-cost scatter, plus the paper-style
-Markdown table (F1, parse-error rate, tokens/entity, the format's ceiling F1, training wall
-time) -- then logs all of it to a `report` run of the experiment. Figures are drawn on
-`Figure` objects with the Agg canvas: no pyplot global state, no display needed.
+Reads the study's MLflow runs (through `biogner.study.results.collect_results`) and writes, per
+base model, a format x corpus F1 heatmap and an F1-versus-cost scatter (`study.figures`), the
+paper-style Markdown table (F1 with its interval, parse-error rate, tokens/entity, the format's
+ceiling F1, training wall time) and, when the runs were also decoded free, the
+constrained-vs-free table -- then logs all of it to a `report` run of the experiment.
 """
 
 from __future__ import annotations
 
-import argparse
-import math
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from biogner import tracking
-from biogner.corpora import CORPORA, get_corpus, load_split
+from biogner.corpora import get_corpus, load_split
+from biogner.evaluate.format_check import check_format
 from biogner.evaluate.metrics import split_prefix
 from biogner.formats import FORMATS
-from biogner.selection import (
-    KIND_TAG,
+from biogner.study.config import REPORT_METRIC
+from biogner.study.figures import heatmap_png, scatter_png
+from biogner.study.results import (
+    Cells,
     RunResult,
-    add_tracking_argument,
+    best_cells,
     collect_results,
+    corpus_order,
     for_experiment,
     metric_prefix,
-    rank_key,
+    row_order,
 )
-from biogner.tracking import TrackingConfig
+from biogner.tracking.config import TrackingConfig
+from biogner.tracking.runs import client_for, tracked_run
+from biogner.tracking.tags import KIND_TAG, REPORT_KIND
 
-REPORT_METRIC = "test_f1"  # models are chosen on dev (select) and reported on test
-
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
-
-REPORT_KIND = "report"
 MARKDOWN_FILE = "report.md"
 ARTIFACT_DIR = "report"
 MISSING = "-"  # no run for this cell
 NOT_AVAILABLE = "n/a"  # cannot be computed (corpus files absent, unknown format)
 _FILE_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]")
-_FORMAT_ORDER = {name: i for i, name in enumerate(FORMATS)}
-_CORPUS_ORDER = {name: i for i, name in enumerate(CORPORA)}
-
-# model -> (row label, corpus) -> the best result of that cell
-Cells = dict[tuple[str, str], RunResult]
 
 
 @dataclass
@@ -63,27 +53,6 @@ class ReportPaths:
     @property
     def files(self) -> list[Path]:
         return [self.markdown, *self.heatmaps.values(), *self.scatters.values()]
-
-
-def row_order(result: RunResult) -> tuple[int, int, str]:
-    """Single formats in `FORMATS` order, then unknown names, then the mixes."""
-    if result.is_mix:
-        return (2, 0, result.format)
-    index = _FORMAT_ORDER.get(result.formats[0])
-    return (0 if index is not None else 1, index or 0, result.format)
-
-
-def corpus_order(corpus: str) -> tuple[int, str]:
-    index = _CORPUS_ORDER.get(corpus)
-    return (index if index is not None else len(_CORPUS_ORDER), corpus)
-
-
-def best_cells(results: Sequence[RunResult]) -> dict[str, Cells]:
-    """Per model, the best result of each (row, corpus) cell (repeats keep the best)."""
-    out: dict[str, Cells] = {}
-    for r in sorted(results, key=rank_key):
-        out.setdefault(r.model, {}).setdefault((r.format, r.corpus), r)
-    return out
 
 
 class CeilingCache:
@@ -101,8 +70,6 @@ class CeilingCache:
         return self._values[key]
 
     def _compute(self, fmt: str, corpus: str) -> float | None:
-        from biogner.evaluate.format_check import check_format
-
         if fmt not in FORMATS:
             return None
         try:
@@ -254,71 +221,6 @@ def _pair(a: float | None, b: float | None, spec: str) -> str:
     return f"{_num(a, spec)} / {_num(b, spec)}"
 
 
-def _figure(width: float, height: float) -> Figure:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def heatmap_png(cells: Cells, model: str, metric: str, path: Path) -> Path:
-    """Format x corpus heatmap of the metric; empty cells stay blank."""
-    import numpy as np
-
-    rows = {r.format: r for r in cells.values()}
-    labels = sorted(rows, key=lambda label: row_order(rows[label]))
-    corpora = sorted({c for _, c in cells}, key=corpus_order)
-    data = np.full((len(labels), len(corpora)), np.nan)
-    for (label, c), r in cells.items():
-        data[labels.index(label), corpora.index(c)] = r.value
-    fig = _figure(2.5 + 1.4 * len(corpora), 1.5 + 0.45 * len(labels))
-    ax = fig.add_subplot()
-    image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(corpora)), corpora, rotation=30, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    for i in range(len(labels)):
-        for j in range(len(corpora)):
-            if not math.isnan(data[i, j]):
-                color = "black" if data[i, j] > 0.6 else "white"
-                ax.text(j, i, f"{data[i, j]:.3f}", ha="center", va="center", color=color)
-    ax.set_title(f"{metric}: {model}")
-    fig.colorbar(image, ax=ax, label=metric)
-    fig.savefig(path, format="png")
-    return path
-
-
-def scatter_png(cells: Cells, model: str, metric: str, path: Path) -> Path:
-    """Metric versus cost: generated tokens per entity, and throughput (sentences/s)."""
-    fig = _figure(11, 4.5)
-    axes = fig.subplots(1, 2, sharey=True)
-    corpora = sorted({c for _, c in cells}, key=corpus_order)
-    panels = (
-        (axes[0], "tokens_per_entity", "generated tokens per entity (lower is cheaper)"),
-        (axes[1], "sentences_per_s", "sentences per second (higher is faster)"),
-    )
-    for ax, attr, xlabel in panels:
-        for k, c in enumerate(corpora):
-            points = [
-                (getattr(r, attr), r.value, label)
-                for (label, rc), r in cells.items()
-                if rc == c and getattr(r, attr) is not None
-            ]
-            if not points:
-                continue
-            ax.scatter([p[0] for p in points], [p[1] for p in points], label=c, color=f"C{k % 10}")
-            for x, y, name in points:
-                ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel(metric)
-    axes[0].legend(title="corpus", fontsize=8)
-    fig.suptitle(f"{metric} versus cost: {model}")
-    fig.savefig(path, format="png")
-    return path
-
-
 def _safe(name: str) -> str:
     return _FILE_BAD_CHARS.sub("_", name) or "model"
 
@@ -367,55 +269,15 @@ def build_report(
 def _log_report(cfg: TrackingConfig, experiment: str, metric: str, paths: ReportPaths) -> str:
     exp_cfg = for_experiment(cfg, experiment)
     tags = {KIND_TAG: REPORT_KIND, "metric": metric}
-    with tracking.tracked_run(exp_cfg, f"report-{metric}", tags=tags) as run_id:
-        client = tracking.client_for(exp_cfg)
+    with tracked_run(exp_cfg, f"report-{metric}", tags=tags) as run_id:
+        client = client_for(exp_cfg)
         for path in paths.files:
             client.log_artifact(run_id, str(path), ARTIFACT_DIR)
     return run_id
 
 
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    cfg = TrackingConfig(tracking_uri=args.tracking_uri, experiment=args.experiment)
-    try:
-        paths = build_report(
-            cfg,
-            args.experiment,
-            Path(args.out),
-            args.metric,
-            args.data_dir,
-            log_run=not args.no_log,
-        )
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(paths.markdown.read_text())
-    for path in paths.files:
-        print(f"wrote {path}")
-    if paths.run_id:
-        print(f"logged to MLflow run {paths.run_id} (artifacts under {ARTIFACT_DIR}/)")
-    return 0
-
-
-def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """`biogner report`: heatmaps, cost scatters and the Markdown table of a study."""
-    p = subparsers.add_parser("report", help="F1 heatmaps, cost plots and the study table")
-    p.add_argument("--experiment", required=True, help="MLflow experiment of the study")
-    p.add_argument("--out", required=True, help="directory for report.md and the PNGs")
-    p.add_argument("--metric", default=REPORT_METRIC)
-    p.add_argument("--data-dir", help="corpora, for the ceiling F1 (default: usual data dir)")
-    p.add_argument("--no-log", action="store_true", help="do not log a report run to MLflow")
-    add_tracking_argument(p)
-    p.set_defaults(func=_cmd_report)
-    return p
-
-
 __all__ = [
     "ReportPaths",
-    "add_report_command",
     "best_cells",
     "build_report",
     "decoding_markdown",

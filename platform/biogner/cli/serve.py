@@ -17,16 +17,8 @@ from typing import Any
 
 import yaml
 
-# The local start/stop helpers live in `local`; they are importable from here too (the demo
-# and the benchmarks use this path).
-from biogner.serve.local import (
-    DEFAULT_APP,
-    ServeStartError,
-    check_port_free,
-    start_app,
-    stop_app,
-    wait_ready,
-)
+from biogner.config import ConfigError, deep_merge, parse_overrides
+from biogner.serve.local import DEFAULT_APP, ServeStartError, start_app, stop_app, wait_ready
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -59,8 +51,6 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 
 def load_serve_file(path: str | None, app: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(http_options, application entry) from a Serve config file, or defaults without one."""
-    from biogner.config import ConfigError
-
     if path is None:
         return {}, {"name": DEFAULT_APP, "route_prefix": "/", "args": {}}
     try:
@@ -85,7 +75,6 @@ def load_serve_file(path: str | None, app: str | None) -> tuple[dict[str, Any], 
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from biogner.config import ConfigError, deep_merge, parse_overrides
     from biogner.serve.application import check_overrides, parse_config, resolve_locations
 
     try:
@@ -129,13 +118,4 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = [
-    "ServeStartError",
-    "add_serve_command",
-    "check_port_free",
-    "load_serve_file",
-    "run_serve",
-    "start_app",
-    "stop_app",
-    "wait_ready",
-]
+__all__ = ["add_serve_command", "load_serve_file", "run_serve"]

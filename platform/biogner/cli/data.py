@@ -1,14 +1,12 @@
-"""`biogner` command line: wires arguments to the library; no logic of its own."""
+"""`biogner formats`, `corpora`, `data download`, `convert`: the data side of the command line."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from collections.abc import Sequence
+from typing import Any
 
 from biogner.corpora.registry import SPLITS
-from biogner.runtime import VERBOSE_ENV
 
 
 def _cmd_formats_list(args: argparse.Namespace) -> int:
@@ -107,80 +105,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from biogner.config import ConfigError, load_config
-    from biogner.evaluate.runner import EvalConfig, run_evaluation
-
-    overrides = [f"model={args.model}", f"corpus={args.corpus}", f"split={args.split}"]
-    if args.format:
-        overrides.append(f"format={args.format}")
-    if args.limit:
-        overrides.append(f"limit={args.limit}")
-    if args.tracking_uri:
-        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
-    try:
-        cfg = load_config(EvalConfig, None, [*overrides, *args.overrides])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = run_evaluation(cfg)
-    m = result.metrics
-    p = cfg.metric_prefix
-    subset = f" (first {cfg.limit}: a subset, not selectable)" if cfg.limit else ""
-    subset += "" if cfg.generation.constrained else " (free decoding)"
-    print(
-        f"{cfg.model} on {cfg.corpus}/{cfg.split}{subset}, {int(m[p + 'sentences'])} sentences, "
-        f"{int(m[p + 'gold_mentions'])} gold mentions: F1 {m[p + 'f1']:.4f} "
-        f"[95% CI {m[p + 'f1_low']:.4f}-{m[p + 'f1_high']:.4f}]  P {m[p + 'precision']:.4f}"
-        f"  R {m[p + 'recall']:.4f}  parse errors {m[p + 'parse_error_rate']:.3f}"
-        f"  hallucinations {m[p + 'hallucination_rate']:.3f}"
-        f"  tokens/entity {m[p + 'generated_tokens_per_entity']:.1f}"
-        f"  sentences/s {m[p + 'sentences_per_s']:.2f}"
-    )
-    print(f"evaluation run {result.run_id} (parent {result.parent_run_id})")
-    return 0
-
-
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    import json
-
-    from biogner.config import ConfigError
-    from biogner.sweep import load_sweep, outcomes_json, run_sweep, summary_table
-
-    try:
-        cfg = load_sweep(args.config, args.overrides)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    outcomes = run_sweep(cfg)
-    print(summary_table(cfg, outcomes))
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(outcomes_json(outcomes), fh, indent=2)
-    failed = [o for o in outcomes if o.status == "FAILED"]
-    for o in failed:
-        print(f"FAILED {o.cell.run_name(cfg.experiment)}: {o.error}", file=sys.stderr)
-    return 1 if failed else 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from biogner.demo import run_demo
-
-    return run_demo(tiny=args.tiny, home=args.home, serve_port=args.port, data_dir=args.data_dir)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="biogner", description="Generative biomedical NER with lightweight LLMs on Ray."
-    )
-    parser.add_argument(
-        "--verbose",
-        action="store_true",
-        help="show Ray's, DeepSpeed's and the libraries' own logs and progress bars "
-        "(default: they go to .biogner/logs/)",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_data_commands(sub: Any) -> None:
     fmt = sub.add_parser("formats", help="output formats").add_subparsers(dest="sub", required=True)
     p = fmt.add_parser("list", help="list the output formats")
     p.set_defaults(func=_cmd_formats_list)
@@ -220,54 +145,3 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int)
     p.add_argument("--tokenizer", help="model spec to count tokens with (e.g. smollm2-135m)")
     p.set_defaults(func=_cmd_convert)
-
-    from biogner.train import job as train_job
-
-    p = sub.add_parser("train", help="fine-tune on Ray Train + DeepSpeed, tracked in MLflow")
-    train_job.add_arguments(p)
-    p.set_defaults(func=train_job.run)
-
-    p = sub.add_parser("evaluate", help="batch generation + strict scoring of a model")
-    p.add_argument("--model", required=True, help="runs:/ID/model, models:/NAME@ALIAS or a dir")
-    p.add_argument("--corpus", default="NCBI-disease")
-    p.add_argument("--format", help="default: the model's training format")
-    p.add_argument("--split", default="test", choices=SPLITS)
-    p.add_argument("--limit", type=int, help="first N sentences (a quick look)")
-    p.add_argument("--tracking-uri")
-    p.add_argument("overrides", nargs="*", help="EvalConfig key=value overrides")
-    p.set_defaults(func=_cmd_evaluate)
-
-    p = sub.add_parser("sweep", help="models x formats x corpora: train + evaluate each cell")
-    p.add_argument("--config", required=True, help="jobs/configs/study_*.yaml")
-    p.add_argument("overrides", nargs="*", help="dotted key=value")
-    p.add_argument("--json", help="write the outcomes as JSON here")
-    p.set_defaults(func=_cmd_sweep)
-
-    p = sub.add_parser("demo", help="convert, train two formats, evaluate, select, serve")
-    p.add_argument("--tiny", action="store_true", help="tiny-llama: the same path in ~a minute")
-    p.add_argument("--home", default=".biogner", help="where the demo keeps its state")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoint")
-    p.add_argument(
-        "--data-dir", help="corpora folder (default: $BIOGNER_DATA_DIR or the shared one)"
-    )
-    p.set_defaults(func=_cmd_demo)
-
-    from biogner.evaluate.report import add_report_command
-    from biogner.selection import add_select_command
-    from biogner.serve.cli import add_serve_command
-
-    add_select_command(sub)
-    add_report_command(sub)
-    add_serve_command(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.verbose:  # read by biogner.runtime, here and in every Ray worker
-        os.environ[VERBOSE_ENV] = "1"
-    return int(args.func(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,40 @@
+"""`biogner` command line: all argument parsing lives in this package, one module per group
+(`data`: formats, corpora, downloads, conversion; `runs`: train, evaluate, sweep, select, report,
+demo; `serve`). Handlers wire arguments to the library and import their stage when they run;
+`jobs/*.py` are thin `main([...])` wrappers for `ray job submit`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+
+from biogner.cli.data import add_data_commands
+from biogner.cli.runs import add_run_commands
+from biogner.cli.serve import add_serve_command
+from biogner.runtime import VERBOSE_ENV
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="biogner", description="Generative biomedical NER with lightweight LLMs on Ray."
+    )
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="show Ray's, DeepSpeed's and the libraries' own logs and progress bars "
+        "(default: they go to .biogner/logs/)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    add_data_commands(sub)
+    add_run_commands(sub)
+    add_serve_command(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.verbose:  # read by biogner.runtime, here and in every Ray worker
+        os.environ[VERBOSE_ENV] = "1"
+    return int(args.func(args))

@@ -1,0 +1,231 @@
+"""`biogner train`, `evaluate`, `sweep`, `select`, `report`, `demo`: training, scoring and the
+study on the command line. Each handler imports its stage when it runs, so `biogner --help`
+stays fast."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from biogner.config import ConfigError, load_config, to_yaml
+from biogner.corpora.registry import SPLITS
+from biogner.study.config import DEFAULT_ALIAS, DEFAULT_METRIC, DEFAULT_MODEL_NAME, REPORT_METRIC
+from biogner.tracking.config import TrackingConfig
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file (jobs/configs/*.yaml); defaults otherwise")
+    parser.add_argument("overrides", nargs="*", help="dotted key=value, e.g. optim.max_steps=20")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config")
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from biogner.train.config import TrainConfig  # torch/mlflow: only when training
+
+    try:
+        cfg = load_config(TrainConfig, args.config, args.overrides)
+    except (ConfigError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(to_yaml(cfg))
+        return 0
+    from biogner.train.driver import run_training
+    from biogner.train.rerun import RerunConflict
+
+    try:
+        outcome = run_training(cfg)
+    except RerunConflict as exc:  # a clear refusal, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"run {outcome.run_id}: {outcome.status} after {outcome.steps} steps; "
+        f"final loss {outcome.metrics.get('loss', float('nan')):.4f}"
+    )
+    print(f"tracking: {cfg.tracking.uri}  (mlflow ui --backend-store-uri {cfg.tracking.uri})")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from biogner.config import ConfigError, load_config
+    from biogner.evaluate.config import EvalConfig
+    from biogner.evaluate.runner import run_evaluation
+
+    overrides = [f"model={args.model}", f"corpus={args.corpus}", f"split={args.split}"]
+    if args.format:
+        overrides.append(f"format={args.format}")
+    if args.limit:
+        overrides.append(f"limit={args.limit}")
+    if args.tracking_uri:
+        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    try:
+        cfg = load_config(EvalConfig, None, [*overrides, *args.overrides])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result = run_evaluation(cfg)
+    m = result.metrics
+    p = cfg.metric_prefix
+    subset = f" (first {cfg.limit}: a subset, not selectable)" if cfg.limit else ""
+    subset += "" if cfg.generation.constrained else " (free decoding)"
+    print(
+        f"{cfg.model} on {cfg.corpus}/{cfg.split}{subset}, {int(m[p + 'sentences'])} sentences, "
+        f"{int(m[p + 'gold_mentions'])} gold mentions: F1 {m[p + 'f1']:.4f} "
+        f"[95% CI {m[p + 'f1_low']:.4f}-{m[p + 'f1_high']:.4f}]  P {m[p + 'precision']:.4f}"
+        f"  R {m[p + 'recall']:.4f}  parse errors {m[p + 'parse_error_rate']:.3f}"
+        f"  hallucinations {m[p + 'hallucination_rate']:.3f}"
+        f"  tokens/entity {m[p + 'generated_tokens_per_entity']:.1f}"
+        f"  sentences/s {m[p + 'sentences_per_s']:.2f}"
+    )
+    print(f"evaluation run {result.run_id} (parent {result.parent_run_id})")
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+
+    from biogner.config import ConfigError
+    from biogner.study.config import load_sweep
+    from biogner.study.sweep import outcomes_json, run_sweep, summary_table
+
+    try:
+        cfg = load_sweep(args.config, args.overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    outcomes = run_sweep(cfg)
+    print(summary_table(cfg, outcomes))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(outcomes_json(outcomes), fh, indent=2)
+    failed = [o for o in outcomes if o.status == "FAILED"]
+    for o in failed:
+        print(f"FAILED {o.cell.run_name(cfg.experiment)}: {o.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from biogner.demo import run_demo
+
+    return run_demo(tiny=args.tiny, home=args.home, serve_port=args.port, data_dir=args.data_dir)
+
+
+def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or .biogner/mlflow.db)"
+    )
+
+
+def _cmd_select(args: argparse.Namespace) -> int:
+    from biogner.study.results import collect_results
+    from biogner.study.select import explain, ranking_table, select_champion
+
+    cfg = TrackingConfig(tracking_uri=args.tracking_uri, experiment=args.experiment)
+    try:
+        if args.dry_run:
+            ranking = collect_results(cfg, args.experiment, args.metric, args.corpus)
+            if not ranking:
+                raise ValueError(f"no FINISHED training run with metric {args.metric!r}")
+            print(ranking_table(ranking, args.metric))
+            return 0
+        selection = select_champion(
+            cfg, args.experiment, args.metric, args.corpus, args.model_name, args.alias
+        )
+    except (ValueError, LookupError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(explain(selection))
+    return 0
+
+
+def add_select_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """`biogner select`: rank a study's runs and move the champion alias to the best."""
+    p = subparsers.add_parser(
+        "select", help="rank finished training runs by a metric; register the champion"
+    )
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the study")
+    p.add_argument("--metric", default=DEFAULT_METRIC)
+    p.add_argument("--corpus", help="only runs trained on this corpus, scored on it")
+    p.add_argument(
+        "--model-name",
+        default=DEFAULT_MODEL_NAME,
+        help="registered model (default: %(default)s, the name serve_configs/*.yaml load)",
+    )
+    p.add_argument("--alias", default=DEFAULT_ALIAS)
+    p.add_argument("--dry-run", action="store_true", help="print the ranking, register nothing")
+    add_tracking_argument(p)
+    p.set_defaults(func=_cmd_select)
+    return p
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from biogner.study.report import ARTIFACT_DIR, build_report
+
+    cfg = TrackingConfig(tracking_uri=args.tracking_uri, experiment=args.experiment)
+    try:
+        paths = build_report(
+            cfg,
+            args.experiment,
+            Path(args.out),
+            args.metric,
+            args.data_dir,
+            log_run=not args.no_log,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(paths.markdown.read_text())
+    for path in paths.files:
+        print(f"wrote {path}")
+    if paths.run_id:
+        print(f"logged to MLflow run {paths.run_id} (artifacts under {ARTIFACT_DIR}/)")
+    return 0
+
+
+def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """`biogner report`: heatmaps, cost scatters and the Markdown table of a study."""
+    p = subparsers.add_parser("report", help="F1 heatmaps, cost plots and the study table")
+    p.add_argument("--experiment", required=True, help="MLflow experiment of the study")
+    p.add_argument("--out", required=True, help="directory for report.md and the PNGs")
+    p.add_argument("--metric", default=REPORT_METRIC)
+    p.add_argument("--data-dir", help="corpora, for the ceiling F1 (default: usual data dir)")
+    p.add_argument("--no-log", action="store_true", help="do not log a report run to MLflow")
+    add_tracking_argument(p)
+    p.set_defaults(func=_cmd_report)
+    return p
+
+
+def add_run_commands(sub: Any) -> None:
+    p = sub.add_parser("train", help="fine-tune on Ray Train + DeepSpeed, tracked in MLflow")
+    add_train_arguments(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="batch generation + strict scoring of a model")
+    p.add_argument("--model", required=True, help="runs:/ID/model, models:/NAME@ALIAS or a dir")
+    p.add_argument("--corpus", default="NCBI-disease")
+    p.add_argument("--format", help="default: the model's training format")
+    p.add_argument("--split", default="test", choices=SPLITS)
+    p.add_argument("--limit", type=int, help="first N sentences (a quick look)")
+    p.add_argument("--tracking-uri")
+    p.add_argument("overrides", nargs="*", help="EvalConfig key=value overrides")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("sweep", help="models x formats x corpora: train + evaluate each cell")
+    p.add_argument("--config", required=True, help="jobs/configs/study_*.yaml")
+    p.add_argument("overrides", nargs="*", help="dotted key=value")
+    p.add_argument("--json", help="write the outcomes as JSON here")
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("demo", help="convert, train two formats, evaluate, select, serve")
+    p.add_argument("--tiny", action="store_true", help="tiny-llama: the same path in ~a minute")
+    p.add_argument("--home", default=".biogner", help="where the demo keeps its state")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoint")
+    p.add_argument(
+        "--data-dir", help="corpora folder (default: $BIOGNER_DATA_DIR or the shared one)"
+    )
+    p.set_defaults(func=_cmd_demo)
+
+    add_select_command(sub)
+    add_report_command(sub)

@@ -1,0 +1,43 @@
+"""The evaluation job's config (`biogner evaluate`, each sweep cell): pydantic only."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from biogner.evaluate.metrics import split_prefix
+from biogner.models.config import GenerationConfig
+from biogner.tracking.config import TrackingConfig
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(..., description="runs:/<id>/model, models:/<name>@<alias>, or a dir")
+    corpus: str = "NCBI-disease"
+    format: str | None = Field(None, description="default: the format the model was trained on")
+    split: str = "test"
+    limit: int | None = Field(
+        None,
+        description="first N sentences only: a quick look, tagged as a subset, never copied "
+        "onto the training run and never eligible for champion selection",
+    )
+    data_dir: str | None = None
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    num_actors: int = 1
+    use_gpu: bool = False
+    rows_per_task: int = 64
+    error_sample: int = 25
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    parent_run_id: str | None = Field(
+        None, description="default: the training run of a runs:/ or models:/ URI"
+    )
+    log_to_parent: bool = Field(
+        True,
+        description="also log <split>_f1 ... on the parent run (whole splits only; free "
+        "decoding as <split>_free_f1 ...)",
+    )
+
+    @property
+    def metric_prefix(self) -> str:
+        """`test_`, or `test_free_` when decoding free (generation.constrained: false)."""
+        return split_prefix(self.split, self.generation.constrained)

@@ -1,0 +1,80 @@
+"""What a model is and how it generates, as config: pydantic and the standard library only.
+
+Why apart from loading: run, serve and sweep configs embed these sections, and reading a
+config must not import torch (the HTTP ingress and the CLI's config checks stay light).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+TINY_LLAMA = "tiny-llama"
+SMOLLM2 = "smollm2-135m"
+BUILTINS = (TINY_LLAMA, SMOLLM2)
+# Written beside every trained model: base model, format(s), entity types, corpora.
+METADATA_FILE = "biogner_model.json"
+# dtype names a config may give (besides "auto"); `biogner.models.load.DTYPES` maps them.
+DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+
+
+class ModelLoadError(RuntimeError):
+    """A model spec could not be resolved or loaded; the message says what to do instead."""
+
+
+class ModelConfig(BaseModel):
+    """Which model to load and how to adapt it (the `model` section of a run config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: str = TINY_LLAMA
+    lora: bool = True
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    dtype: str = "auto"
+    cache_dir: str | None = None
+    trust_remote_code: bool = False
+    # Left padding is what batched generation needs; training collators pad as they like.
+    padding_side: str = "left"
+
+    @field_validator("dtype")
+    @classmethod
+    def _known_dtype(cls, value: str) -> str:
+        if value != "auto" and value not in DTYPE_NAMES:
+            raise ValueError(
+                f"model.dtype must be 'auto' or one of {sorted(DTYPE_NAMES)}, got {value!r}"
+            )
+        return value
+
+    @field_validator("padding_side")
+    @classmethod
+    def _known_side(cls, value: str) -> str:
+        if value not in ("left", "right"):
+            raise ValueError(f"model.padding_side must be 'left' or 'right', got {value!r}")
+        return value
+
+
+class GenerationConfig(BaseModel):
+    batch_size: int = Field(16, ge=1)
+    max_new_tokens_cap: int = Field(768, ge=1, description="upper bound on any answer")
+    device: str = Field("auto", description="auto, cpu, cuda")
+    dtype: str = "auto"
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="torch threads on a CPU; default: all of this node's cores (an evaluation "
+        "with several actors shares them out)",
+    )
+    constrained: bool = Field(
+        True,
+        description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
+        " answers always parse and mention only spans of the sentence; false: free decoding",
+    )
+    reuse_kv_cache: bool = Field(
+        True,
+        description="a conv format's later turns reuse the keys/values of the earlier ones "
+        "instead of re-encoding the whole chat (same answers, less compute)",
+    )

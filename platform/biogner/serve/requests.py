@@ -1,0 +1,108 @@
+"""What a request must satisfy before it costs model work, and the model inputs it becomes.
+
+Why apart from `engine`: the HTTP ingress runs these checks on every request, and it must not
+load torch or a model to do it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from biogner.serve.schema import Limits
+from biogner.serve.text import Window, iter_windows
+
+
+class RequestError(ValueError):
+    """A request the service refuses; carries the HTTP status and the field at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "code": self.code,
+            "message": self.message,
+            "field": self.field,
+        }
+
+
+def check_texts(texts: Sequence[str], limits: Limits) -> None:
+    """Refuse an empty list, oversized or non-encodable texts, naming the first one at fault.
+
+    A blank text is no fault: it has no window (`iter_windows`) and gets no entities, so one
+    blank document does not fail its batch."""
+    if not texts:
+        raise RequestError(422, "empty", "texts must hold at least one text", "texts")
+    if len(texts) > limits.max_texts:
+        raise RequestError(
+            422,
+            "too_many_texts",
+            f"{len(texts)} texts; at most {limits.max_texts} per request",
+            "texts",
+        )
+    for i, text in enumerate(texts):
+        where = f"texts[{i}]"
+        if len(text) > limits.max_chars_per_text:
+            raise RequestError(
+                422,
+                "text_too_long",
+                f"{len(text)} characters; at most {limits.max_chars_per_text} per text",
+                where,
+            )
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise RequestError(
+                422, "invalid_text", f"not valid Unicode (lone surrogate at {exc.start})", where
+            ) from None
+
+
+def check_entity_types(requested: Sequence[str] | None, limits: Limits) -> None:
+    """Refuse an oversized entity_types list before it reaches the model."""
+    if requested is not None and len(requested) > limits.max_entity_types:
+        raise RequestError(
+            422,
+            "too_many_entity_types",
+            f"{len(requested)} entity types; at most {limits.max_entity_types} per request",
+            "entity_types",
+        )
+
+
+def prepare(texts: Sequence[str], limits: Limits) -> list[list[Window]]:
+    """Model inputs (sentence windows) for each text; the texts must have passed check_texts.
+
+    A request over `limits.max_windows` is refused (413) as soon as the count passes it, so
+    that refusing a huge request costs at most that many windows of work."""
+    cap = limits.max_windows
+    out: list[list[Window]] = []
+    total = 0
+    for i, text in enumerate(texts):
+        windows: list[Window] = []
+        for window in iter_windows(text, limits.window_tokens, limits.window_chars, f"t{i}w"):
+            total += 1
+            if total > cap:
+                raise RequestError(
+                    413,
+                    "too_many_windows",
+                    f"more than {cap} model inputs (sentences, or pieces of long ones): "
+                    f"{total} counted by texts[{i}]; limits.max_windows is {cap} per request",
+                    "texts",
+                )
+            windows.append(window)
+        out.append(windows)
+    return out
+
+
+def check_request(
+    texts: Sequence[str], entity_types: Sequence[str] | None, limits: Limits
+) -> list[list[Window]]:
+    """Every check the ingress makes before a request costs model work; its windows."""
+    check_entity_types(entity_types, limits)
+    check_texts(texts, limits)
+    return prepare(texts, limits)
