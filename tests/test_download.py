@@ -18,14 +18,12 @@ from biogner.corpora import get_corpus, load_split, read_iob2
 from biogner.corpora.download import (
     MIRROR_ENV,
     DownloadError,
-    corpora_status,
-    count_sentences,
     download_corpus,
-    format_corpora_table,
     sha256_file,
     split_url,
 )
 from biogner.corpora.registry import SPLITS
+from biogner.corpora.status import corpora_status, count_sentences, format_corpora_table
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bioner"
 NCBI = SHARED / "NCBI-disease"

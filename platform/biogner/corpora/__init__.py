@@ -1,11 +1,6 @@
 """BioNER corpora: registry, IOB2 reader, data directory and downloads."""
 
-from biogner.corpora.download import (
-    DownloadError,
-    corpora_status,
-    download_corpus,
-    format_corpora_table,
-)
+from biogner.corpora.download import DownloadError, download_corpus
 from biogner.corpora.iob import IOBError, ReadStats, read_iob2, spans_to_tags
 from biogner.corpora.registry import (
     CORPORA,
@@ -15,6 +10,7 @@ from biogner.corpora.registry import (
     load_split,
     resolve_data_dir,
 )
+from biogner.corpora.status import corpora_status, format_corpora_table
 
 __all__ = [
     "CORPORA",
