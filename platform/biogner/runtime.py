@@ -21,6 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 LOCAL_MIN_CPUS = 4  # 2 train workers + a Ray Data task must fit, or lazy pipelines deadlock
 VERBOSE_ENV = "BIOGNER_VERBOSE"
 # Loggers whose INFO lines go to the log file, not the terminal, unless verbose.
@@ -143,7 +145,6 @@ def stop_local_ray(grace_s: float = 10.0) -> list[int]:
     400 MB `ray::TrainController` running after it exited. Every descendant of this process
     (GCS, raylet, workers, agents) gets `grace_s` to exit, then SIGKILL. Returns the pids
     that had to be killed."""
-    import psutil
     import ray
 
     started = psutil.Process().children(recursive=True)

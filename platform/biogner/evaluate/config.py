@@ -4,9 +4,18 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from biogner.evaluate.metrics import split_prefix
 from biogner.models.config import GenerationConfig
 from biogner.tracking.config import TrackingConfig
+
+FREE_DECODING = "free"  # metric names of a free-decoding evaluation: `test_free_f1`, ...
+
+
+def split_prefix(split: str, constrained: bool = True) -> str:
+    """Metric-name prefix of an evaluation: `test_`, or `test_free_` for free decoding.
+
+    Why two names: the study scores the same checkpoint both ways, and a free evaluation
+    must never overwrite (or be selected as) the constrained score that serving delivers."""
+    return f"{split}_" if constrained else f"{split}_{FREE_DECODING}_"
 
 
 class EvalConfig(BaseModel):

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from biogner.formats.base import ParseResult
 from biogner.types import Span
 
@@ -18,15 +20,6 @@ Key = tuple[str, int, int, str]
 Counts = tuple[int, int, int]  # one sentence's (tp, fp, fn)
 BOOTSTRAP_RESAMPLES = 1000
 CONFIDENCE = 0.95
-FREE_DECODING = "free"  # metric names of a free-decoding evaluation: `test_free_f1`, ...
-
-
-def split_prefix(split: str, constrained: bool = True) -> str:
-    """Metric-name prefix of an evaluation: `test_`, or `test_free_` for free decoding.
-
-    Why two names: the study scores the same checkpoint both ways, and a free evaluation
-    must never overwrite (or be selected as) the constrained score that serving delivers."""
-    return f"{split}_" if constrained else f"{split}_{FREE_DECODING}_"
 
 
 @dataclass
@@ -168,8 +161,6 @@ def sentence_counts(gold: Iterable[Span], predicted: Iterable[Span]) -> Counts:
 def _resampled_sums(tables: Sequence[Sequence[Counts]], resamples: int, seed: int) -> Any:
     """Summed counts of `resamples` bootstrap draws of sentences, the same draws for every
     table: shape (resamples, 3 x len(tables))."""
-    import numpy as np
-
     both = np.concatenate([np.asarray(t, dtype=np.int64).reshape(-1, 3) for t in tables], axis=1)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(both), size=(resamples, len(both)))
@@ -177,8 +168,6 @@ def _resampled_sums(tables: Sequence[Sequence[Counts]], resamples: int, seed: in
 
 
 def _f1(sums: Any) -> Any:
-    import numpy as np
-
     tp, fp, fn = sums[:, 0], sums[:, 1], sums[:, 2]
     denom = 2 * tp + fp + fn
     return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
@@ -191,8 +180,6 @@ def bootstrap_f1(
 
     Sentences, not mentions, are the unit: a model's errors cluster in hard sentences, and
     the split is a sample of sentences. Deterministic for a seed."""
-    import numpy as np
-
     if not counts:
         return 0.0, 0.0
     f1 = _f1(_resampled_sums([counts], resamples, seed))
@@ -207,8 +194,6 @@ def paired_bootstrap(
 
     `a[i]` and `b[i]` must be the same sentence. Near 1: a is reliably better; near 0.5: the
     two are indistinguishable on this split."""
-    import numpy as np
-
     if len(a) != len(b):
         raise ValueError(f"paired bootstrap needs the same sentences: {len(a)} vs {len(b)}")
     if not a:

@@ -21,8 +21,8 @@ import ray
 
 from biogner.corpora import get_corpus, load_split
 from biogner.data import row_sentence, sentence_row
-from biogner.evaluate.config import EvalConfig
-from biogner.evaluate.metrics import FREE_DECODING, Scorer, Scores
+from biogner.evaluate.config import FREE_DECODING, EvalConfig
+from biogner.evaluate.metrics import Scorer, Scores
 from biogner.formats.base import ParseResult
 from biogner.generation import Generator, read_model_metadata
 from biogner.models.config import GenerationConfig

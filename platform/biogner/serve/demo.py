@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import httpx
+
 from biogner.config import deep_merge
 from biogner.serve.app import parse_config, resolve_locations
 from biogner.serve.local import check_port_free, start_app, stop_app, wait_ready
@@ -37,8 +39,6 @@ def serve_and_query(
 
     Raises ServeStartError (port busy, model not ready) or RuntimeError (a non-200 answer).
     """
-    import httpx
-
     store = {"tracking_uri": tracking.tracking_uri, "artifact_root": tracking.artifact_root}
     args: dict[str, Any] = {"model_uri": model_uri, "tracking": store}
     args = deep_merge(deep_merge(args, DEMO_DEFAULTS), dict(overrides or {}))

@@ -10,6 +10,8 @@ import socket
 import time
 from typing import Any
 
+import httpx
+
 from biogner.runtime import requiet_logs
 from biogner.serve.application import build_application
 from biogner.serve.schema import ServeConfig
@@ -55,8 +57,6 @@ def start_app(
 
 def wait_ready(base_url: str, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
     """Poll GET /readyz until the model answers; the last error is in the exception."""
-    import httpx
-
     deadline = time.monotonic() + timeout_s
     last = "no answer"
     while True:

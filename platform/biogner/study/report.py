@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from biogner.corpora import get_corpus, load_split
+from biogner.evaluate.config import split_prefix
 from biogner.evaluate.format_check import check_format
-from biogner.evaluate.metrics import split_prefix
 from biogner.formats import FORMATS
 from biogner.study.config import REPORT_METRIC
 from biogner.study.figures import heatmap_png, scatter_png

@@ -18,7 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from biogner.corpora import CORPORA
 from biogner.corpora.registry import SPLITS
-from biogner.evaluate.metrics import split_prefix
+from biogner.evaluate.config import split_prefix
 from biogner.formats import FORMATS
 from biogner.study.config import DEFAULT_METRIC, format_label
 from biogner.tracking.config import TrackingConfig

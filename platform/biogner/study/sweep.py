@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from biogner.config import deep_merge, load_config, parse_overrides
-from biogner.evaluate.config import EvalConfig
-from biogner.evaluate.metrics import split_prefix
+from biogner.evaluate.config import EvalConfig, split_prefix
 from biogner.evaluate.runner import run_evaluation
 from biogner.runtime import init_ray
 from biogner.study.config import Cell, SweepConfig
