@@ -64,30 +64,25 @@ class LoadedModel:
         return [t for t in self.entity_types if t in wanted]
 
 
-def _store(tracking: TrackingConfig) -> TrackingConfig:
-    setup(tracking)
-    return tracking
-
-
 def alias_version(model_uri: str, tracking: TrackingConfig) -> str:
     """The registry version a `models:/<name>@<alias>` URI points to now (a registry lookup:
     blocking; the alias follower runs it off the replica's event loop)."""
     uri = parse_model_uri(model_uri)
     if uri.alias is None:
         raise ValueError(f"{model_uri} names no registry alias (models:/<name>@<alias>)")
-    return str(model_version(_store(tracking), uri).version)
+    return str(model_version(tracking, uri).version)
 
 
 def resolve_ref(model_uri: str, tracking: TrackingConfig) -> tuple[ModelRef, str]:
     """The model's name/version/run and the URI to download (a registry alias is pinned to
     the version it points to now, so a concurrent alias move cannot mix two versions)."""
     uri = parse_model_uri(model_uri)
-    if uri.run_id is not None:
-        return ModelRef(uri=model_uri, run_id=uri.run_id), model_uri
-    if uri.name is None:
+    if not uri.in_store:
         path = Path(model_uri).expanduser().resolve()
         return ModelRef(name=path.name, uri=model_uri), str(path)
-    mv = model_version(_store(tracking), uri)
+    if uri.run_id is not None:
+        return ModelRef(uri=model_uri, run_id=uri.run_id), model_uri
+    mv = model_version(tracking, uri)
     version = str(mv.version)
     return (
         ModelRef(name=uri.name, version=version, uri=model_uri, run_id=mv.run_id or None),
@@ -99,7 +94,8 @@ def load(model_uri: str, tracking: TrackingConfig, generation: GenerationConfig)
     """Resolve `model_uri` (registry, run or directory), download it and load it."""
     ref, source = resolve_ref(model_uri, tracking)
     download_dir: Path | None = None
-    if source.startswith(("models:/", "runs:/")):
+    if parse_model_uri(source).in_store:
+        setup(tracking)  # MLflow downloads runs:/ and models:/ from its process-wide store
         download_dir = Path(tempfile.mkdtemp(prefix="biogner-serve-"))
     try:
         model_dir = download_model_dir(source, download_dir)
