@@ -5,7 +5,6 @@ Lossy: strings carry no position, so repeated strings map to occurrences in orde
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Sequence
 
@@ -34,7 +33,7 @@ class TermWriting(Writing):
 
     def answer_budget(self, text_tokens: int, types_in_answer: int) -> int:
         """A term answer lists each type's mentions: its budget grows with the types."""
-        return max(math.ceil(text_tokens * types_in_answer), self.budget_floor)
+        return super().answer_budget(text_tokens * types_in_answer, types_in_answer)
 
     exact = False
     nesting = True

@@ -181,11 +181,11 @@ def decoding_markdown(metric: str, constrained: dict[str, Cells], free: Sequence
         "constrained / free.",
     ]
     for model in sorted(constrained):
-        both = {
-            k: (r, by_run[(r.run_id, r.corpus, r.eval_format)])
-            for k, r in constrained[model].items()
-            if (r.run_id, r.corpus, r.eval_format) in by_run
-        }
+        both = {}
+        for key, r in constrained[model].items():
+            f = by_run.get((r.run_id, r.corpus, r.eval_format))
+            if f is not None:
+                both[key] = (r, f)
         for corpus in sorted({c for _, c in both}, key=corpus_order):
             rows = sorted(
                 ((label, pair) for (label, c), pair in both.items() if c == corpus),

@@ -67,19 +67,20 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
     try:
         train_cfg = cell_train_config(cfg, cell)
         run_id, metrics, params = finished_run(cfg, name)
-        now = flatten_params(train_cfg.model_dump(mode="json"))
-        changed = changed_params(params, now) if run_id else []
+        now = flatten_params(train_cfg.model_dump(mode="json")) if run_id else {}
+        changed = changed_params(params, now)
         if changed:  # reusing it would report results of a budget the config no longer says
             raise ValueError(
                 f"run {name!r} ({run_id}) FINISHED with other values of {', '.join(changed)}; "
                 "use a new experiment name (or delete that run) to train with this config"
             )
         ev = cfg.evaluate
-        decodings = [(split, ev.generation) for split in ev.splits]
         free = ev.generation.model_copy(update={"constrained": False})
+        decodings = [(split, ev.generation) for split in ev.splits]
         decodings += [(split, free) for split in ev.free_splits]
-        wanted = [f"{split_prefix(s, g.constrained)}f1" for s, g in decodings]
-        if run_id and ev.limit is None and all(k in metrics for k in wanted):
+        # the metric-name prefix of each evaluation (`test_`, `test_free_`)
+        prefixes = [split_prefix(split, g.constrained) for split, g in decodings]
+        if run_id and ev.limit is None and all(f"{p}f1" in metrics for p in prefixes):
             return CellOutcome(cell, "SKIPPED", run_id, metrics)
         if run_id is None:
             run_id = run_training(train_cfg).run_id
@@ -87,8 +88,7 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
         # are on the run); a mix's other formats are not, so a mix redoes them all.
         kept = metrics if ev.limit is None and len(cell.formats) == 1 else {}
         metrics = {}
-        for split, generation in decodings:
-            prefix = split_prefix(split, generation.constrained)
+        for (split, generation), prefix in zip(decodings, prefixes, strict=True):
             if f"{prefix}f1" in kept:
                 metrics.update({k: v for k, v in kept.items() if k.startswith(prefix)})
                 continue
