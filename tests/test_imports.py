@@ -38,6 +38,11 @@ def test_a_config_module_imports_no_heavy_library(module: str) -> None:
     assert loaded_after_import(module) == []
 
 
+def test_the_command_line_starts_without_heavy_libraries() -> None:
+    """`biogner --help` and every command's parsing: the stages load when a command runs."""
+    assert loaded_after_import("biogner.cli") == []
+
+
 def test_the_http_ingress_loads_no_model_library() -> None:
     """It runs on every request and holds no model: Ray Serve and FastAPI only."""
     loaded = loaded_after_import("biogner.serve.http")

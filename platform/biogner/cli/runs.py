@@ -12,8 +12,16 @@ from typing import Any
 
 from biogner.config import ConfigError, load_config, to_yaml
 from biogner.corpora.registry import SPLITS
-from biogner.study.config import DEFAULT_ALIAS, DEFAULT_METRIC, DEFAULT_MODEL_NAME, REPORT_METRIC
+from biogner.evaluate.config import EvalConfig
+from biogner.study.config import (
+    DEFAULT_ALIAS,
+    DEFAULT_METRIC,
+    DEFAULT_MODEL_NAME,
+    REPORT_METRIC,
+    load_sweep,
+)
 from biogner.tracking.config import TrackingConfig
+from biogner.train.config import TrainConfig
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,8 +31,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from biogner.train.config import TrainConfig  # torch/mlflow: only when training
-
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides)
     except (ConfigError, KeyError) as exc:
@@ -50,8 +56,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from biogner.config import ConfigError, load_config
-    from biogner.evaluate.config import EvalConfig
     from biogner.evaluate.runner import run_evaluation
 
     overrides = [f"model={args.model}", f"corpus={args.corpus}", f"split={args.split}"]
@@ -86,8 +90,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
 
-    from biogner.config import ConfigError
-    from biogner.study.config import load_sweep
     from biogner.study.sweep import outcomes_json, run_sweep, summary_table
 
     try:

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from biogner.config import ConfigError, deep_merge, parse_overrides
-from biogner.serve.local import DEFAULT_APP, ServeStartError, start_app, stop_app, wait_ready
+from biogner.serve.schema import DEFAULT_APP
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -76,6 +76,7 @@ def load_serve_file(path: str | None, app: str | None) -> tuple[dict[str, Any], 
 
 def run_serve(args: argparse.Namespace) -> int:
     from biogner.serve.application import check_overrides, parse_config, resolve_locations
+    from biogner.serve.local import ServeStartError, start_app, stop_app, wait_ready
 
     try:
         http, entry = load_serve_file(args.config, args.app)

@@ -14,9 +14,8 @@ import httpx
 
 from biogner.runtime import requiet_logs
 from biogner.serve.application import build_application
-from biogner.serve.schema import ServeConfig
+from biogner.serve.schema import DEFAULT_APP, ServeConfig
 
-DEFAULT_APP = "biogner"
 READY_TIMEOUT_S = 300.0
 
 

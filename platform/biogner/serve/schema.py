@@ -17,6 +17,7 @@ from biogner.tracking.config import TrackingConfig
 from biogner.tracking.uris import alias_of
 
 API_KEY_ENV = "BIOGNER_API_KEY"
+DEFAULT_APP = "biogner"  # the Serve application name when a config file names none
 
 
 class Limits(BaseModel):
