@@ -13,8 +13,16 @@ SMOLLM2 = "smollm2-135m"
 BUILTINS = (TINY_LLAMA, SMOLLM2)
 # Written beside every trained model: base model, format(s), entity types, corpora.
 METADATA_FILE = "biogner_model.json"
-# dtype names a config may give (besides "auto"); `biogner.models.load.DTYPES` maps them.
-DTYPE_NAMES = ("float32", "fp32", "bfloat16", "bf16", "float16", "fp16")
+# dtype names a config may give (besides "auto") -> the torch dtype's name
+# (`biogner.models.load.DTYPES` maps them to torch dtypes).
+DTYPE_NAMES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 class ModelLoadError(RuntimeError):

@@ -28,6 +28,7 @@ from biogner.models.builtin import FALLBACK_TEXT, tiny_dir
 from biogner.models.cache import cache_root
 from biogner.models.config import (
     BUILTINS,
+    DTYPE_NAMES,
     METADATA_FILE,
     SMOLLM2,
     TINY_LLAMA,
@@ -36,14 +37,7 @@ from biogner.models.config import (
 )
 from biogner.models.gguf import builtin_smollm2_gguf, gguf_dir, smollm2_gguf_path
 
-DTYPES: dict[str, torch.dtype] = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+DTYPES: dict[str, torch.dtype] = {name: getattr(torch, dt) for name, dt in DTYPE_NAMES.items()}
 
 
 def tiny_training_text() -> tuple[list[str], str]:
