@@ -15,7 +15,7 @@ from conftest import write_noise_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary
+from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary, spells_alike
 from biogner.corpora import CORPORA, load_split
 from biogner.formats import FORMATS, get_format
 from biogner.generation import Generator
@@ -45,13 +45,18 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def generators(model_dir: Path) -> dict[bool, Generator]:
+def generators(model_dir: Path) -> dict[str, Generator]:
+    """Free, constrained keeping every item, constrained dropping the overruled ones."""
+    settings = {
+        "free": {"constrained": False},
+        "keep": {"overruled": "keep"},
+        "drop": {"overruled": "drop"},
+    }
     return {
-        c: Generator(
-            model_dir,
-            GenerationConfig(device="cpu", dtype="float32", batch_size=8, constrained=c),
+        name: Generator(
+            model_dir, GenerationConfig(device="cpu", dtype="float32", batch_size=8, **kw)
         )
-        for c in (False, True)
+        for name, kw in settings.items()
     }
 
 
@@ -71,16 +76,21 @@ def test_constrained_answers_parse_and_mention_only_the_text(
     sentences = [pool[i] for i in picks]
     types = sentences[0][1]  # one corpus per batch, as evaluation and serving run
     batch = [s for s, t in sentences if t == types]
-    constrained = generators[True].extract(batch, fmt, types)
-    free = generators[False].extract(batch, fmt, types)
-    for c, f in zip(constrained, free, strict=True):
-        assert c.parse.problems == [], (c.answers, c.parse.problems)
-        assert c.parse.hallucinated == 0
-        for span in c.parse.spans:
-            assert span.label in types
-            assert 0 <= span.start < span.end <= len(c.sentence.text)
+    kept = generators["keep"].extract(batch, fmt, types)
+    dropped = generators["drop"].extract(batch, fmt, types)
+    free = generators["free"].extract(batch, fmt, types)
+    for k, d, f in zip(kept, dropped, free, strict=True):
+        for c in (k, d):
+            assert c.parse.problems == [], (c.answers, c.parse.problems)
+            assert c.parse.hallucinated == 0
+            for span in c.parse.spans:
+                assert span.label in types
+                assert 0 <= span.start < span.end <= len(c.sentence.text)
+        # the same tokens either way: dropping only removes whole items from the text
+        assert k.answer_tokens == d.answer_tokens
+        assert d.parse.predicted_mentions + d.parse.overruled == k.parse.predicted_mentions
         if not f.parse.problems and not f.truncated:  # the free answer was already valid
-            assert c.answers == f.answers
+            assert k.answers == f.answers == d.answers and d.parse.overruled == 0
 
 
 def scores_preferring(token: int, vocab: int, seed: int) -> torch.Tensor:
@@ -108,7 +118,7 @@ def teacher_force(
 
 @pytest.fixture(scope="module")
 def vocabulary(generators) -> Vocabulary:
-    return generators[True].vocabulary()
+    return generators["drop"].vocabulary()
 
 
 @pytest.mark.parametrize("fmt", CONSTRAINED)
@@ -177,6 +187,53 @@ def test_a_mention_is_never_listed_more_often_than_it_occurs(vocabulary, fmt: st
     assert writing.parse(whole, sentence, ["Disease"]).problems == []
     over = {"conv_term": "cancer\ncancer\ncancer", "conv_json": f"{first}, {second}, {second}]"}
     assert writing.parse(over[fmt], sentence, ["Disease"]).problems != []
+
+
+def test_an_overruled_choice_is_recorded_and_its_item_dropped(vocabulary) -> None:
+    """The model's choice after `cancer\n` is `tum` (no span starts so): the mask takes
+    another token, the row records where, and the line the grammar then steers (the model
+    asks to end at every later step) is dropped; the line the model wrote stays."""
+    text = "cancer and breast cancer"
+    sentence = Sentence("s", text, tuple(text.split()), (Span(0, 6, "Disease"),))
+    writing = get_format("conv_term").writing
+    tok = vocabulary.tokenizer
+    end = tok.convert_tokens_to_ids("<|im_end|>")
+    own = tok.encode("cancer\n", add_special_tokens=False)
+    invented = tok.encode("tumour", add_special_tokens=False)[0]
+    row = RowConstraint(vocabulary, writing, sentence, ["Disease"])
+    proc = ConstrainedLogits([row], prompt_width=1)
+    ids = torch.zeros((1, 1), dtype=torch.long)
+    for k, wanted in enumerate([*own, invented, *[end] * 40]):
+        chosen = int(proc(ids, scores_preferring(wanted, vocabulary.vocab_size, k)).argmax())
+        if chosen == end:
+            break
+        ids = torch.cat([ids, torch.tensor([[chosen]])], 1)
+    assert row.tokens[: len(own)] == own and len(row.tokens) > len(own)
+    assert row.tokens[len(own)] != invented
+    assert row.overruled[0] == len(own) and min(row.overruled) == len(own)
+    tokens, kept, dropped = row.finish(row.tokens, ended=True)
+    assert tokens == row.tokens and (kept, dropped) == ("cancer", 1)
+    row.drop_overruled = False
+    whole = tok.decode(tokens)
+    assert row.finish(row.tokens, ended=True) == (tokens, whole, 0)
+    assert whole.startswith("cancer\n") and len(whole.split("\n")) == 2
+    assert writing.parse(whole, sentence, ["Disease"]).problems == []
+
+
+@pytest.mark.parametrize(
+    ("wanted", "chosen", "alike"),
+    [
+        ("ata", "At", True),
+        ("P", "p", True),
+        (" cancer", "Cancer", True),
+        ("itis", "ic", False),
+        ("\n", " )", False),
+        ("t", "\n", False),
+        ("", "a", False),
+    ],
+)
+def test_a_case_set_right_is_not_an_overrule(wanted: str, chosen: str, alike: bool) -> None:
+    assert spells_alike(wanted, chosen) is alike
 
 
 def test_an_answer_cut_by_its_budget_still_parses(pool, model_dir: Path) -> None:

@@ -473,3 +473,42 @@ def test_json_nested_too_deep_keeps_its_flat_objects() -> None:
     assert texts(PD, res.spans) == ["colon cancer"]
     assert not any(p.startswith("parser error") for p in res.problems), res.problems
     assert any("unreadable object" in p and len(p) < 300 for p in res.problems), res.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "answer", "ranges", "expected", "dropped"),
+    [
+        ("term", "cancer\nbreast cancer\ntumour", [(8, 10)], "cancer\ntumour", 1),
+        ("term", "cancer\nbreast cancer", [(6, 7)], "breast cancer", 1),  # its newline
+        ("term", "cancer\nbreast cancer", [(0, 21)], "None", 2),
+        ("term", "None", [(0, 2)], "None", 0),
+        (
+            "triple",
+            "cancer | Disease | 1\ntumour | Disease | 1",
+            [(30, 31)],
+            "cancer | Disease | 1",
+            1,
+        ),
+        (
+            "json",
+            '[{"text": "a", "type": "D"}, {"text": "b", "type": "D"}]',
+            [(27, 29)],
+            '[{"text": "a", "type": "D"}]',
+            1,
+        ),
+        (
+            "json",
+            '[{"text": "a", "type": "D"}, {"text": "b", "type": "D"}]',
+            [(55, 56)],
+            '[{"text": "a", "type": "D"}, {"text": "b", "type": "D"}]',
+            0,
+        ),
+        ("json", '[{"text": "a", "type": "D"}]', [(2, 4)], "[]", 1),
+        ("inline", "[Disease cancer] and", [(1, 3)], "[Disease cancer] and", 0),
+    ],
+)
+def test_without_items_drops_the_items_a_range_touches(
+    name: str, answer: str, ranges: list[tuple[int, int]], expected: str, dropped: int
+) -> None:
+    writing = get_format(f"conv_{name}").writing
+    assert writing.without_items(answer, ranges) == (expected, dropped)

@@ -216,6 +216,16 @@ def test_scorer_accumulates_like_score() -> None:
     assert (sc.overall.tp, sc.overall.fn) == (1, 1)
     assert sc.parse_error_rate == 0.5
     assert sc.hallucination_rate == pytest.approx(2 / 3)
+    assert sc.overruled_rate == 0.0
+
+
+def test_overruled_rate_counts_the_dropped_items_among_all_written() -> None:
+    a = sent("colon cancer", [(0, 2, "Disease")], "a")
+    scorer = Scorer()
+    scorer.add("a", a.spans, a.spans, ParseResult(predicted_mentions=1, overruled=3))
+    scorer.add("b", [], [], ParseResult(predicted_mentions=0, overruled=0))
+    assert scorer.scores.overruled_rate == pytest.approx(3 / 4)
+    assert scorer.scores.as_metrics("dev_")["dev_overruled_rate"] == pytest.approx(3 / 4)
 
 
 def test_bootstrap_interval_brackets_f1_and_narrows_with_more_sentences() -> None:

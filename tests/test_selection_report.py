@@ -460,7 +460,7 @@ def test_report_pairs_each_run_with_its_own_free_decoding(
     score of another run of the same cell; a free score is never the cell's reported F1."""
     s = Study(make_cfg(store, "decoding"), {}, {})
     interval = {"test_f1_low": 0.66, "test_f1_high": 0.74, "test_hallucination_rate": 0.0}
-    interval |= {"test_sentences": 940, "test_gold_mentions": 960}
+    interval |= {"test_sentences": 940, "test_gold_mentions": 960, "test_overruled_rate": 0.2}
     best = train_run(s, tmp_path, "term", ["conv_term"], [NCBI], None)
     eval_run(s, best, "conv_term", NCBI, score(0.70, 6.0, **interval))
     loose = {"test_f1_low": 0.69, "test_f1_high": 0.75, "test_hallucination_rate": 0.06}
@@ -481,6 +481,7 @@ def test_report_pairs_each_run_with_its_own_free_decoding(
         "0.690 / 0.710",
         "0.030 / 0.028",
         "0.000 / 0.060",
+        "0.200",
         "6.0 / 5.0",
         "70.00 / 72.00",
         "1.03x",

@@ -24,6 +24,7 @@ from serve_support import API_KEY, META, app_config, free_port, log_version, sav
 
 from biogner.cli.serve import add_serve_command
 from biogner.config import ConfigError
+from biogner.models.config import GenerationConfig
 from biogner.serve.app import build_application, parse_config
 
 ROOT = Path(__file__).parents[1]
@@ -185,6 +186,7 @@ def test_health_readiness_model_and_openapi(client) -> None:
     assert info["format"] == "conv_term" and info["entity_types"] == ["Disease"]
     assert info["base_model"] == "tiny-llama" and info["model"]["name"] == "tiny"
     assert info["constrained"] is True  # the default, and conv_term has a grammar
+    assert info["overruled"] == GenerationConfig().overruled
     spec = client.get("/openapi.json").json()
     post = spec["paths"]["/v1/extract"]["post"]
     assert "texts" in json.dumps(post["requestBody"]) and "422" in post["responses"]

@@ -12,6 +12,15 @@ are spent (`Writing.spent`: a term line or a json object whose mention is listed
 it occurs). When an item is spent, the row's matcher is rebuilt for the rest of the answer
 with it excluded (`Writing.grammar(..., spent=...)`, continuation form).
 
+Where the grammar overrules the model (its own greedy choice is a token the grammar forbids,
+so the mask picks another), what follows is the grammar's steering, not the model's reading:
+a model about to invent `taurothrombocytic leukaemia` is steered into the longest span that
+starts like it, one repeating a spent mention into `FAP )`. By default (`overruled: drop`)
+the items that hold an overruled token are dropped from the answer (`Writing.without_items`),
+so a constrained answer keeps only mentions the model wrote of its own accord, and the
+constraint removes invented text instead of turning it into false positives. A case the
+grammar sets right (`ataxia` -> `Ataxia`) is not an overrule (chosen on dev, bench/RESULTS.md).
+
 An answer cut by its token budget is completed by its writing (`Writing.complete`: the
 rest of a restated sentence) or cut back to its longest prefix the grammar accepts
 (`RowConstraint.finish`), so a constrained answer always parses.
@@ -51,11 +60,24 @@ class Vocabulary:
         return m
 
 
+def spells_alike(wanted: str, chosen: str) -> bool:
+    """Whether two token texts spell the same letters, up to case and surrounding spaces, as
+    far as the shorter goes (`ata` / `At`, `P` / `p`): the grammar set a case right, it did
+    not change the word."""
+    a, b = wanted.strip().casefold(), chosen.strip().casefold()
+    return bool(a and b) and (a.startswith(b) or b.startswith(a))
+
+
 class RowConstraint:
     """One answer being generated under its writing's grammar for its sentence."""
 
     def __init__(
-        self, vocab: Vocabulary, writing: Writing, sentence: Sentence, types: Sequence[str]
+        self,
+        vocab: Vocabulary,
+        writing: Writing,
+        sentence: Sentence,
+        types: Sequence[str],
+        drop_overruled: bool = True,
     ) -> None:
         self.vocab = vocab
         self.writing = writing
@@ -68,6 +90,17 @@ class RowConstraint:
         self.valid = 0  # tokens the grammar allowed, from the start
         self.done = False  # an end token was generated, or nothing but one is allowed
         self.failed = False  # the matcher refused a token: the answer is cut at `accepting`
+        self.drop_overruled = drop_overruled
+        self.overruled: list[int] = []  # positions where the mask overruled the model's choice
+
+    def overrule(self, wanted: int, chosen: int) -> None:
+        """The mask replaced the model's choice `wanted` by `chosen` (the greedy pick among
+        the allowed tokens) at the next position. Only the letter case set right (the model
+        lowercasing `Ataxia` at a sentence's start) does not count: that mention is still the
+        model's own."""
+        decode = self.vocab.tokenizer.decode
+        if not spells_alike(decode([wanted]), decode([chosen])):
+            self.overruled.append(len(self.tokens))
 
     def consume(self, token: int) -> None:
         if token in self.vocab.end_ids:
@@ -117,11 +150,27 @@ class RowConstraint:
             return n_tokens
         return max((n for n in self.accepting if n <= n_tokens), default=0)
 
-    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
-        """The answer as read: (its tokens, its text when the writing had to complete it;
-        None: decode the tokens). An answer that ended under the grammar is whole; one cut
-        by its budget is completed by its writing (`Writing.complete`) or cut back to the
-        longest prefix the grammar accepts."""
+    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str, int]:
+        """The answer as read: its tokens, its text and how many items were dropped. An
+        answer that ended under the grammar is whole; one cut by its budget is completed by
+        its writing (`Writing.complete`) or cut back to the longest prefix the grammar
+        accepts. With `drop_overruled`, the items holding a token the grammar chose against
+        the model's choice are then dropped (`Writing.without_items`)."""
+        tokens, completed = self._whole(answer, ended)
+        decode = self.vocab.tokenizer.decode
+        text = completed if completed is not None else decode(tokens)
+        marks = [p for p in self.overruled if p < len(tokens)] if self.drop_overruled else []
+        if not marks:
+            return tokens, text, 0
+        ranges = []
+        for p in marks:
+            start = len(decode(tokens[:p]))
+            ranges.append((start, max(len(decode(tokens[: p + 1])), start + 1)))
+        kept, dropped = self.writing.without_items(text, ranges)
+        return tokens, kept, dropped
+
+    def _whole(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
+        """(tokens, the text when the writing had to complete it; None: decode the tokens)."""
         if ended and not self.failed:
             return answer, None
         valid = min(len(answer), self.valid)
@@ -166,5 +215,13 @@ class ConstrainedLogits(LogitsProcessor):
         idx = torch.tensor(active)
         bits = (self.bitmask[idx].unsqueeze(-1) >> self._shifts) & 1
         allowed = bits.reshape(len(active), -1)[:, : scores.shape[1]].bool()
+        wanted = scores[idx.to(scores.device)].argmax(-1).cpu()
+        wanted_ok = allowed.gather(1, wanted.unsqueeze(1)).squeeze(1).tolist()
         scores[idx] = scores[idx].masked_fill(~allowed.to(scores.device), float("-inf"))
+        if not all(wanted_ok):
+            chosen = scores[idx.to(scores.device)].argmax(-1).cpu().tolist()
+            for k, row in enumerate(active):
+                state = self.rows[row]
+                if not wanted_ok[k] and state is not None:
+                    state.overrule(int(wanted[k]), chosen[k])
         return scores

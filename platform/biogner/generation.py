@@ -44,6 +44,17 @@ class Generation:
     answer_tokens: list[list[int]] = field(default_factory=list)  # per turn, as generated
 
 
+@dataclass
+class Turn:
+    """One generated answer: its text as read, its tokens as generated, whether it hit its
+    token budget, and how many items constrained decoding dropped from it."""
+
+    text: str
+    tokens: list[int]
+    hit_budget: bool
+    dropped: int = 0
+
+
 def read_model_metadata(model_dir: Path) -> dict[str, Any]:
     """The `biogner_model.json` written at training time (format, entity types, base)."""
     path = Path(model_dir) / METADATA_FILE
@@ -126,8 +137,8 @@ class Generator:
         questions: list[list[str]],
         budgets: list[int],
         constraint_for: Callable[[int, int], RowConstraint | None] | None = None,
-    ) -> list[list[tuple[str, list[int], bool]]]:
-        """Every turn of a batch of conversations: (text, answer token ids, hit budget) each.
+    ) -> list[list[Turn]]:
+        """Every turn of a batch of conversations.
 
         A later turn continues from the tokens the model generated (not their re-encoded
         text), after the chat template's turn separator and the next question; with
@@ -135,13 +146,14 @@ class Generator:
         recomputed. Padding, the end token and anything generated after it are masked, so
         the positions of the real tokens are those of the conversation alone.
         `constraint_for(row, turn)` gives the constraint of each answer (None: free); an
-        answer cut by its budget is cut back to what its grammar accepts."""
+        answer cut by its budget is cut back to what its grammar accepts, and the items the
+        grammar overruled are dropped from its text (`RowConstraint.finish`)."""
         turns = len(questions[0])
         for chat, qs in zip(chats, questions, strict=True):
             chat.append({"role": "user", "content": qs[0]})
         ids, mask = self._left_pad([prompt_ids(self.tokenizer, c) for c in chats])
         past = None
-        results: list[list[tuple[str, list[int], bool]]] = [[] for _ in chats]
+        results: list[list[Turn]] = [[] for _ in chats]
         for turn in range(turns):
             if turn:
                 block, block_mask = self._left_pad(
@@ -178,15 +190,15 @@ class Generator:
                 toks = new[row, : budgets[row]].tolist()
                 end = next((k for k, t in enumerate(toks) if t in self.end_ids), None)
                 answer = toks if end is None else toks[:end]
-                completed = None
-                constraint = rows[row]
+                constraint, dropped = rows[row], 0
                 if constraint is not None:
-                    answer, completed = constraint.finish(answer, ended=end is not None)
+                    answer, text, dropped = constraint.finish(answer, ended=end is not None)
+                else:
+                    text = self.tokenizer.decode(answer, skip_special_tokens=True)
                 new_mask[row, : len(answer)] = 1
-                text = completed or self.tokenizer.decode(answer, skip_special_tokens=True)
                 text = text.strip()
                 hit = end is None and len(toks) >= budgets[row]
-                results[row].append((text, answer, hit))
+                results[row].append(Turn(text, answer, hit, dropped))
                 chat.append({"role": "assistant", "content": text})
             ids, mask = sequences, torch.cat([mask, new_mask], 1)
             past = out.past_key_values if self.cfg.reuse_kv_cache else None
@@ -204,7 +216,7 @@ class Generator:
         budgets = [self.answer_budget(fmt, s, len(types)) for s in sentences]
         questions = [fmt.questions(s.text, types) for s in sentences]
         order = sorted(range(len(sentences)), key=lambda i: len(questions[i][0]))
-        turns: list[list[tuple[str, list[int], bool]]] = [[] for _ in sentences]
+        turns: list[list[Turn]] = [[] for _ in sentences]
         bs = self.cfg.batch_size
         turn_types = fmt.turn_types(types)
         constrained = self.cfg.constrained and fmt.writing.constrainable
@@ -213,7 +225,11 @@ class Generator:
 
             def constraint_for(row: int, turn: int, chunk: list[int] = chunk) -> RowConstraint:
                 return RowConstraint(
-                    self.vocabulary(), fmt.writing, sentences[chunk[row]], turn_types[turn]
+                    self.vocabulary(),
+                    fmt.writing,
+                    sentences[chunk[row]],
+                    turn_types[turn],
+                    drop_overruled=self.cfg.overruled == "drop",
                 )
 
             done = self._conversation(
@@ -226,17 +242,17 @@ class Generator:
                 turns[i] = result
         out = []
         for s, result in zip(sentences, turns, strict=True):
-            answers = [text for text, _, _ in result]
-            tokens = [ids for _, ids, _ in result]
+            parse = fmt.parse([t.text for t in result], s, types)
+            parse.overruled = sum(t.dropped for t in result)
             out.append(
                 Generation(
                     s,
-                    answers,
-                    fmt.parse(answers, s, types),
+                    [t.text for t in result],
+                    parse,
                     # the end token of each finished answer was generated too
-                    sum(len(ids) + (not hit) for _, ids, hit in result),
-                    any(hit for _, _, hit in result),
-                    tokens,
+                    sum(len(t.tokens) + (not t.hit_budget) for t in result),
+                    any(t.hit_budget for t in result),
+                    [t.tokens for t in result],
                 )
             )
         return out

@@ -63,6 +63,7 @@ class Scores:
     parse_problems: int = 0
     predicted_mentions: int = 0
     hallucinated: int = 0
+    overruled: int = 0
     per_sentence: list[Counts] = field(default_factory=list)
 
     @property
@@ -85,6 +86,14 @@ class Scores:
         """Share of predicted mentions whose text is not in the sentence."""
         return self.hallucinated / self.predicted_mentions if self.predicted_mentions else 0.0
 
+    @property
+    def overruled_rate(self) -> float:
+        """Share of the items a model wrote that constrained decoding dropped because its
+        grammar overruled the model inside them (free decoding's counterpart is the
+        hallucination rate: those items would have been invented text)."""
+        written = self.predicted_mentions + self.overruled
+        return self.overruled / written if written else 0.0
+
     def as_metrics(self, prefix: str = "") -> dict[str, float]:
         """Flat metric names for MLflow (`test_f1`, `test_f1_Disease`, ...)."""
         out = {f"{prefix}{k}": float(v) for k, v in self.overall.as_dict().items()}
@@ -93,6 +102,7 @@ class Scores:
                 out[f"{prefix}{k}_{label}"] = getattr(prf, k)
         out[f"{prefix}parse_error_rate"] = self.parse_error_rate
         out[f"{prefix}hallucination_rate"] = self.hallucination_rate
+        out[f"{prefix}overruled_rate"] = self.overruled_rate
         out[f"{prefix}sentences"] = float(self.sentences)
         out[f"{prefix}gold_mentions"] = float(self.gold_mentions)
         low, high = self.f1_interval()
@@ -135,6 +145,7 @@ class Scorer:
             sc.sentences_with_parse_errors += bool(parse.problems)
             sc.predicted_mentions += parse.predicted_mentions
             sc.hallucinated += parse.hallucinated
+            sc.overruled += parse.overruled
 
 
 def score(

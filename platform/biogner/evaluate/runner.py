@@ -84,6 +84,7 @@ class ExtractActor:
                 "problems",
                 "predicted_mentions",
                 "hallucinated",
+                "overruled",
                 "generated_tokens",
                 "truncated",
                 "seconds",
@@ -99,6 +100,7 @@ class ExtractActor:
             out["problems"].append(g.parse.problems)
             out["predicted_mentions"].append(g.parse.predicted_mentions)
             out["hallucinated"].append(g.parse.hallucinated)
+            out["overruled"].append(g.parse.overruled)
             out["generated_tokens"].append(g.generated_tokens)
             out["truncated"].append(g.truncated)
             out["seconds"].append(seconds / max(len(gens), 1))
@@ -186,6 +188,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
             problems=list(row["problems"]),
             predicted_mentions=int(row["predicted_mentions"]),
             hallucinated=int(row["hallucinated"]),
+            overruled=int(row["overruled"]),
         )
         scorer.add(row["sentence_id"], gold[row["sentence_id"]].spans, parse.spans, parse)
         generated += int(row["generated_tokens"])

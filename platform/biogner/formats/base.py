@@ -25,12 +25,16 @@ class ParseResult:
     problems: list[str] = field(default_factory=list)
     predicted_mentions: int = 0
     hallucinated: int = 0
+    # items constrained decoding dropped before parsing: the grammar overruled the model's
+    # own choice inside them (`biogner.constrain`); free decoding drops none
+    overruled: int = 0
 
     def extend(self, other: ParseResult) -> None:
         self.spans.extend(other.spans)
         self.problems.extend(other.problems)
         self.predicted_mentions += other.predicted_mentions
         self.hallucinated += other.hallucinated
+        self.overruled += other.overruled
 
     def finish(self) -> ParseResult:
         """Deduplicate and sort spans (a model may repeat itself)."""
@@ -151,6 +155,26 @@ def answer_lines(answer: str) -> list[str]:
     return lines
 
 
+def overlaps(start: int, end: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    """Whether [start, end) shares a character with any of `ranges`."""
+    return any(a < end and b > start for a, b in ranges)
+
+
+def without_lines(answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
+    """`answer` less its lines that share a character (their ending newline included) with
+    `ranges`, and how many went; `None` when no line is left."""
+    kept, dropped, start = [], 0, 0
+    for line in answer.split("\n"):
+        end = start + len(line) + 1  # with the newline that ends it
+        if overlaps(start, end, ranges):
+            dropped += line.strip() not in ("", NONE_ANSWER)
+        else:
+            kept.append(line)
+        start = end
+    text = "\n".join(kept).strip()
+    return (text or NONE_ANSWER), dropped
+
+
 def ordered(spans: Iterable[Span]) -> list[Span]:
     """Reading order: by start, longer first, then label."""
     return sorted(spans, key=lambda s: (s.start, -s.end, s.label))
@@ -203,6 +227,13 @@ class Writing(ABC):
         item and closed; None: cut it back to the longest prefix the grammar accepts. Writings
         that restate the sentence or bracket a list need this: no prefix of theirs is whole."""
         return None
+
+    def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
+        """`answer` less the items (a line, an object) that share a character with `ranges`,
+        and how many went; the rest must still parse. Constrained decoding drops the items
+        in which its grammar overruled the model (`GenerationConfig.overruled`). Default:
+        nothing is dropped (a writing that restates the sentence has no items to drop)."""
+        return answer, 0
 
     # A character that can end an item (a line, an object) of an answer; None: items are
     # not counted. Constrained generation asks `spent` whenever one is generated.

@@ -17,6 +17,7 @@ from biogner.formats.base import (
     Writing,
     canonical_type,
     ordered,
+    overlaps,
 )
 from biogner.formats.grammar import alternatives, excluding, literal, span_terminals
 from biogner.types import Sentence, Span
@@ -123,6 +124,19 @@ class JsonWriting(Writing):
             if n >= len(index.occurrences(mention)):
                 spent.append(item)
         return spent, objects[-1].end()
+
+    def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
+        """The list less the objects that share a character (or the separator before them)
+        with `ranges`."""
+        objects = list(_WRITTEN_OBJECT.finditer(answer))
+        kept = []
+        for k, match in enumerate(objects):
+            start = objects[k - 1].end() if k else match.start()
+            if not overlaps(start, match.end(), ranges):
+                kept.append(match.group(0))
+        if len(kept) == len(objects):
+            return answer, 0
+        return "[" + ", ".join(kept) + "]", len(objects) - len(kept)
 
     def complete(self, prefix: str, sentence: Sentence, types: Sequence[str]) -> str:
         """The list up to its last complete object, closed (no object cut short)."""

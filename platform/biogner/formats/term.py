@@ -19,6 +19,7 @@ from biogner.formats.base import (
     escape_line,
     ordered,
     unescape_line,
+    without_lines,
 )
 from biogner.formats.grammar import alternatives, line_grammar, literal
 from biogner.types import Sentence, Span
@@ -66,6 +67,9 @@ class TermWriting(Writing):
         return result.finish()
 
     item_end = "\n"
+
+    def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
+        return without_lines(answer, ranges)
 
     def spent(
         self, written: str, sentence: Sentence, types: Sequence[str]

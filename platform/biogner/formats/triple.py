@@ -14,6 +14,7 @@ from biogner.formats.base import (
     answer_lines,
     canonical_type,
     ordered,
+    without_lines,
 )
 from biogner.formats.grammar import (
     alternatives,
@@ -68,6 +69,9 @@ class TripleWriting(Writing):
                 continue
             placer.place(mention.strip(), label, occurrence)
         return result.finish()
+
+    def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
+        return without_lines(answer, ranges)
 
     def grammar(self, sentence: Sentence, types: Sequence[str], spent: Sequence[str] = ()) -> str:
         """`None`, or `span | type | k` lines where k can only be an occurrence the span has:

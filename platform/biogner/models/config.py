@@ -6,6 +6,8 @@ config must not import torch (the HTTP ingress and the CLI's config checks stay 
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TINY_LLAMA = "tiny-llama"
@@ -80,6 +82,12 @@ class GenerationConfig(BaseModel):
         True,
         description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
         " answers always parse and mention only spans of the sentence; false: free decoding",
+    )
+    overruled: Literal["drop", "keep"] = Field(
+        "drop",
+        description="constrained decoding: drop the items (lines, objects) in which the grammar"
+        " overruled the model's own choice (what follows is the grammar's steering: an"
+        " invented mention forced into a span of the text), or keep them",
     )
     reuse_kv_cache: bool = Field(
         True,

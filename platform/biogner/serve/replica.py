@@ -249,14 +249,15 @@ class NERModel:
 
     def info(self) -> dict[str, Any]:
         model = self._require_model()
+        constrained = self.generation.constrained and get_format(model.format).writing.constrainable
         return ModelInfo(
             model=model.ref,
             format=model.format,
             entity_types=model.entity_types,
             base_model=model.metadata.get("base_model"),
             corpora=list(model.metadata.get("corpora") or []),
-            constrained=self.generation.constrained
-            and get_format(model.format).writing.constrainable,
+            constrained=constrained,
+            overruled=self.generation.overruled if constrained else None,
             loaded_at=model.loaded_at,
             replica=self.replica,
             last_reload=self.last_reload,

@@ -8,7 +8,7 @@ config mistakes that should fail at `serve run`, not show up as a slow service.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -290,6 +290,11 @@ class ModelInfo(BaseModel):
     constrained: bool = Field(
         description="answers are decoded under the format's grammar: every entity is a span "
         "of the text (generation.constrained, and the format's writing has a grammar)"
+    )
+    overruled: Literal["drop", "keep"] | None = Field(
+        None,
+        description="constrained: whether entities the grammar had to steer the model into "
+        "are dropped (generation.overruled); None when not constrained",
     )
     loaded_at: float
     replica: str

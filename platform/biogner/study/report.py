@@ -196,8 +196,8 @@ def decoding_markdown(metric: str, constrained: dict[str, Cells], free: Sequence
                 f"### `{model}` on {corpus}",
                 "",
                 "| format | F1 constrained | F1 free | P c / f | R c / f | parse err c / f "
-                "| halluc. c / f | tok/entity c / f | sent/s c / f | cost |",
-                "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                "| halluc. c / f | overruled c | tok/entity c / f | sent/s c / f | cost |",
+                "|:---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
             ]
             for label, (c, f) in rows:
                 cost = (
@@ -211,6 +211,7 @@ def decoding_markdown(metric: str, constrained: dict[str, Cells], free: Sequence
                     f"| {_pair(c.recall, f.recall, '.3f')} "
                     f"| {_pair(c.parse_error_rate, f.parse_error_rate, '.3f')} "
                     f"| {_pair(c.hallucination_rate, f.hallucination_rate, '.3f')} "
+                    f"| {_num(c.overruled_rate, '.3f')} "
                     f"| {_pair(c.tokens_per_entity, f.tokens_per_entity, '.1f')} "
                     f"| {_pair(c.sentences_per_s, f.sentences_per_s, '.2f')} | {cost} |"
                 )

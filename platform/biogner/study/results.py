@@ -66,6 +66,7 @@ class RunResult:
     gold_mentions: int | None = None
     evaluation_run_id: str | None = None  # the evaluation whose predictions.jsonl scored it
     hallucination_rate: float | None = None  # share of predicted mentions not in the text
+    overruled_rate: float | None = None  # share of written items constrained decoding dropped
 
     @property
     def format(self) -> str:
@@ -165,6 +166,7 @@ def _result(train: Run, source: Run, metric: str, corpus: str, eval_format: str)
         gold_mentions=_int(m, f"{prefix}gold_mentions"),
         evaluation_run_id=None if source is train else str(source.info.run_id),
         hallucination_rate=_opt(m, f"{prefix}hallucination_rate"),
+        overruled_rate=_opt(m, f"{prefix}overruled_rate"),
     )
 
 
