@@ -65,7 +65,7 @@ def test_the_constrained_formats() -> None:
 
 
 @settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
 @pytest.mark.parametrize("fmt", CONSTRAINED)
@@ -88,7 +88,10 @@ def test_constrained_answers_parse_and_mention_only_the_text(
                 assert 0 <= span.start < span.end <= len(c.sentence.text)
         # the same tokens either way: dropping only removes whole items from the text
         assert k.answer_tokens == d.answer_tokens
-        assert d.parse.predicted_mentions + d.parse.overruled == k.parse.predicted_mentions
+        # the same items steered either way; dropping removes exactly those
+        assert d.parse.overruled == k.parse.overruled == d.parse.dropped
+        assert k.parse.dropped == 0
+        assert d.parse.predicted_mentions + d.parse.dropped == k.parse.predicted_mentions
         if not f.parse.problems and not f.truncated:  # the free answer was already valid
             assert k.answers == f.answers == d.answers and d.parse.overruled == 0
 
@@ -211,11 +214,10 @@ def test_an_overruled_choice_is_recorded_and_its_item_dropped(vocabulary) -> Non
     assert row.tokens[: len(own)] == own and len(row.tokens) > len(own)
     assert row.tokens[len(own)] != invented
     assert row.overruled[0] == len(own) and min(row.overruled) == len(own)
-    tokens, kept, dropped = row.finish(row.tokens, ended=True)
-    assert tokens == row.tokens and (kept, dropped) == ("cancer", 1)
-    row.drop_overruled = False
-    whole = tok.decode(tokens)
-    assert row.finish(row.tokens, ended=True) == (tokens, whole, 0)
+    whole = tok.decode(row.tokens)
+    assert row.finish(row.tokens, ended=True) == (row.tokens, whole, 1, False)  # kept, counted
+    row.drop_overruled = True
+    assert row.finish(row.tokens, ended=True) == (row.tokens, "cancer", 1, True)
     assert whole.startswith("cancer\n") and len(whole.split("\n")) == 2
     assert writing.parse(whole, sentence, ["Disease"]).problems == []
 

@@ -219,13 +219,17 @@ def test_scorer_accumulates_like_score() -> None:
     assert sc.overruled_rate == 0.0
 
 
-def test_overruled_rate_counts_the_dropped_items_among_all_written() -> None:
+def test_overruled_rate_is_the_steered_share_of_all_items_written() -> None:
+    """Kept, a steered item is among the predicted mentions; dropped, it is not: the rate is
+    over every item written either way."""
     a = sent("colon cancer", [(0, 2, "Disease")], "a")
-    scorer = Scorer()
-    scorer.add("a", a.spans, a.spans, ParseResult(predicted_mentions=1, overruled=3))
-    scorer.add("b", [], [], ParseResult(predicted_mentions=0, overruled=0))
-    assert scorer.scores.overruled_rate == pytest.approx(3 / 4)
-    assert scorer.scores.as_metrics("dev_")["dev_overruled_rate"] == pytest.approx(3 / 4)
+    kept, dropped = Scorer(), Scorer()
+    kept.add("a", a.spans, a.spans, ParseResult(predicted_mentions=4, overruled=3))
+    dropped.add("a", a.spans, a.spans, ParseResult(predicted_mentions=1, overruled=3, dropped=3))
+    for scorer in (kept, dropped):
+        scorer.add("b", [], [], ParseResult())
+        assert scorer.scores.overruled_rate == pytest.approx(3 / 4)
+        assert scorer.scores.as_metrics("dev_")["dev_overruled_rate"] == pytest.approx(3 / 4)
 
 
 def test_bootstrap_interval_brackets_f1_and_narrows_with_more_sentences() -> None:

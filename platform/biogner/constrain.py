@@ -15,11 +15,13 @@ with it excluded (`Writing.grammar(..., spent=...)`, continuation form).
 Where the grammar overrules the model (its own greedy choice is a token the grammar forbids,
 so the mask picks another), what follows is the grammar's steering, not the model's reading:
 a model about to invent `taurothrombocytic leukaemia` is steered into the longest span that
-starts like it, one repeating a spent mention into `FAP )`. By default (`overruled: drop`)
-the items that hold an overruled token are dropped from the answer (`Writing.without_items`),
-so a constrained answer keeps only mentions the model wrote of its own accord, and the
-constraint removes invented text instead of turning it into false positives. A case the
-grammar sets right (`ataxia` -> `Ataxia`) is not an overrule (chosen on dev, bench/RESULTS.md).
+starts like it, one repeating a spent mention into `FAP )`; but also a misspelt one into the
+right spelling. Every row records where this happens, and the items (lines, objects) that
+hold such a token are counted (`overruled_rate`); with `overruled: drop` they are dropped
+from the answer (`Writing.without_items`), so a constrained answer keeps only the mentions
+the model wrote of its own accord. A case the grammar sets right (`ataxia` -> `Ataxia`) is
+not an overrule. Dropping is not the default: on dev it helped conv_term and hurt
+multi_triple (bench/RESULTS.md, `bench/overruled.py`).
 
 An answer cut by its token budget is completed by its writing (`Writing.complete`: the
 rest of a restated sentence) or cut back to its longest prefix the grammar accepts
@@ -77,7 +79,7 @@ class RowConstraint:
         writing: Writing,
         sentence: Sentence,
         types: Sequence[str],
-        drop_overruled: bool = True,
+        drop_overruled: bool = False,
     ) -> None:
         self.vocab = vocab
         self.writing = writing
@@ -150,24 +152,26 @@ class RowConstraint:
             return n_tokens
         return max((n for n in self.accepting if n <= n_tokens), default=0)
 
-    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str, int]:
-        """The answer as read: its tokens, its text and how many items were dropped. An
-        answer that ended under the grammar is whole; one cut by its budget is completed by
-        its writing (`Writing.complete`) or cut back to the longest prefix the grammar
-        accepts. With `drop_overruled`, the items holding a token the grammar chose against
-        the model's choice are then dropped (`Writing.without_items`)."""
+    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str, int, bool]:
+        """The answer as read: its tokens, its text, how many of its items hold a token the
+        grammar chose against the model's choice (`Writing.without_items`), and whether
+        those were dropped from the text (`drop_overruled`). An answer that ended under the
+        grammar is whole; one cut by its budget is completed by its writing
+        (`Writing.complete`) or cut back to the longest prefix the grammar accepts."""
         tokens, completed = self._whole(answer, ended)
         decode = self.vocab.tokenizer.decode
         text = completed if completed is not None else decode(tokens)
-        marks = [p for p in self.overruled if p < len(tokens)] if self.drop_overruled else []
+        marks = [p for p in self.overruled if p < len(tokens)]
         if not marks:
-            return tokens, text, 0
+            return tokens, text, 0, False
         ranges = []
         for p in marks:
             start = len(decode(tokens[:p]))
             ranges.append((start, max(len(decode(tokens[: p + 1])), start + 1)))
-        kept, dropped = self.writing.without_items(text, ranges)
-        return tokens, kept, dropped
+        kept, steered = self.writing.without_items(text, ranges)
+        if self.drop_overruled:
+            return tokens, kept, steered, True
+        return tokens, text, steered, False
 
     def _whole(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
         """(tokens, the text when the writing had to complete it; None: decode the tokens)."""

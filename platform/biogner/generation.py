@@ -47,12 +47,14 @@ class Generation:
 @dataclass
 class Turn:
     """One generated answer: its text as read, its tokens as generated, whether it hit its
-    token budget, and how many items constrained decoding dropped from it."""
+    token budget, how many of its items constrained decoding had to steer, and whether it
+    dropped them."""
 
     text: str
     tokens: list[int]
     hit_budget: bool
-    dropped: int = 0
+    overruled: int = 0
+    dropped: bool = False
 
 
 def read_model_metadata(model_dir: Path) -> dict[str, Any]:
@@ -147,7 +149,7 @@ class Generator:
         the positions of the real tokens are those of the conversation alone.
         `constraint_for(row, turn)` gives the constraint of each answer (None: free); an
         answer cut by its budget is cut back to what its grammar accepts, and the items the
-        grammar overruled are dropped from its text (`RowConstraint.finish`)."""
+        grammar had to steer are counted, or dropped (`RowConstraint.finish`)."""
         turns = len(questions[0])
         for chat, qs in zip(chats, questions, strict=True):
             chat.append({"role": "user", "content": qs[0]})
@@ -190,15 +192,17 @@ class Generator:
                 toks = new[row, : budgets[row]].tolist()
                 end = next((k for k, t in enumerate(toks) if t in self.end_ids), None)
                 answer = toks if end is None else toks[:end]
-                constraint, dropped = rows[row], 0
+                constraint, overruled, dropped = rows[row], 0, False
                 if constraint is not None:
-                    answer, text, dropped = constraint.finish(answer, ended=end is not None)
+                    answer, text, overruled, dropped = constraint.finish(
+                        answer, ended=end is not None
+                    )
                 else:
                     text = self.tokenizer.decode(answer, skip_special_tokens=True)
                 new_mask[row, : len(answer)] = 1
                 text = text.strip()
                 hit = end is None and len(toks) >= budgets[row]
-                results[row].append(Turn(text, answer, hit, dropped))
+                results[row].append(Turn(text, answer, hit, overruled, dropped))
                 chat.append({"role": "assistant", "content": text})
             ids, mask = sequences, torch.cat([mask, new_mask], 1)
             past = out.past_key_values if self.cfg.reuse_kv_cache else None
@@ -243,7 +247,8 @@ class Generator:
         out = []
         for s, result in zip(sentences, turns, strict=True):
             parse = fmt.parse([t.text for t in result], s, types)
-            parse.overruled = sum(t.dropped for t in result)
+            parse.overruled = sum(t.overruled for t in result)
+            parse.dropped = sum(t.overruled for t in result if t.dropped)
             out.append(
                 Generation(
                     s,

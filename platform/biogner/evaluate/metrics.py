@@ -64,6 +64,7 @@ class Scores:
     predicted_mentions: int = 0
     hallucinated: int = 0
     overruled: int = 0
+    dropped: int = 0
     per_sentence: list[Counts] = field(default_factory=list)
 
     @property
@@ -88,10 +89,10 @@ class Scores:
 
     @property
     def overruled_rate(self) -> float:
-        """Share of the items a model wrote that constrained decoding dropped because its
-        grammar overruled the model inside them (free decoding's counterpart is the
-        hallucination rate: those items would have been invented text)."""
-        written = self.predicted_mentions + self.overruled
+        """Share of the items a model wrote in which constrained decoding overruled its own
+        choice (steered, then kept or dropped): free decoding would have written something
+        else there, often invented text."""
+        written = self.predicted_mentions + self.dropped
         return self.overruled / written if written else 0.0
 
     def as_metrics(self, prefix: str = "") -> dict[str, float]:
@@ -146,6 +147,7 @@ class Scorer:
             sc.predicted_mentions += parse.predicted_mentions
             sc.hallucinated += parse.hallucinated
             sc.overruled += parse.overruled
+            sc.dropped += parse.dropped
 
 
 def score(

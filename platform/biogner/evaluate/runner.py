@@ -85,6 +85,7 @@ class ExtractActor:
                 "predicted_mentions",
                 "hallucinated",
                 "overruled",
+                "dropped",
                 "generated_tokens",
                 "truncated",
                 "seconds",
@@ -101,6 +102,7 @@ class ExtractActor:
             out["predicted_mentions"].append(g.parse.predicted_mentions)
             out["hallucinated"].append(g.parse.hallucinated)
             out["overruled"].append(g.parse.overruled)
+            out["dropped"].append(g.parse.dropped)
             out["generated_tokens"].append(g.generated_tokens)
             out["truncated"].append(g.truncated)
             out["seconds"].append(seconds / max(len(gens), 1))
@@ -189,6 +191,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
             predicted_mentions=int(row["predicted_mentions"]),
             hallucinated=int(row["hallucinated"]),
             overruled=int(row["overruled"]),
+            dropped=int(row["dropped"]),
         )
         scorer.add(row["sentence_id"], gold[row["sentence_id"]].spans, parse.spans, parse)
         generated += int(row["generated_tokens"])

@@ -25,9 +25,10 @@ class ParseResult:
     problems: list[str] = field(default_factory=list)
     predicted_mentions: int = 0
     hallucinated: int = 0
-    # items constrained decoding dropped before parsing: the grammar overruled the model's
-    # own choice inside them (`biogner.constrain`); free decoding drops none
+    # items in which constrained decoding overruled the model's own choice
+    # (`biogner.constrain`), and how many of them it dropped before parsing; free: none
     overruled: int = 0
+    dropped: int = 0
 
     def extend(self, other: ParseResult) -> None:
         self.spans.extend(other.spans)
@@ -35,6 +36,7 @@ class ParseResult:
         self.predicted_mentions += other.predicted_mentions
         self.hallucinated += other.hallucinated
         self.overruled += other.overruled
+        self.dropped += other.dropped
 
     def finish(self) -> ParseResult:
         """Deduplicate and sort spans (a model may repeat itself)."""
@@ -230,9 +232,9 @@ class Writing(ABC):
 
     def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
         """`answer` less the items (a line, an object) that share a character with `ranges`,
-        and how many went; the rest must still parse. Constrained decoding drops the items
-        in which its grammar overruled the model (`GenerationConfig.overruled`). Default:
-        nothing is dropped (a writing that restates the sentence has no items to drop)."""
+        and how many went; the rest must still parse. Constrained decoding counts, or drops,
+        the items in which its grammar overruled the model (`GenerationConfig.overruled`).
+        Default: no items (a writing that restates the sentence has none to drop)."""
         return answer, 0
 
     # A character that can end an item (a line, an object) of an answer; None: items are

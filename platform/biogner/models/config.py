@@ -83,11 +83,11 @@ class GenerationConfig(BaseModel):
         description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
         " answers always parse and mention only spans of the sentence; false: free decoding",
     )
-    overruled: Literal["drop", "keep"] = Field(
-        "drop",
-        description="constrained decoding: drop the items (lines, objects) in which the grammar"
-        " overruled the model's own choice (what follows is the grammar's steering: an"
-        " invented mention forced into a span of the text), or keep them",
+    overruled: Literal["keep", "drop"] = Field(
+        "keep",
+        description="constrained decoding: keep, or drop, the items (lines, objects) in which "
+        "the grammar overruled the model's own choice (an invented mention forced into a span "
+        "of the text, but also a misspelt one set right); they are counted either way",
     )
     reuse_kv_cache: bool = Field(
         True,

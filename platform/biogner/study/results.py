@@ -66,7 +66,7 @@ class RunResult:
     gold_mentions: int | None = None
     evaluation_run_id: str | None = None  # the evaluation whose predictions.jsonl scored it
     hallucination_rate: float | None = None  # share of predicted mentions not in the text
-    overruled_rate: float | None = None  # share of written items constrained decoding dropped
+    overruled_rate: float | None = None  # share of written items the grammar had to steer
 
     @property
     def format(self) -> str:
