@@ -28,12 +28,14 @@ from biogner.formats import get_format
 from biogner.generation import Generator, read_model_metadata
 from biogner.models.config import GenerationConfig
 
-# An event: (position in the answer's tokens, the model's choice, the grammar's choice).
-Event = tuple[int, str, str]
+# An event: (position in the answer's tokens, the model's choice, the grammar's choice,
+# whether the model's choice would have ended its item).
+Event = tuple[int, str, str, bool]
 RULES: dict[str, Callable[[Event], bool]] = {
     "keep every item": lambda e: False,
     "drop on any overrule": lambda e: True,
     "drop unless the case was set right": lambda e: not constrain.spells_alike(e[1], e[2]),
+    "drop where the model tried to end": lambda e: e[3],
 }
 
 
@@ -51,8 +53,10 @@ def logged_pass(
     def overrule(self: constrain.RowConstraint, wanted: int, chosen: int) -> None:
         decode = self.vocab.tokenizer.decode
         key = (self.sentence.id, tuple(self.types))
-        events.setdefault(key, []).append((len(self.tokens), decode([wanted]), decode([chosen])))
+        unended = len(self.unended)
         original(self, wanted, chosen)
+        event = (len(self.tokens), decode([wanted]), decode([chosen]), len(self.unended) > unended)
+        events.setdefault(key, []).append(event)
 
     constrain.RowConstraint.overrule = overrule  # type: ignore[method-assign]
     start = time.perf_counter()
@@ -83,8 +87,9 @@ def score_rule(
         for tokens, events in zip(row["tokens"], row["events"], strict=True):
             text = tokenizer.decode(tokens)
             ranges = []
-            for pos, wanted, chosen in events:
-                if pos < len(tokens) and rule((pos, wanted, chosen)):
+            for event in events:
+                pos = event[0]
+                if pos < len(tokens) and rule(event):
                     a = len(tokenizer.decode(tokens[:pos]))
                     ranges.append((a, max(len(tokenizer.decode(tokens[: pos + 1])), a + 1)))
             kept, n = format_.writing.without_items(text, ranges)

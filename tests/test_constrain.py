@@ -8,6 +8,7 @@ init it repeats one token whatever it reads); sentences come from every corpus."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -46,11 +47,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def generators(model_dir: Path) -> dict[str, Generator]:
-    """Free, constrained keeping every item, constrained dropping the overruled ones."""
+    """Free, constrained keeping every item, constrained as by default (dropping the items
+    the grammar would not let the model end)."""
     settings = {
         "free": {"constrained": False},
         "keep": {"overruled": "keep"},
-        "drop": {"overruled": "drop"},
+        "default": {},
     }
     return {
         name: Generator(
@@ -77,7 +79,7 @@ def test_constrained_answers_parse_and_mention_only_the_text(
     types = sentences[0][1]  # one corpus per batch, as evaluation and serving run
     batch = [s for s, t in sentences if t == types]
     kept = generators["keep"].extract(batch, fmt, types)
-    dropped = generators["drop"].extract(batch, fmt, types)
+    dropped = generators["default"].extract(batch, fmt, types)
     free = generators["free"].extract(batch, fmt, types)
     for k, d, f in zip(kept, dropped, free, strict=True):
         for c in (k, d):
@@ -88,9 +90,9 @@ def test_constrained_answers_parse_and_mention_only_the_text(
                 assert 0 <= span.start < span.end <= len(c.sentence.text)
         # the same tokens either way: dropping only removes whole items from the text
         assert k.answer_tokens == d.answer_tokens
-        # the same items steered either way; dropping removes exactly those
-        assert d.parse.overruled == k.parse.overruled == d.parse.dropped
-        assert k.parse.dropped == 0
+        # the same items steered either way; dropping removes some of them, nothing else
+        assert d.parse.overruled == k.parse.overruled
+        assert 0 <= d.parse.dropped <= d.parse.overruled and k.parse.dropped == 0
         assert d.parse.predicted_mentions + d.parse.dropped == k.parse.predicted_mentions
         if not f.parse.problems and not f.truncated:  # the free answer was already valid
             assert k.answers == f.answers == d.answers and d.parse.overruled == 0
@@ -121,7 +123,7 @@ def teacher_force(
 
 @pytest.fixture(scope="module")
 def vocabulary(generators) -> Vocabulary:
-    return generators["drop"].vocabulary()
+    return generators["default"].vocabulary()
 
 
 @pytest.mark.parametrize("fmt", CONSTRAINED)
@@ -192,34 +194,62 @@ def test_a_mention_is_never_listed_more_often_than_it_occurs(vocabulary, fmt: st
     assert writing.parse(over[fmt], sentence, ["Disease"]).problems != []
 
 
-def test_an_overruled_choice_is_recorded_and_its_item_dropped(vocabulary) -> None:
-    """The model's choice after `cancer\n` is `tum` (no span starts so): the mask takes
-    another token, the row records where, and the line the grammar then steers (the model
-    asks to end at every later step) is dropped; the line the model wrote stays."""
+def overrule_case(vocabulary: Vocabulary) -> tuple[Sentence, Any]:
     text = "cancer and breast cancer"
     sentence = Sentence("s", text, tuple(text.split()), (Span(0, 6, "Disease"),))
-    writing = get_format("conv_term").writing
-    tok = vocabulary.tokenizer
-    end = tok.convert_tokens_to_ids("<|im_end|>")
-    own = tok.encode("cancer\n", add_special_tokens=False)
-    invented = tok.encode("tumour", add_special_tokens=False)[0]
-    row = RowConstraint(vocabulary, writing, sentence, ["Disease"])
+    return sentence, get_format("conv_term").writing
+
+
+def steer(vocabulary: Vocabulary, row: RowConstraint, wanted: list[int]) -> None:
+    """Generate greedily under `row`'s mask, the model wanting `wanted` in turn then the end
+    token; stop when the end token is picked."""
+    end = vocabulary.tokenizer.convert_tokens_to_ids("<|im_end|>")
     proc = ConstrainedLogits([row], prompt_width=1)
     ids = torch.zeros((1, 1), dtype=torch.long)
-    for k, wanted in enumerate([*own, invented, *[end] * 40]):
-        chosen = int(proc(ids, scores_preferring(wanted, vocabulary.vocab_size, k)).argmax())
+    for k, token in enumerate([*wanted, *[end] * 40]):
+        chosen = int(proc(ids, scores_preferring(token, vocabulary.vocab_size, k)).argmax())
         if chosen == end:
-            break
+            return
         ids = torch.cat([ids, torch.tensor([[chosen]])], 1)
-    assert row.tokens[: len(own)] == own and len(row.tokens) > len(own)
-    assert row.tokens[len(own)] != invented
+    raise AssertionError("never ended")
+
+
+def test_an_overruled_choice_is_recorded_and_its_item_counted_or_dropped(vocabulary) -> None:
+    """The model's choice after `cancer\n` is `tum` (no span starts so): the mask takes
+    another token, the row records where, and the line it steered is counted; `drop` drops
+    it, `keep` keeps it; the line the model wrote of its own accord stays."""
+    sentence, writing = overrule_case(vocabulary)
+    tok = vocabulary.tokenizer
+    own = tok.encode("cancer\n", add_special_tokens=False)
+    invented = tok.encode("tumour", add_special_tokens=False)[0]
+    row = RowConstraint(vocabulary, writing, sentence, ["Disease"], overruled="keep")
+    steer(vocabulary, row, [*own, invented])
+    assert row.tokens[: len(own)] == own and row.tokens[len(own)] != invented
     assert row.overruled[0] == len(own) and min(row.overruled) == len(own)
+    assert len(own) not in row.unended  # `tum` would not have ended the line
     whole = tok.decode(row.tokens)
-    assert row.finish(row.tokens, ended=True) == (row.tokens, whole, 1, False)  # kept, counted
-    row.drop_overruled = True
-    assert row.finish(row.tokens, ended=True) == (row.tokens, "cancer", 1, True)
     assert whole.startswith("cancer\n") and len(whole.split("\n")) == 2
     assert writing.parse(whole, sentence, ["Disease"]).problems == []
+    assert row.finish(row.tokens, ended=True) == (row.tokens, whole, 1, 0)
+    row.policy = "drop"
+    assert row.finish(row.tokens, ended=True) == (row.tokens, "cancer", 1, 1)
+
+
+def test_an_item_the_grammar_would_not_let_end_is_dropped_by_default(vocabulary) -> None:
+    """`cancer` occurs twice: a third `cancer` cannot end (the parser would read it once too
+    often), so the model's newline is refused and the line is stretched into `cancer and`:
+    recorded as unended, and dropped by the default policy."""
+    sentence, writing = overrule_case(vocabulary)
+    tok = vocabulary.tokenizer
+    own = tok.encode("cancer\ncancer\ncancer", add_special_tokens=False)
+    newline = tok.encode("\n", add_special_tokens=False)
+    assert GenerationConfig().overruled == "drop_unended"
+    row = RowConstraint(vocabulary, writing, sentence, ["Disease"], overruled="drop_unended")
+    steer(vocabulary, row, [*own, *newline])
+    assert row.tokens[: len(own)] == own and row.unended == [len(own)] == row.overruled
+    stretched = tok.decode(row.tokens)
+    assert stretched.startswith("cancer\ncancer\ncancer ")
+    assert row.finish(row.tokens, ended=True) == (row.tokens, "cancer\ncancer", 1, 1)
 
 
 @pytest.mark.parametrize(

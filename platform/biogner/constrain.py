@@ -17,11 +17,12 @@ so the mask picks another), what follows is the grammar's steering, not the mode
 a model about to invent `taurothrombocytic leukaemia` is steered into the longest span that
 starts like it, one repeating a spent mention into `FAP )`; but also a misspelt one into the
 right spelling. Every row records where this happens, and the items (lines, objects) that
-hold such a token are counted (`overruled_rate`); with `overruled: drop` they are dropped
-from the answer (`Writing.without_items`), so a constrained answer keeps only the mentions
-the model wrote of its own accord. A case the grammar sets right (`ataxia` -> `Ataxia`) is
-not an overrule. Dropping is not the default: on dev it helped conv_term and hurt
-multi_triple (bench/RESULTS.md, `bench/overruled.py`).
+hold such a token are counted (`overruled_rate`). A case the grammar sets right (`ataxia` ->
+`Ataxia`) is not an overrule. What `generation.overruled` does with them: `keep`; `drop`
+every steered item; or, the default, `drop_unended`: drop the items the model tried to end
+where the grammar would not let it (a spent mention, a mention cut mid-word: what follows is
+stretched by the grammar, rarely a gold mention). Chosen on the whole dev split
+(bench/RESULTS.md, `bench/overruled.py`).
 
 An answer cut by its token budget is completed by its writing (`Writing.complete`: the
 rest of a restated sentence) or cut back to its longest prefix the grammar accepts
@@ -79,7 +80,7 @@ class RowConstraint:
         writing: Writing,
         sentence: Sentence,
         types: Sequence[str],
-        drop_overruled: bool = False,
+        overruled: str = "keep",
     ) -> None:
         self.vocab = vocab
         self.writing = writing
@@ -92,17 +93,23 @@ class RowConstraint:
         self.valid = 0  # tokens the grammar allowed, from the start
         self.done = False  # an end token was generated, or nothing but one is allowed
         self.failed = False  # the matcher refused a token: the answer is cut at `accepting`
-        self.drop_overruled = drop_overruled
+        self.policy = overruled  # GenerationConfig.overruled: keep, drop_unended or drop
         self.overruled: list[int] = []  # positions where the mask overruled the model's choice
+        self.unended: list[int] = []  # those where the model's choice would end its item
 
     def overrule(self, wanted: int, chosen: int) -> None:
         """The mask replaced the model's choice `wanted` by `chosen` (the greedy pick among
         the allowed tokens) at the next position. Only the letter case set right (the model
         lowercasing `Ataxia` at a sentence's start) does not count: that mention is still the
-        model's own."""
+        model's own. Where `wanted` would have ended the item (an end token, or the writing's
+        `item_ends`), the grammar would not let the model stop: what follows is stretched."""
         decode = self.vocab.tokenizer.decode
-        if not spells_alike(decode([wanted]), decode([chosen])):
-            self.overruled.append(len(self.tokens))
+        text = decode([wanted])
+        if spells_alike(text, decode([chosen])):
+            return
+        self.overruled.append(len(self.tokens))
+        if wanted in self.vocab.end_ids or any(end in text for end in self.writing.item_ends):
+            self.unended.append(len(self.tokens))
 
     def consume(self, token: int) -> None:
         if token in self.vocab.end_ids:
@@ -152,26 +159,35 @@ class RowConstraint:
             return n_tokens
         return max((n for n in self.accepting if n <= n_tokens), default=0)
 
-    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str, int, bool]:
+    def finish(self, answer: list[int], ended: bool) -> tuple[list[int], str, int, int]:
         """The answer as read: its tokens, its text, how many of its items hold a token the
-        grammar chose against the model's choice (`Writing.without_items`), and whether
-        those were dropped from the text (`drop_overruled`). An answer that ended under the
-        grammar is whole; one cut by its budget is completed by its writing
-        (`Writing.complete`) or cut back to the longest prefix the grammar accepts."""
+        grammar chose against the model's choice (`Writing.without_items`), and how many
+        items the policy dropped from the text (`drop`: those; `drop_unended`: those the
+        model tried to end). An answer that ended under the grammar is whole; one cut by
+        its budget is completed by its writing (`Writing.complete`) or cut back to the
+        longest prefix the grammar accepts."""
         tokens, completed = self._whole(answer, ended)
         decode = self.vocab.tokenizer.decode
         text = completed if completed is not None else decode(tokens)
-        marks = [p for p in self.overruled if p < len(tokens)]
-        if not marks:
-            return tokens, text, 0, False
-        ranges = []
-        for p in marks:
-            start = len(decode(tokens[:p]))
-            ranges.append((start, max(len(decode(tokens[: p + 1])), start + 1)))
-        kept, steered = self.writing.without_items(text, ranges)
-        if self.drop_overruled:
-            return tokens, kept, steered, True
-        return tokens, text, steered, False
+
+        def ranges(marks: list[int]) -> list[tuple[int, int]]:
+            out = []
+            for p in marks:
+                if p < len(tokens):
+                    start = len(decode(tokens[:p]))
+                    out.append((start, max(len(decode(tokens[: p + 1])), start + 1)))
+            return out
+
+        steered_ranges = ranges(self.overruled)
+        if not steered_ranges:
+            return tokens, text, 0, 0
+        without_steered, steered = self.writing.without_items(text, steered_ranges)
+        if self.policy == "drop":
+            return tokens, without_steered, steered, steered
+        if self.policy == "drop_unended":
+            kept, dropped = self.writing.without_items(text, ranges(self.unended))
+            return tokens, kept, steered, dropped
+        return tokens, text, steered, 0
 
     def _whole(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
         """(tokens, the text when the writing had to complete it; None: decode the tokens)."""

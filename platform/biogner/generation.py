@@ -47,14 +47,14 @@ class Generation:
 @dataclass
 class Turn:
     """One generated answer: its text as read, its tokens as generated, whether it hit its
-    token budget, how many of its items constrained decoding had to steer, and whether it
-    dropped them."""
+    token budget, how many of its items constrained decoding had to steer, and how many
+    items it dropped."""
 
     text: str
     tokens: list[int]
     hit_budget: bool
     overruled: int = 0
-    dropped: bool = False
+    dropped: int = 0
 
 
 def read_model_metadata(model_dir: Path) -> dict[str, Any]:
@@ -192,7 +192,7 @@ class Generator:
                 toks = new[row, : budgets[row]].tolist()
                 end = next((k for k, t in enumerate(toks) if t in self.end_ids), None)
                 answer = toks if end is None else toks[:end]
-                constraint, overruled, dropped = rows[row], 0, False
+                constraint, overruled, dropped = rows[row], 0, 0
                 if constraint is not None:
                     answer, text, overruled, dropped = constraint.finish(
                         answer, ended=end is not None
@@ -233,7 +233,7 @@ class Generator:
                     fmt.writing,
                     sentences[chunk[row]],
                     turn_types[turn],
-                    drop_overruled=self.cfg.overruled == "drop",
+                    overruled=self.cfg.overruled,
                 )
 
             done = self._conversation(
@@ -248,7 +248,7 @@ class Generator:
         for s, result in zip(sentences, turns, strict=True):
             parse = fmt.parse([t.text for t in result], s, types)
             parse.overruled = sum(t.overruled for t in result)
-            parse.dropped = sum(t.overruled for t in result if t.dropped)
+            parse.dropped = sum(t.dropped for t in result)
             out.append(
                 Generation(
                     s,

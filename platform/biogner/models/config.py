@@ -83,11 +83,13 @@ class GenerationConfig(BaseModel):
         description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
         " answers always parse and mention only spans of the sentence; false: free decoding",
     )
-    overruled: Literal["keep", "drop"] = Field(
-        "keep",
-        description="constrained decoding: keep, or drop, the items (lines, objects) in which "
-        "the grammar overruled the model's own choice (an invented mention forced into a span "
-        "of the text, but also a misspelt one set right); they are counted either way",
+    overruled: Literal["drop_unended", "keep", "drop"] = Field(
+        "drop_unended",
+        description="constrained decoding, the items (lines, objects) in which the grammar "
+        "overruled the model's own choice: drop_unended drops those the model tried to end "
+        "where the grammar would not let it (a spent or cut mention stretched into a longer "
+        "span); drop drops every one (a misspelt mention set right too); keep keeps them. "
+        "Counted either way (overruled_rate)",
     )
     reuse_kv_cache: bool = Field(
         True,

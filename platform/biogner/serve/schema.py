@@ -291,10 +291,10 @@ class ModelInfo(BaseModel):
         description="answers are decoded under the format's grammar: every entity is a span "
         "of the text (generation.constrained, and the format's writing has a grammar)"
     )
-    overruled: Literal["keep", "drop"] | None = Field(
+    overruled: Literal["drop_unended", "keep", "drop"] | None = Field(
         None,
-        description="constrained: whether entities the grammar had to steer the model into "
-        "are dropped (generation.overruled); None when not constrained",
+        description="constrained: which entities the grammar had to steer the model into are "
+        "dropped (generation.overruled); None when not constrained",
     )
     loaded_at: float
     replica: str
