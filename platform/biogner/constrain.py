@@ -235,11 +235,11 @@ class ConstrainedLogits(LogitsProcessor):
         idx = torch.tensor(active)
         bits = (self.bitmask[idx].unsqueeze(-1) >> self._shifts) & 1
         allowed = bits.reshape(len(active), -1)[:, : scores.shape[1]].bool()
-        wanted = scores[idx.to(scores.device)].argmax(-1).cpu()
+        wanted = scores.argmax(-1).cpu()[idx]  # the model's own greedy choices
         wanted_ok = allowed.gather(1, wanted.unsqueeze(1)).squeeze(1).tolist()
         scores[idx] = scores[idx].masked_fill(~allowed.to(scores.device), float("-inf"))
         if not all(wanted_ok):
-            chosen = scores[idx.to(scores.device)].argmax(-1).cpu().tolist()
+            chosen = scores.argmax(-1).cpu()[idx].tolist()
             for k, row in enumerate(active):
                 state = self.rows[row]
                 if not wanted_ok[k] and state is not None:
