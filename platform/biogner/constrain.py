@@ -31,6 +31,7 @@ rest of a restated sentence) or cut back to its longest prefix the grammar accep
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,20 +168,17 @@ class RowConstraint:
         its budget is completed by its writing (`Writing.complete`) or cut back to the
         longest prefix the grammar accepts."""
         tokens, completed = self._whole(answer, ended)
-        decode = self.vocab.tokenizer.decode
-        text = completed if completed is not None else decode(tokens)
+        text = completed if completed is not None else self.vocab.tokenizer.decode(tokens)
+        if not any(p < len(tokens) for p in self.overruled):
+            return tokens, text, 0, 0
+        starts = self._char_starts(tokens)
 
         def ranges(marks: list[int]) -> list[tuple[int, int]]:
-            out = []
-            for p in marks:
-                if p < len(tokens):
-                    start = len(decode(tokens[:p]))
-                    out.append((start, max(len(decode(tokens[: p + 1])), start + 1)))
-            return out
+            return [
+                (starts[p], max(starts[p + 1], starts[p] + 1)) for p in marks if p < len(tokens)
+            ]
 
         steered_ranges = ranges(self.overruled)
-        if not steered_ranges:
-            return tokens, text, 0, 0
         without_steered, steered = self.writing.without_items(text, steered_ranges)
         if self.policy == "drop":
             return tokens, without_steered, steered, steered
@@ -188,6 +186,23 @@ class RowConstraint:
             kept, dropped = self.writing.without_items(text, ranges(self.unended))
             return tokens, kept, steered, dropped
         return tokens, text, steered, 0
+
+    def _char_starts(self, tokens: list[int]) -> list[int]:
+        """Where each token starts in the decoded text (and, last, its length), in one pass
+        over the tokens' bytes: a weak model is overruled at most steps, and decoding a prefix
+        per overrule would cost the square of the answer's length. A tokenizer whose text is
+        not its tokens' bytes (a SentencePiece `▁`) takes the slow, exact way."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        starts, parts = [0], []
+        for token in tokens:  # a character split across tokens counts from the one ending it
+            parts.append(decoder.decode(self.vocab.ll.decode_bytes([token])))
+            starts.append(starts[-1] + len(parts[-1]))
+        parts.append(decoder.decode(b"", final=True))
+        starts[-1] += len(parts[-1])
+        decode = self.vocab.tokenizer.decode
+        if "".join(parts) != decode(tokens):
+            return [len(decode(tokens[:k])) for k in range(len(tokens) + 1)]
+        return starts
 
     def _whole(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
         """(tokens, the text when the writing had to complete it; None: decode the tokens)."""
