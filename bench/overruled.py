@@ -74,24 +74,24 @@ def logged_pass(
         }
         for g in out
     ]
-    return rows, seconds, gen.tokenizer
+    return rows, seconds, gen.vocabulary()
 
 
 def score_rule(
-    rows: list[dict[str, Any]], fmt: str, types: list[str], tokenizer: Any, rule: Any
+    rows: list[dict[str, Any]], fmt: str, types: list[str], vocab: Any, rule: Any
 ) -> dict[str, float]:
     format_ = get_format(fmt)
     scorer = Scorer()
     for row in rows:
         answers, dropped = [], 0
         for tokens, events in zip(row["tokens"], row["events"], strict=True):
-            text = tokenizer.decode(tokens)
-            ranges = []
-            for event in events:
-                pos = event[0]
-                if pos < len(tokens) and rule(event):
-                    a = len(tokenizer.decode(tokens[:pos]))
-                    ranges.append((a, max(len(tokenizer.decode(tokens[: pos + 1])), a + 1)))
+            text = vocab.tokenizer.decode(tokens)
+            starts = constrain.char_starts(vocab, tokens)
+            ranges = [
+                (starts[e[0]], max(starts[e[0] + 1], starts[e[0]] + 1))
+                for e in events
+                if e[0] < len(tokens) and rule(e)
+            ]
             kept, n = format_.writing.without_items(text, ranges)
             answers.append(kept.strip())
             dropped += n
@@ -112,9 +112,9 @@ def main() -> None:
     args = parser.parse_args()
     fmt = str(read_model_metadata(Path(args.model))["format"])
     torch.manual_seed(0)
-    rows, seconds, tokenizer = logged_pass(args.model, fmt, args.split, args.threads, args.corpus)
+    rows, seconds, vocab = logged_pass(args.model, fmt, args.split, args.threads, args.corpus)
     types = list(get_corpus(args.corpus).entity_types)
-    results = {name: score_rule(rows, fmt, types, tokenizer, r) for name, r in RULES.items()}
+    results = {name: score_rule(rows, fmt, types, vocab, r) for name, r in RULES.items()}
     n_gold = sum(len(r["sentence"].spans) for r in rows)
     split = f"{args.corpus}/{args.split}"
     print(f"{fmt} on {split}: {len(rows)} sentences, {n_gold} gold, {seconds:.0f} s")

@@ -16,7 +16,13 @@ from conftest import write_noise_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biogner.constrain import ConstrainedLogits, RowConstraint, Vocabulary, spells_alike
+from biogner.constrain import (
+    ConstrainedLogits,
+    RowConstraint,
+    Vocabulary,
+    char_starts,
+    spells_alike,
+)
 from biogner.corpora import CORPORA, load_split
 from biogner.formats import FORMATS, get_format
 from biogner.generation import Generator
@@ -255,12 +261,10 @@ def test_an_item_the_grammar_would_not_let_end_is_dropped_by_default(vocabulary)
 def test_token_starts_in_one_pass_match_decoding_each_prefix(vocabulary) -> None:
     """The steered items are located from each token's start in the text; one pass over the
     bytes gives what decoding every prefix gives (where a prefix does not end mid-character)."""
-    sentence, writing = overrule_case(vocabulary)
     tok = vocabulary.tokenizer
-    row = RowConstraint(vocabulary, writing, sentence, ["Disease"])
     for answer in ["cancer\nbreast cancer", "Behçet's disease\nα-thalassemia\n腫瘍 ( 癌 )", ""]:
         tokens = tok.encode(answer, add_special_tokens=False)
-        starts = row._char_starts(tokens)
+        starts = char_starts(vocabulary, tokens)
         assert len(starts) == len(tokens) + 1 and starts[-1] == len(tok.decode(tokens))
         for k in range(len(tokens) + 1):
             prefix = tok.decode(tokens[:k])

@@ -72,6 +72,24 @@ def spells_alike(wanted: str, chosen: str) -> bool:
     return bool(a and b) and (a.startswith(b) or b.startswith(a))
 
 
+def char_starts(vocab: Vocabulary, tokens: list[int]) -> list[int]:
+    """Where each token starts in the decoded text (and, last, its length), in one pass
+    over the tokens' bytes: a weak model is overruled at most steps, and decoding a prefix
+    per overrule would cost the square of the answer's length. A tokenizer whose text is
+    not its tokens' bytes (a SentencePiece `▁`) takes the slow, exact way."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    starts, parts = [0], []
+    for token in tokens:  # a character split across tokens counts from the one ending it
+        parts.append(decoder.decode(vocab.ll.decode_bytes([token])))
+        starts.append(starts[-1] + len(parts[-1]))
+    parts.append(decoder.decode(b"", final=True))
+    starts[-1] += len(parts[-1])
+    decode = vocab.tokenizer.decode
+    if "".join(parts) != decode(tokens):
+        return [len(decode(tokens[:k])) for k in range(len(tokens) + 1)]
+    return starts
+
+
 class RowConstraint:
     """One answer being generated under its writing's grammar for its sentence."""
 
@@ -103,13 +121,13 @@ class RowConstraint:
         the allowed tokens) at the next position. Only the letter case set right (the model
         lowercasing `Ataxia` at a sentence's start) does not count: that mention is still the
         model's own. Where `wanted` would have ended the item (an end token, or the writing's
-        `item_ends`), the grammar would not let the model stop: what follows is stretched."""
+        `mention_ends`), the grammar would not let the model stop: what follows is stretched."""
         decode = self.vocab.tokenizer.decode
         text = decode([wanted])
         if spells_alike(text, decode([chosen])):
             return
         self.overruled.append(len(self.tokens))
-        if wanted in self.vocab.end_ids or any(end in text for end in self.writing.item_ends):
+        if wanted in self.vocab.end_ids or any(end in text for end in self.writing.mention_ends):
             self.unended.append(len(self.tokens))
 
     def consume(self, token: int) -> None:
@@ -171,7 +189,7 @@ class RowConstraint:
         text = completed if completed is not None else self.vocab.tokenizer.decode(tokens)
         if not any(p < len(tokens) for p in self.overruled):
             return tokens, text, 0, 0
-        starts = self._char_starts(tokens)
+        starts = char_starts(self.vocab, tokens)
 
         def ranges(marks: list[int]) -> list[tuple[int, int]]:
             return [
@@ -186,23 +204,6 @@ class RowConstraint:
             kept, dropped = self.writing.without_items(text, ranges(self.unended))
             return tokens, kept, steered, dropped
         return tokens, text, steered, 0
-
-    def _char_starts(self, tokens: list[int]) -> list[int]:
-        """Where each token starts in the decoded text (and, last, its length), in one pass
-        over the tokens' bytes: a weak model is overruled at most steps, and decoding a prefix
-        per overrule would cost the square of the answer's length. A tokenizer whose text is
-        not its tokens' bytes (a SentencePiece `▁`) takes the slow, exact way."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        starts, parts = [0], []
-        for token in tokens:  # a character split across tokens counts from the one ending it
-            parts.append(decoder.decode(self.vocab.ll.decode_bytes([token])))
-            starts.append(starts[-1] + len(parts[-1]))
-        parts.append(decoder.decode(b"", final=True))
-        starts[-1] += len(parts[-1])
-        decode = self.vocab.tokenizer.decode
-        if "".join(parts) != decode(tokens):
-            return [len(decode(tokens[:k])) for k in range(len(tokens) + 1)]
-        return starts
 
     def _whole(self, answer: list[int], ended: bool) -> tuple[list[int], str | None]:
         """(tokens, the text when the writing had to complete it; None: decode the tokens)."""

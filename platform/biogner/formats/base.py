@@ -240,7 +240,7 @@ class Writing(ABC):
     # What in a token means its writer is ending the current mention (a line's newline, the
     # separator after a triple's mention, a json string's quote): constrained decoding counts
     # an item the grammar would not let end as stretched (`RowConstraint.overrule`).
-    item_ends: tuple[str, ...] = ()
+    mention_ends: tuple[str, ...] = ()
 
     # A character that can end an item (a line, an object) of an answer; None: items are
     # not counted. Constrained generation asks `spent` whenever one is generated.

@@ -106,7 +106,7 @@ class JsonWriting(Writing):
         return result.finish()
 
     item_end = "}"
-    item_ends = ('"',)
+    mention_ends = ('"',)
 
     def spent(
         self, written: str, sentence: Sentence, types: Sequence[str]

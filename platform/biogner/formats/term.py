@@ -67,7 +67,7 @@ class TermWriting(Writing):
         return result.finish()
 
     item_end = "\n"
-    item_ends = ("\n",)
+    mention_ends = ("\n",)
 
     def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:
         return without_lines(answer, ranges)

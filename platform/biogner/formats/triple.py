@@ -35,7 +35,7 @@ class TripleWriting(Writing):
     exact = True
     nesting = True
     instruction = "mention | type | n (its n-th occurrence), one per line; None if none."
-    item_ends = ("|", "\n")
+    mention_ends = ("|", "\n")
 
     def render(self, sentence: Sentence, spans: Sequence[Span], types: Sequence[str]) -> str:
         index = TokenIndex(sentence)
