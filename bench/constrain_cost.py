@@ -6,9 +6,15 @@ were (parse problems, invented mentions). The two ways may write answers of diff
 lengths, so the per-token ratio isolates the mask's own cost (compile per answer + one mask
 per step) and the per-sentence ratio is what a user waits.
 
+A format study gives each writing its own checkpoint: `--cell FORMAT=DIR` (repeatable) times
+each format on the model trained in it, so its answers are that writing's, not another's
+squeezed into it; that is the study's sentences/s per writing.
+
 Usage: python bench/constrain_cost.py --model DIR [--formats all] [--split dev] [--limit 64]
-           [--batch-size 32]
-Prints a table, writes bench/results/constrain_cost.json. Run it alone on the machine.
+           [--batch-size 32] [--dtype auto]
+       python bench/constrain_cost.py --cell conv_term=DIR --cell conv_bio=DIR ... [--name N]
+Prints a table, writes bench/results/<name>.json (default constrain_cost). Run it alone on the
+machine.
 """
 
 from __future__ import annotations
@@ -18,43 +24,66 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import table, write_json  # noqa: E402
 
+if TYPE_CHECKING:
+    from biogner.generation import Generator
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="a model directory (biogner export)")
+    parser.add_argument("--model", help="a model directory (biogner export), for --formats")
     parser.add_argument("--formats", default="all")
+    parser.add_argument(
+        "--cell",
+        action="append",
+        default=[],
+        metavar="FORMAT=DIR",
+        help="a format timed on its own model (repeatable; instead of --model/--formats)",
+    )
     parser.add_argument("--corpus", default="NCBI-disease")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--limit", type=int, default=64, help="sentences (a speed sample)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--data-dir")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        help="float32 (the first runs) or auto (bf16 where the CPU has it, as evaluation loads)",
+    )
+    parser.add_argument(
+        "--name", default="constrain_cost", help="the JSON's name under bench/results"
+    )
     args = parser.parse_args(argv)
+    if bool(args.model) == bool(args.cell):
+        parser.error("give --model (with --formats) or --cell FORMAT=DIR, not both")
 
     from biogner.corpora import get_corpus, load_split
     from biogner.formats import resolve_formats
-    from biogner.generation import Generator
-    from biogner.models.config import GenerationConfig
 
     corpus = get_corpus(args.corpus)
     types = list(corpus.entity_types)
     sentences = load_split(corpus, args.split, args.data_dir, args.limit)
-    generators = {
-        c: Generator(
-            args.model,
-            GenerationConfig(batch_size=args.batch_size, constrained=c, dtype="float32"),
-        )
-        for c in (False, True)
-    }
-    generators[True].vocabulary()  # built once per model, not per format: not timed
+    if args.model:
+        cells = [(fmt, args.model) for fmt in resolve_formats(args.formats)]
+    else:
+        pairs = [cell.split("=", 1) for cell in args.cell]
+        if any(len(p) != 2 for p in pairs):
+            parser.error("--cell takes FORMAT=DIR")
+        cells = [(resolve_formats(name)[0], model) for name, model in pairs]
     rows = []
-    for fmt in resolve_formats(args.formats):
+    loaded: dict[str, dict[bool, Generator]] = {}
+    for fmt, model in cells:
+        if model not in loaded:
+            loaded = {model: generators(model, args.batch_size, args.dtype)}
+            for gen in loaded[model].values():  # first-call costs (kernels, caches): not timed
+                gen.extract(sentences[:2], fmt, types)
         row: dict[str, object] = {"format": fmt.name, "sentences": len(sentences)}
         rate: dict[str, float] = {}
-        for constrained, gen in generators.items():
+        for constrained, gen in loaded[model].items():
             key = "constrained" if constrained else "free"
             start = time.perf_counter()
             out = gen.extract(sentences, fmt, types)
@@ -88,18 +117,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         "problems = share of sentences with a parse problem; invented = mentions not in the text"
     )
     path = write_json(
-        "constrain_cost",
+        args.name,
         {
-            "model": args.model,
+            "cells": {fmt.name: model for fmt, model in cells},
             "corpus": args.corpus,
             "split": args.split,
             "limit": args.limit,
             "batch_size": args.batch_size,
+            "dtype": args.dtype,
             "rows": rows,
         },
     )
     print(f"wrote {path}")
     return 0
+
+
+def generators(model: str, batch_size: int, dtype: str) -> dict[bool, Generator]:
+    """The model loaded once per way of decoding; the constrained one's vocabulary is built
+    here, once per model, so that no format's timing pays for it."""
+    from biogner.generation import Generator
+    from biogner.models.config import GenerationConfig
+
+    out = {
+        c: Generator(model, GenerationConfig(batch_size=batch_size, constrained=c, dtype=dtype))
+        for c in (False, True)
+    }
+    out[True].vocabulary()
+    return out
 
 
 if __name__ == "__main__":
