@@ -292,6 +292,8 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     o = cfg.optim
     assert o.max_steps is not None
     step_s: list[float] = []
+    rss_gib: list[float] = []  # after each step: does memory keep growing over a long run?
+    me = psutil.Process()
     real_tokens: list[int] = []
     pad_ratio: list[float] = []
     losses: list[float] = []
@@ -314,6 +316,7 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
             optim.zero_grad(set_to_none=True)
             loss = float(out.detach())  # waits for the step on GPU too
             step_s.append(time.perf_counter() - tick)
+            rss_gib.append(me.memory_info().rss / GIB)
             real_tokens.append(real)
             pad_ratio.append(1.0 - real / padded)
             losses.append(loss)
@@ -330,6 +333,7 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "peak_rss_gib": peak_rss / GIB,
         "peak_gpu_gib": torch.cuda.max_memory_allocated() / GIB if use_gpu else None,
+        "per_step": {"step_s": step_s, "real_tokens": real_tokens, "rss_gib": rss_gib},
     }
 
 
