@@ -12,7 +12,8 @@ This runs the plain training loop of `bench/train.py` (the Ray worker's step: bf
 fused AdamW, answer-only loss; no Ray, so nothing else moves) over `--steps` length-grouped
 batches of the whole train split, once per variant, each in a fresh process, and reports
 real tokens/s and memory per window of steps. Variants: `default`, and `cacheN` (the oneDNN
-primitive cache set to N kernels).
+primitive cache set to N kernels), `jemalloc` (jemalloc instead of glibc's allocator,
+LD_PRELOAD: a varying tensor size fragments glibc's heap).
 
 Usage: python bench/long_run.py [--steps 160] [--window 20] [--variants default,cache16384]
            [--format conv_term]
@@ -22,6 +23,7 @@ Prints a table, writes bench/results/long_run.json. Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
+import ctypes.util
 import os
 import sys
 from collections.abc import Sequence
@@ -42,7 +44,12 @@ def variant_env(name: str) -> dict[str, str]:
         return {}
     if name.startswith("cache") and name[5:].isdigit():
         return {CACHE_ENV: name[5:]}
-    raise SystemExit(f"unknown variant {name!r}: default or cacheN (e.g. cache16384)")
+    if name == "jemalloc":
+        lib = ctypes.util.find_library("jemalloc")
+        if lib is None:
+            raise SystemExit("variant jemalloc: no libjemalloc on this machine (apt: libjemalloc2)")
+        return {"LD_PRELOAD": lib}
+    raise SystemExit(f"unknown variant {name!r}: default, jemalloc or cacheN (e.g. cache16384)")
 
 
 def windows(per_step: dict[str, list[float]], size: int) -> list[dict[str, Any]]:
