@@ -15,6 +15,9 @@ real tokens/s and memory per window of steps. Variants: `default`, and `cacheN` 
 primitive cache set to N kernels), `jemalloc` (jemalloc instead of glibc's allocator,
 LD_PRELOAD: a varying tensor size fragments glibc's heap).
 
+Found (bench/RESULTS.md, 2026-11-29): the oneDNN cache is not the cause (16384 kernels change
+nothing); glibc's allocator is (jemalloc: 1.33x tokens/s, memory flat instead of growing).
+
 Usage: python bench/long_run.py [--steps 160] [--window 20] [--variants default,cache16384]
            [--format conv_term]
 Prints a table, writes bench/results/long_run.json. Run it alone on the machine.
