@@ -11,14 +11,15 @@ holds, kernels are evicted and compiled again.
 This runs the plain training loop of `bench/train.py` (the Ray worker's step: bf16 autocast,
 fused AdamW, answer-only loss; no Ray, so nothing else moves) over `--steps` length-grouped
 batches of the whole train split, once per variant, each in a fresh process, and reports
-real tokens/s and memory per window of steps. Variants: `default`, and `cacheN` (the oneDNN
+real tokens/s and memory per window of steps. Variants: `glibc` (alias `default`: glibc's
+allocator, which bench/train.py's plain loop no longer uses by default), and `cacheN` (the oneDNN
 primitive cache set to N kernels), `jemalloc` (jemalloc instead of glibc's allocator,
 LD_PRELOAD: a varying tensor size fragments glibc's heap).
 
 Found (bench/RESULTS.md, 2026-11-29): the oneDNN cache is not the cause (16384 kernels change
 nothing); glibc's allocator is (jemalloc: 1.33x tokens/s, memory flat instead of growing).
 
-Usage: python bench/long_run.py [--steps 160] [--window 20] [--variants default,cache16384]
+Usage: python bench/long_run.py [--steps 160] [--window 20] [--variants glibc,jemalloc,cache16384]
            [--format conv_term]
 Prints a table, writes bench/results/long_run.json. Run it alone on the machine.
 """
@@ -26,8 +27,6 @@ Prints a table, writes bench/results/long_run.json. Run it alone on the machine.
 from __future__ import annotations
 
 import argparse
-import ctypes.util
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,21 +37,23 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import median, table, write_json  # noqa: E402
 from train import bench_config, run_plain  # noqa: E402
 
+from biogner.runtime import jemalloc_library  # noqa: E402
+
 CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 def variant_env(name: str) -> dict[str, str]:
     """The environment a variant's process starts with (before torch loads)."""
-    if name == "default":
+    if name in ("default", "glibc"):
         return {}
     if name.startswith("cache") and name[5:].isdigit():
         return {CACHE_ENV: name[5:]}
     if name == "jemalloc":
-        lib = ctypes.util.find_library("jemalloc")
-        if lib is None:
+        library = jemalloc_library()
+        if library is None:
             raise SystemExit("variant jemalloc: no libjemalloc on this machine (apt: libjemalloc2)")
-        return {"LD_PRELOAD": lib}
-    raise SystemExit(f"unknown variant {name!r}: default, jemalloc or cacheN (e.g. cache16384)")
+        return {"LD_PRELOAD": library}
+    raise SystemExit(f"unknown variant {name!r}: glibc, jemalloc or cacheN (e.g. cache16384)")
 
 
 def windows(per_step: dict[str, list[float]], size: int) -> list[dict[str, Any]]:
@@ -82,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--variants", default="default,cache16384")
+    parser.add_argument("--variants", default="glibc,jemalloc")
     parser.add_argument("--data-dir")
     args = parser.parse_args(argv)
     names = [v for v in args.variants.split(",") if v]
@@ -93,19 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for name in names:
         cfg = bench_config(args, args.model, False, 1, 0, Path("/tmp/bench-long-run"))
-        saved = {k: os.environ.get(k) for k in envs[name]}
-        os.environ.update(envs[name])  # the spawned process inherits it before importing torch
-        try:
-            print(f"== {name}: {args.steps} steps of {args.format}", flush=True)
-            result = run_plain(cfg, use_gpu=False)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        print(f"== {name}: {args.steps} steps of {args.format}", flush=True)
+        result = run_plain(cfg, use_gpu=False, env=envs[name])
         per_window = windows(result.pop("per_step"), args.window)
-        results[name] = {**result, "env": envs[name], "windows": per_window}
+        results[name] = {**result, "windows": per_window}
         for w in per_window:
             rows.append({"variant": name, **w})
     print(table(rows, ["variant", "steps", "tok_s", "step_s", "rss_gib"]))

@@ -35,6 +35,7 @@ import psutil  # noqa: E402
 from common import median, table, write_json  # noqa: E402
 
 from biogner.config import load_config  # noqa: E402
+from biogner.runtime import allocator_env  # noqa: E402
 from biogner.train.config import TrainConfig  # noqa: E402
 
 GIB = 1024**3
@@ -337,12 +338,25 @@ def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:
     }
 
 
-def run_plain(cfg: TrainConfig, use_gpu: bool) -> dict[str, Any]:
+def run_plain(cfg: TrainConfig, use_gpu: bool, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """The plain loop in a fresh process started with `env` (default: the allocator a Ray
+    training worker gets, so that the two paths compare at the same settings)."""
+    env = allocator_env() if env is None else env
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the spawned process inherits it before importing torch
     start = time.perf_counter()
-    ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        result: dict[str, Any] = pool.apply(plain_loop, (cfg.model_dump(mode="json"), use_gpu))
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            result: dict[str, Any] = pool.apply(plain_loop, (cfg.model_dump(mode="json"), use_gpu))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
     result["wall_s"] = time.perf_counter() - start
+    result["env"] = env
     return result
 
 

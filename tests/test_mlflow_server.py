@@ -26,6 +26,7 @@ from biogner.config import load_config
 from biogner.evaluate.config import EvalConfig
 from biogner.evaluate.runner import run_evaluation
 from biogner.models.config import GenerationConfig
+from biogner.runtime import allocator_env
 from biogner.serve import engine
 from biogner.serve.requests import check_texts, prepare
 from biogner.serve.schema import Limits
@@ -165,6 +166,7 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
     assert nested.data.tags["mlflow.parentRunId"] == trained.run_id
     assert "dev_f1" in client.get_run(trained.run_id).data.metrics
     assert nested.data.metrics["dev_worker_niceness"] == 0  # not Ray's default 15
+    assert nested.data.metrics["dev_worker_jemalloc"] == float(bool(allocator_env()))
 
     selection = select_champion(tracking_cfg, EXPERIMENT)  # by dev_f1
     assert selection.champion.run_id == trained.run_id and selection.registered

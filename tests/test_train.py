@@ -12,6 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from biogner.config import load_config
 from biogner.models.config import METADATA_FILE
+from biogner.runtime import allocator_env
 from biogner.tracking.models import download_model_dir
 from biogner.tracking.registry import register_champion
 from biogner.train.config import TrainConfig
@@ -69,6 +70,8 @@ def test_two_workers_loss_falls_and_model_is_logged(stage, zero2_run, store, tmp
     assert {"loss", "learning_rate", "tokens_per_s", "padding_ratio"} <= set(run.data.metrics)
     assert run.data.metrics["padding_ratio"] < 0.5  # length grouping keeps padding small
     assert run.data.metrics["worker_niceness"] == 0  # not Ray's default 15 (starved on CPU)
+    # jemalloc preloaded through the workers' runtime_env where the machine has it
+    assert run.data.metrics["worker_jemalloc"] == float(bool(allocator_env()))
     curve = losses(cfg, outcome.run_id)
     assert sorted(curve) == list(range(1, 7))
     assert curve[6] < curve[1]

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes.util
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -25,6 +27,7 @@ import psutil
 
 LOCAL_MIN_CPUS = 4  # 2 train workers + a Ray Data task must fit, or lazy pipelines deadlock
 VERBOSE_ENV = "BIOGNER_VERBOSE"
+ALLOCATOR_ENV = "BIOGNER_ALLOCATOR"  # "jemalloc" (where installed) or "system"
 # Loggers whose INFO lines go to the log file, not the terminal, unless verbose.
 QUIET_LOGGERS = ("ray", "ray.data", "ray.train", "ray.tune", "ray.serve", "DeepSpeed", "mlflow")
 # Set for the driver and passed to every worker: no progress bars but biogner's.
@@ -115,13 +118,50 @@ def _ray_data_logging(log_file: Path) -> dict[str, Any]:
     }
 
 
-def full_priority(niceness: int = 0) -> dict[str, Any]:
-    """runtime_env for compute-bound workers (training, evaluation): Ray starts its workers
-    at nice 15 (RAY_worker_niceness), where any other process on the node, Ray's own
-    included, preempts them, and a CPU worker's OpenMP threads then wait for each other at
-    every barrier (bench/RESULTS.md). An unprivileged process cannot lower its own nice
-    value, so it is set when Ray starts the worker."""
-    return {"env_vars": {"RAY_worker_niceness": str(niceness)}}
+def compute_runtime_env(niceness: int = 0) -> dict[str, Any]:
+    """runtime_env for compute-bound workers (training, evaluation).
+
+    Niceness: Ray starts its workers at nice 15 (RAY_worker_niceness), where any other
+    process on the node, Ray's own included, preempts them, and a CPU worker's OpenMP threads
+    then wait for each other at every barrier (bench/RESULTS.md). An unprivileged process
+    cannot lower its own nice value, so it is set when Ray starts the worker. The allocator
+    (`allocator_env`) is chosen there too: LD_PRELOAD only acts when a process starts."""
+    return {"env_vars": {"RAY_worker_niceness": str(niceness), **allocator_env()}}
+
+
+def jemalloc_library() -> str | None:
+    """jemalloc's shared library on this Linux machine (apt: libjemalloc2), or None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    return ctypes.util.find_library("jemalloc")
+
+
+def allocator_env() -> dict[str, str]:
+    """The environment that makes a compute worker allocate with jemalloc, not glibc.
+
+    Why: a long CPU training run brings a new tensor shape at most steps (length-grouped
+    batches), which fragments glibc's heap: its worker's memory grew past 10 GiB and its
+    tokens/s fell by a quarter; under jemalloc it stepped 1.33x faster with memory flat
+    (bench/long_run.py, bench/RESULTS.md). Empty where the machine has no jemalloc, where
+    LD_PRELOAD is already set (the user's choice, which workers inherit, wins) or with
+    BIOGNER_ALLOCATOR=system."""
+    choice = os.environ.get(ALLOCATOR_ENV, "jemalloc").strip().lower() or "jemalloc"
+    if choice not in ("jemalloc", "system"):
+        raise ValueError(f"{ALLOCATOR_ENV}={choice!r}: expected 'jemalloc' or 'system'")
+    if choice == "system" or os.environ.get("LD_PRELOAD"):
+        return {}
+    library = jemalloc_library()
+    return {"LD_PRELOAD": library} if library else {}
+
+
+def jemalloc_loaded() -> bool:
+    """Whether this process allocates with jemalloc: each worker logs it, since a long CPU
+    run's speed depends on it."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return False
+    return "libjemalloc" in maps
 
 
 def worker_env() -> dict[str, str]:

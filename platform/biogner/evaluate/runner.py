@@ -27,7 +27,7 @@ from biogner.formats.base import ParseResult
 from biogner.generation import Generator, read_model_metadata
 from biogner.models.config import GenerationConfig
 from biogner.progress import Progress
-from biogner.runtime import cpu_threads, full_priority, init_ray
+from biogner.runtime import compute_runtime_env, cpu_threads, init_ray, jemalloc_loaded
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.models import download_model_dir
 from biogner.tracking.registry import model_uri_run_id
@@ -90,6 +90,7 @@ class ExtractActor:
                 "truncated",
                 "seconds",
                 "worker_niceness",
+                "worker_jemalloc",
             )
         }
         for g in gens:
@@ -107,6 +108,7 @@ class ExtractActor:
             out["truncated"].append(g.truncated)
             out["seconds"].append(seconds / max(len(gens), 1))
             out["worker_niceness"].append(os.nice(0))  # a starved actor shows up here
+            out["worker_jemalloc"].append(jemalloc_loaded())
         return out
 
 
@@ -172,7 +174,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         batch_size=cfg.rows_per_task,
         compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
         num_gpus=1 if cfg.use_gpu else 0,
-        runtime_env=full_priority(),
+        runtime_env=compute_runtime_env(),
     )
     progress = Progress(f"evaluate {fmt} {corpus.name}/{cfg.split}", len(items), "sentences")
     preds = []
@@ -208,6 +210,7 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
             / max(len(preds), 1),
             f"{prefix}wall_s": wall,
             f"{prefix}worker_niceness": max(int(r["worker_niceness"]) for r in preds),
+            f"{prefix}worker_jemalloc": float(all(r["worker_jemalloc"] for r in preds)),
         }
     )
     parent = cfg.parent_run_id or model_run

@@ -17,7 +17,7 @@ from typing import Any
 from biogner.config import to_yaml
 from biogner.corpora import get_corpus
 from biogner.progress import duration
-from biogner.runtime import full_priority, init_ray, log_file, verbose
+from biogner.runtime import compute_runtime_env, init_ray, log_file, verbose
 from biogner.tracking.models import log_hf_model
 from biogner.tracking.runs import (
     client_for,
@@ -179,7 +179,7 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
                 failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=2),
                 # Train v2's RunConfig (mypy sees the v1 class that ray.train re-exports)
-                worker_runtime_env=full_priority(cfg.scaling.worker_niceness),  # type: ignore[call-arg]
+                worker_runtime_env=compute_runtime_env(cfg.scaling.worker_niceness),  # type: ignore[call-arg]
             ),
             datasets={"train": dataset},
             dataset_config=DataConfig(datasets_to_split=[]),

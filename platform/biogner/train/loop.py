@@ -22,7 +22,7 @@ import torch
 
 from biogner.models.load import load_model
 from biogner.progress import duration
-from biogner.runtime import cpu_threads, verbose
+from biogner.runtime import cpu_threads, jemalloc_loaded, verbose
 from biogner.tracking.runs import log_metrics_from_worker
 from biogner.train.batching import collate, epoch_batches, rank_examples
 from biogner.train.config import TrainConfig
@@ -153,7 +153,11 @@ def train_loop(config: dict[str, Any]) -> None:
         engine.enable_backward_allreduce = False
 
     if rank == 0:  # what the worker really got: a starved CPU worker shows up here
-        worker = {"worker_niceness": os.nice(0), "worker_torch_threads": torch.get_num_threads()}
+        worker = {
+            "worker_niceness": os.nice(0),
+            "worker_torch_threads": torch.get_num_threads(),
+            "worker_jemalloc": float(jemalloc_loaded()),
+        }
         log_metrics_from_worker(run_id, worker, 0, tracking_uri)
 
     rows = list(ray.train.get_dataset_shard("train").iter_rows())
