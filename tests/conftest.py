@@ -66,6 +66,15 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def workers_on_jemalloc() -> bool:
+    """Whether Ray's compute workers should run on jemalloc: preloaded through their
+    runtime_env where the machine has it, or inherited from a LD_PRELOAD naming it."""
+    from biogner.runtime import allocator_env
+
+    return bool(allocator_env()) or "jemalloc" in os.environ.get("LD_PRELOAD", "")
+
+
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One SQLite MLflow store per module: creating its schema costs seconds.

@@ -26,7 +26,6 @@ from biogner.config import load_config
 from biogner.evaluate.config import EvalConfig
 from biogner.evaluate.runner import run_evaluation
 from biogner.models.config import GenerationConfig
-from biogner.runtime import allocator_env
 from biogner.serve import engine
 from biogner.serve.requests import check_texts, prepare
 from biogner.serve.schema import Limits
@@ -118,6 +117,7 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
     small_data_dir: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    workers_on_jemalloc: bool,
 ) -> None:
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
         monkeypatch.delenv(var, raising=False)
@@ -166,7 +166,7 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
     assert nested.data.tags["mlflow.parentRunId"] == trained.run_id
     assert "dev_f1" in client.get_run(trained.run_id).data.metrics
     assert nested.data.metrics["dev_worker_niceness"] == 0  # not Ray's default 15
-    assert nested.data.metrics["dev_worker_jemalloc"] == float(bool(allocator_env()))
+    assert nested.data.metrics["dev_worker_jemalloc"] == float(workers_on_jemalloc)
 
     selection = select_champion(tracking_cfg, EXPERIMENT)  # by dev_f1
     assert selection.champion.run_id == trained.run_id and selection.registered

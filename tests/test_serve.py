@@ -25,6 +25,7 @@ from serve_support import API_KEY, META, app_config, free_port, log_version, sav
 from biogner.cli.serve import add_serve_command
 from biogner.config import ConfigError
 from biogner.models.config import GenerationConfig
+from biogner.runtime import compute_runtime_env
 from biogner.serve.app import build_application, parse_config
 
 ROOT = Path(__file__).parents[1]
@@ -61,6 +62,19 @@ def test_config_refuses_autoscaling_target_at_or_above_the_cap() -> None:
 def test_serve_run_style_args_are_parsed() -> None:
     cfg = parse_config({"model_uri": "runs:/abc/model", "batching.max_batch_size": "4"})
     assert cfg.model_uri == "runs:/abc/model" and cfg.batching.max_batch_size == 4
+
+
+def test_replicas_get_the_compute_env_under_the_users_runtime_env(monkeypatch) -> None:
+    from biogner.serve.application import with_compute_env
+
+    monkeypatch.delenv("LD_PRELOAD", raising=False)
+    ours = compute_runtime_env()["env_vars"]
+    assert with_compute_env({"num_cpus": 1}) == {"num_cpus": 1, "runtime_env": {"env_vars": ours}}
+    user = {"env_vars": {"RAY_worker_niceness": "5", "MY_VAR": "x"}, "working_dir": "/srv"}
+    merged = with_compute_env({"num_cpus": 2, "runtime_env": user})
+    assert merged["num_cpus"] == 2 and merged["runtime_env"]["working_dir"] == "/srv"
+    assert merged["runtime_env"]["env_vars"] == {**ours, "RAY_worker_niceness": "5", "MY_VAR": "x"}
+    assert user["env_vars"] == {"RAY_worker_niceness": "5", "MY_VAR": "x"}  # not modified
 
 
 @pytest.mark.parametrize("name", ["local.yaml", "gpu.yaml"])
@@ -191,6 +205,15 @@ def test_health_readiness_model_and_openapi(client) -> None:
     post = spec["paths"]["/v1/extract"]["post"]
     assert "texts" in json.dumps(post["requestBody"]) and "422" in post["responses"]
     assert {"/healthz", "/readyz", "/v1/model", "/v1/stats"} <= set(spec["paths"])
+
+
+def test_the_replica_runs_at_full_priority_on_the_chosen_allocator(
+    client, workers_on_jemalloc: bool
+) -> None:
+    """Ray starts actors at nice 15 on glibc's allocator; a model replica gets nice 0 and
+    jemalloc where the machine has it, and says so in /v1/stats."""
+    stats = client.get("/v1/stats").json()
+    assert stats["process"] == {"niceness": 0, "jemalloc": workers_on_jemalloc}
 
 
 def test_api_key_is_required_when_set(service) -> None:

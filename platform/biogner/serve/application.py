@@ -18,6 +18,7 @@ from typing import Any
 from ray.serve import Application
 
 from biogner.config import deep_merge, parse_overrides, validate
+from biogner.runtime import compute_runtime_env
 from biogner.serve.http import INGRESS_DEPLOYMENT, Ingress
 from biogner.serve.replica import MODEL_DEPLOYMENT, NERModel
 from biogner.serve.schema import ModelSource, ServeConfig
@@ -67,6 +68,17 @@ def resolve_locations(cfg: ServeConfig) -> ServeConfig:
     return cfg.model_copy(update={"model_uri": uri})
 
 
+def with_compute_env(actor_options: dict[str, Any]) -> dict[str, Any]:
+    """A model replica's actor options with the compute workers' environment (nice 0,
+    jemalloc: `runtime.compute_runtime_env`) under the user's own `runtime_env`, whose
+    env_vars win. Why: a replica runs the model for days; at Ray's nice 15 any other
+    process on the node stalls its threads, and glibc's heap grows with every new batch
+    shape."""
+    user_env = dict(actor_options.get("runtime_env") or {})
+    env_vars = {**compute_runtime_env()["env_vars"], **(user_env.get("env_vars") or {})}
+    return {**actor_options, "runtime_env": {**user_env, "env_vars": env_vars}}
+
+
 def build_application(cfg: ServeConfig) -> Application:
     """The Serve application for a validated config.
 
@@ -79,7 +91,7 @@ def build_application(cfg: ServeConfig) -> Application:
     options: dict[str, Any] = {
         "max_ongoing_requests": m.max_ongoing_requests,
         "max_queued_requests": m.max_queued_requests,  # more: BackPressureError -> 503
-        "ray_actor_options": m.ray_actor_options,
+        "ray_actor_options": with_compute_env(m.ray_actor_options),
         "health_check_period_s": m.health_check_period_s,
         "health_check_timeout_s": m.health_check_timeout_s,
         "graceful_shutdown_timeout_s": m.graceful_shutdown_timeout_s,

@@ -31,6 +31,7 @@ from ray import serve
 
 from biogner.formats import get_format
 from biogner.models.config import GenerationConfig
+from biogner.runtime import jemalloc_loaded
 from biogner.serve import engine
 from biogner.serve.errors import refusal
 from biogner.serve.follow import AliasFollower
@@ -266,7 +267,9 @@ class NERModel:
         ).model_dump(mode="json")
 
     def get_stats(self) -> dict[str, Any]:
-        return {"replica": self.replica, **self.stats.to_dict()}
+        # what the replica's process got: a starved (nice 15) or glibc replica shows up here
+        process = {"niceness": os.nice(0), "jemalloc": jemalloc_loaded()}
+        return {"replica": self.replica, "process": process, **self.stats.to_dict()}
 
     def _require_model(self) -> engine.LoadedModel:
         if self.current is None:
