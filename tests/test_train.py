@@ -12,7 +12,6 @@ from mlflow.tracking import MlflowClient
 
 from biogner.config import load_config
 from biogner.models.config import METADATA_FILE
-from biogner.runtime import allocator_env
 from biogner.tracking.models import download_model_dir
 from biogner.tracking.registry import register_champion
 from biogner.train.config import TrainConfig
@@ -55,13 +54,25 @@ def zero2_run(ray_session, data_dir, store):
 
 
 @pytest.mark.parametrize("stage", [2, 3])
-def test_two_workers_loss_falls_and_model_is_logged(stage, zero2_run, store, tmp_path):
+def test_two_workers_loss_falls_and_model_is_logged(
+    stage, zero2_run, store, tmp_path, workers_on_jemalloc
+):
     if stage == 2:
         cfg, outcome = zero2_run
     else:
-        cfg = tiny_cfg(store, "zero3", "deepspeed.zero_stage=3", "optim.max_steps=6")
+        cfg = tiny_cfg(
+            store,
+            "zero3",
+            "deepspeed.zero_stage=3",
+            "optim.max_steps=6",
+            "scaling.keep_checkpoints=true",
+        )
         outcome = run_training(cfg)
     assert outcome.status == "FINISHED" and outcome.steps == 6
+    # a finished run's Ray checkpoints are deleted once its model is in MLflow, unless kept
+    ray_folder = Path(cfg.scaling.storage_path) / cfg.run_name
+    assert ray_folder.is_dir() is cfg.scaling.keep_checkpoints is (stage == 3)
+    assert (outcome.checkpoint_path is not None) is (stage == 3)
     run = MlflowClient(cfg.tracking.uri).get_run(outcome.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["deepspeed.zero_stage"] == str(stage)
@@ -71,7 +82,7 @@ def test_two_workers_loss_falls_and_model_is_logged(stage, zero2_run, store, tmp
     assert run.data.metrics["padding_ratio"] < 0.5  # length grouping keeps padding small
     assert run.data.metrics["worker_niceness"] == 0  # not Ray's default 15 (starved on CPU)
     # jemalloc preloaded through the workers' runtime_env where the machine has it
-    assert run.data.metrics["worker_jemalloc"] == float(bool(allocator_env()))
+    assert run.data.metrics["worker_jemalloc"] == float(workers_on_jemalloc)
     curve = losses(cfg, outcome.run_id)
     assert sorted(curve) == list(range(1, 7))
     assert curve[6] < curve[1]

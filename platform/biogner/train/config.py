@@ -80,6 +80,12 @@ class ScalingSection(_Strict):
     )
     max_failures: int = 1
     storage_path: str = ".biogner/ray_results"
+    keep_checkpoints: bool = Field(
+        False,
+        description="keep a FINISHED run's Ray Train checkpoints (weights and optimizer state, "
+        "~3 GB for a 135M full fine-tune) under storage_path; by default a local run's are "
+        "deleted once its model is logged to MLflow: they only serve resuming an unfinished run",
+    )
 
 
 class TrainConfig(_Strict):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,13 +207,30 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
             if not (model_dir / "config.json").is_file():
                 raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
             log_hf_model(run_id, model_dir, metadata=model_metadata(cfg), cfg=cfg.tracking)
-        client = client_for(cfg.tracking)
-        client.set_tag(run_id, "checkpoint", result.checkpoint.path)
+        checkpoint_path: str | None = result.checkpoint.path
+        if not cfg.scaling.keep_checkpoints and drop_local_checkpoints(cfg):
+            checkpoint_path = None
+        else:
+            client_for(cfg.tracking).set_tag(run_id, "checkpoint", result.checkpoint.path)
     except BaseException as exc:
         end_run(cfg.tracking, run_id, exc)
         raise
     end_run(cfg.tracking, run_id)
-    return TrainOutcome(run_id, "FINISHED", total_steps, metrics, result.checkpoint.path)
+    return TrainOutcome(run_id, "FINISHED", total_steps, metrics, checkpoint_path)
+
+
+def drop_local_checkpoints(cfg: TrainConfig) -> bool:
+    """Delete a finished run's Ray Train folder (its last checkpoints: weights and optimizer
+    state) when it is on a local disk; True if deleted. Why: the model is in MLflow by now,
+    the checkpoints only serve resuming, and at ~3 GB a run a sweep filled this box's disk.
+    Remote storage (URIs) is left to its own lifecycle rules."""
+    if "://" in cfg.scaling.storage_path:
+        return False
+    folder = Path(cfg.scaling.storage_path).resolve() / cfg.run_name
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    return True
 
 
 def training_data(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
