@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes.util
+import functools
 import json
 import logging
 import os
@@ -154,6 +155,7 @@ def allocator_env() -> dict[str, str]:
     return {"LD_PRELOAD": library} if library else {}
 
 
+@functools.cache  # fixed when the process starts; evaluation actors report it per sentence
 def jemalloc_loaded() -> bool:
     """Whether this process allocates with jemalloc: each worker logs it, since a long CPU
     run's speed depends on it."""

@@ -30,7 +30,7 @@ from biogner.tracking.tags import CORPORA_TAG, FORMAT_TAG, KIND_TAG, MODEL_TAG, 
 from biogner.train.config import TrainConfig
 from biogner.train.dataset import training_dataset
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
-from biogner.train.rerun import check_rerun
+from biogner.train.rerun import check_rerun, ray_run_folder
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ def drop_local_checkpoints(cfg: TrainConfig) -> bool:
     Remote storage (URIs) is left to its own lifecycle rules."""
     if "://" in cfg.scaling.storage_path:
         return False
-    folder = Path(cfg.scaling.storage_path).resolve() / cfg.run_name
+    folder = ray_run_folder(cfg)
     if not folder.is_dir():
         return False
     shutil.rmtree(folder)

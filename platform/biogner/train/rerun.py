@@ -29,6 +29,11 @@ class RerunConflict(ValueError):
     """`run_name` names a FINISHED run trained with another config (see `check_rerun`)."""
 
 
+def ray_run_folder(cfg: TrainConfig) -> Path:
+    """Where Ray Train keeps this run's checkpoints: `<storage_path>/<run_name>`."""
+    return Path(cfg.scaling.storage_path).resolve() / cfg.run_name
+
+
 def check_rerun(cfg: TrainConfig) -> None:
     """Raise RerunConflict when cfg reuses a FINISHED run's name with another config.
 
@@ -37,7 +42,7 @@ def check_rerun(cfg: TrainConfig) -> None:
     An unfinished run of the name resumes, and an identical rerun is harmless (as before).
     """
     runs = runs_named(cfg.tracking, cfg.run_name)
-    storage = Path(cfg.scaling.storage_path).resolve() / cfg.run_name
+    storage = ray_run_folder(cfg)
     if not runs or any(r.info.status != "FINISHED" for r in runs) or not storage.exists():
         return  # a new run, a resumed one, or nothing for Ray to restore
     old = runs[0].data.params
