@@ -21,6 +21,7 @@ from mlflow_store import make_cfg
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from biogner.cli.runs import add_report_command, add_select_command
+from biogner.formats import FORMATS
 from biogner.models.config import METADATA_FILE
 from biogner.study.report import build_report
 from biogner.study.results import collect_results, format_label
@@ -202,11 +203,21 @@ def assert_alias_serves(study: Study, model_name: str, run_name: str, dst: Path)
 
 def test_format_label_names_mixes_and_other_evaluation_formats() -> None:
     assert format_label(["conv_term"]) == "conv_term"
-    assert format_label(["conv_term", "multi_triple"], "conv_term") == "mix(conv_term+multi_triple)"
+    assert format_label(["conv_term"], "conv_term") == "conv_term"
+    assert format_label(["conv_term"], "multi_json") == "conv_term@multi_json"
+    # a mix's score always names the format it was scored in, its first one included
+    assert format_label(["conv_term", "multi_triple"]) == "mix(conv_term+multi_triple)"
+    assert (
+        format_label(["conv_term", "multi_triple"], "conv_term")
+        == "mix(conv_term+multi_triple)@conv_term"
+    )
     assert (
         format_label(["conv_term", "multi_json"], "multi_json")
         == "mix(conv_term+multi_json)@multi_json"
     )
+    # every format, in any order: short enough for a table row
+    assert format_label(reversed(list(FORMATS)), "multi_bio") == "mix(all)@multi_bio"
+    assert format_label(list(FORMATS)[:-1]).startswith("mix(multi_term+")
 
 
 def test_ranking_is_by_metric_and_ignores_failed_and_unscored_runs(study: Study) -> None:
@@ -231,7 +242,7 @@ def test_ranking_is_by_metric_and_ignores_failed_and_unscored_runs(study: Study)
     assert best.tokens_per_entity == 8.0
     mix = ranking[2]
     assert (mix.format, mix.corpus, mix.value) == (
-        "mix(conv_term+multi_triple)",
+        "mix(conv_term+multi_triple)@conv_term",
         f"{NCBI}+{CHEM}",
         0.75,
     )
@@ -410,7 +421,11 @@ def test_report_writes_heatmap_scatter_and_paper_table(
     assert_png(paths.heatmaps["tiny-llama"])
     assert_png(paths.scatters["tiny-llama"])
 
-    md = paths.markdown.read_text()
+    md, _, mix_section = paths.markdown.read_text().partition("## Multi-format training")
+    # the mix was scored in conv_term only, on both corpora; no predictions were logged
+    chem_mix, _, ncbi_mix = mix_section.partition(f"on {NCBI}")
+    assert table_row(chem_mix, "conv_term")[:4] == ["0.8000", "0.7500", "-0.0500", "n/a"]
+    assert table_row(ncbi_mix, "conv_term")[:4] == ["0.7100", "0.6500", "-0.0600", "n/a"]
     header = next(line for line in md.splitlines() if line.startswith("| format |"))
     # corpora in registry order, five columns each
     assert header == (
@@ -424,14 +439,14 @@ def test_report_writes_heatmap_scatter_and_paper_table(
         "`multi_triple`",
         "`multi_json`",
         "`conv_term`",
-        "`mix(conv_term+multi_triple)`",
+        "`mix(conv_term+multi_triple)@conv_term`",
     ]
     chem, ncbi = slice(0, 5), slice(5, 10)
     assert table_row(md, "conv_term")[ncbi] == ["**0.7100**", "0.0290", "6.0", "0.5000", "90 s"]
     assert table_row(md, "multi_triple")[ncbi] == ["0.6900", "0.0310", "9.0", "1.0000", "90.0 min"]
     # BC5CDR-chem files are absent: ceiling n/a
     assert table_row(md, "multi_triple")[chem][:4] == ["**0.8200**", "0.0180", "8.0", "n/a"]
-    mix = table_row(md, "mix(conv_term+multi_triple)")
+    mix = table_row(md, "mix(conv_term+multi_triple)@conv_term")
     assert (mix[0], mix[2], mix[3]) == ("0.7500", "7.5", "n/a")
     assert (mix[5], mix[7], mix[8]) == ("0.6500", "7.0", "0.5000")
     assert "crashed" not in md and "unscored" not in md
@@ -553,19 +568,20 @@ def dev_eval(
     metrics: dict[str, float],
     hits: list[bool],
     subset: bool = False,
+    split: str = "dev",
 ) -> str:
-    """A dev evaluation as run_evaluation logs it: nested run, predictions.jsonl (one gold
-    mention per sentence, predicted exactly where `hits` says) and, for whole splits only,
-    the metrics copied onto the training run."""
+    """An evaluation (dev unless `split` says) as run_evaluation logs it: nested run,
+    predictions.jsonl (one gold mention per sentence, predicted exactly where `hits` says)
+    and, for whole splits only, the metrics copied onto the training run."""
     tags = {
         KIND_TAG: EVALUATE_KIND,
         MODEL_TAG: "tiny-llama",
         FORMAT_TAG: fmt,
         CORPUS_TAG: NCBI,
-        SPLIT_TAG: "dev",
+        SPLIT_TAG: split,
         SUBSET_TAG: str(subset).lower(),
     }
-    with tracked_run(study.cfg, f"eval-{fmt}-dev", tags=tags, parent_run_id=parent) as rid:
+    with tracked_run(study.cfg, f"eval-{fmt}-{split}", tags=tags, parent_run_id=parent) as rid:
         log_metrics_from_worker(rid, metrics, 0, study.cfg.uri)
         records = [
             {"id": f"s{i}", "gold": [[0, 4, "Disease"]], "pred": [[0, 4, "Disease"]] if hit else []}
@@ -630,3 +646,43 @@ def test_a_clear_win_keeps_the_better_format_even_if_costlier(store: Path, tmp_p
     assert sel.comparison is not None and sel.comparison.p_better > 0.99
     assert not sel.comparison.tie and not sel.comparison.cheaper_preferred
     assert "P(champion better than the next) = 1.000" in explain(sel)
+
+
+def test_report_reads_each_mix_format_against_its_single_format_model(
+    store: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """The study's second question: per format the mix was scored in, the single-format
+    model's F1 beside the mix's, the difference and the paired-bootstrap P(mix better)."""
+    s = Study(make_cfg(store, "mixing"), {}, {})
+    term = train_run(s, tmp_path, "term", ["conv_term"], [NCBI], None)
+    triple = train_run(s, tmp_path, "triple", ["multi_triple"], [NCBI], None)
+    mix = train_run(s, tmp_path, "mix", ["conv_term", "multi_triple", "multi_json"], [NCBI], None)
+    # 40 sentences: in conv_term the mix finds every mention the single model finds and 16
+    # more; in multi_triple the two differ on one sentence only
+    half = [True, False] * 20
+    dev_eval(s, term, "conv_term", score(0.5, 6.0), half, split="test")
+    dev_eval(s, mix, "conv_term", score(0.9, 6.5), [True] * 36 + [False] * 4, split="test")
+    dev_eval(s, triple, "multi_triple", score(0.61, 9.0), [*half[:-1], True], split="test")
+    dev_eval(s, mix, "multi_triple", score(0.6, 9.5), half, split="test")
+    dev_eval(s, mix, "multi_json", score(0.3, 12.0), half, split="test")  # no single model
+
+    paths = build_report(s.cfg, "mixing", tmp_path / "r", data_dir=tiny_data, log_run=False)
+    section = paths.markdown.read_text().partition("## Multi-format training vs one format")[2]
+    assert "### `tiny-llama` mix(conv_term+multi_triple+multi_json) on NCBI-disease" in section
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    # in FORMATS order (multi_* first), the mix's own score beside the single model's
+    assert [r.split("|")[1].strip() for r in rows] == [
+        "`multi_triple`",
+        "`multi_json`",
+        "`conv_term`",
+    ]
+    term_row = table_row(section, "conv_term")
+    triple_row = table_row(section, "multi_triple")
+    json_row = table_row(section, "multi_json")
+    assert term_row[:3] == ["0.5000", "0.9000", "+0.4000"]
+    assert float(term_row[3]) > 0.975 and term_row[4] == "40" and term_row[5] == "6.0 / 6.5"
+    assert triple_row[:3] == ["0.6100", "0.6000", "-0.0100"]
+    assert 0.025 < float(triple_row[3]) < 0.5
+    assert json_row[0] == "-" and json_row[1] == "0.3000" and json_row[3] == "-"
+    summary = "Of 2 formats compared, the mix is clearly better in 1, clearly worse in 0"
+    assert summary + ", and within the noise in 1." in section

@@ -168,3 +168,48 @@ def test_select_champion_and_report(study, small_data_dir, tmp_path, capsys):
     assert quick.data.metrics["test_sentences"] == 5
     again_selected = select_champion(cfg.tracking, cfg.experiment, "test_f1", model_name="tiny-ner")
     assert quick.info.run_id not in {r.evaluation_run_id for r in again_selected.ranking}
+
+
+def test_a_stopped_mix_finishes_its_other_formats_without_redoing_any(study):
+    """A mix is evaluated in each of its formats, and only the first one's scores land on the
+    training run: a sweep stopped after that first evaluation must not call the mix done
+    (it did: SKIPPED), and a rerun evaluates only the formats still missing."""
+    root, cfg, _ = study
+    mix_cfg = cfg.model_copy(
+        update={
+            "experiment": "tiny-study-mix",
+            "formats": [],
+            "mixes": [["conv_term", "multi_triple"]],
+            "evaluate": cfg.evaluate.model_copy(update={"splits": ["test"], "free_splits": []}),
+        }
+    )
+    (outcome,) = run_sweep(mix_cfg, progress=False)
+    assert outcome.status == "FINISHED", outcome.error
+    client = MlflowClient(cfg.tracking.uri)
+
+    def evaluations():
+        run = client.get_run(outcome.run_id)
+        query = f"tags.`mlflow.parentRunId` = '{outcome.run_id}'"
+        return {
+            c.data.tags["format"]: c for c in client.search_runs([run.info.experiment_id], query)
+        }
+
+    first = evaluations()
+    assert sorted(first) == ["conv_term", "multi_triple"]
+    assert (
+        client.get_run(outcome.run_id).data.metrics["test_f1"]
+        == (first["conv_term"].data.metrics["test_f1"])
+    )
+    client.delete_run(first["multi_triple"].info.run_id)  # as if stopped before that one
+
+    (again,) = run_sweep(mix_cfg, progress=False)
+    assert again.status == "FINISHED" and again.run_id == outcome.run_id
+    second = evaluations()
+    assert second["conv_term"].info.run_id == first["conv_term"].info.run_id  # not redone
+    assert second["multi_triple"].info.run_id != first["multi_triple"].info.run_id
+    assert second["multi_triple"].data.metrics["test_f1"] == pytest.approx(
+        first["multi_triple"].data.metrics["test_f1"]
+    )
+    assert again.metrics["test_f1"] == first["conv_term"].data.metrics["test_f1"]
+    (done,) = run_sweep(mix_cfg, progress=False)
+    assert done.status == "SKIPPED"

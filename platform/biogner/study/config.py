@@ -71,16 +71,22 @@ class SweepConfig(BaseModel):
 
 
 def format_label(formats: Iterable[str], eval_format: str | None = None) -> str:
-    """`conv_term`, or `mix(conv_term+multi_triple)` for a model trained on several formats.
+    """`conv_term`; `mix(conv_term+multi_triple)` for a model trained on several formats,
+    `mix(all)` for one trained on every format.
 
-    A model evaluated in a format other than its first (the default evaluation format) gets
-    `@<format>` appended, so the two evaluations never share a table row.
+    With `eval_format` (a score): a mix always names the format it was scored in
+    (`mix(all)@multi_bio`), since it is evaluated in each of them, and a single-format model
+    evaluated in another format gets `@<format>` too: two evaluations never share a row.
     """
     names = tuple(formats)
     if not names:
         return eval_format or "?"
-    label = names[0] if len(names) == 1 else f"mix({'+'.join(names)})"
-    if eval_format and eval_format != names[0]:
+    if len(names) == 1:
+        label = names[0]
+    else:
+        every = len(names) == len(FORMATS) and set(names) == set(FORMATS)
+        label = "mix(all)" if every else f"mix({'+'.join(names)})"
+    if eval_format and (len(names) > 1 or eval_format != names[0]):
         label += f"@{eval_format}"
     return label
 

@@ -29,7 +29,9 @@ def heatmap_png(cells: Cells, model: str, metric: str, path: Path) -> Path:
     data = np.full((len(labels), len(corpora)), np.nan)
     for (label, c), r in cells.items():
         data[labels.index(label), corpora.index(c)] = r.value
-    fig = _figure(2.5 + 1.4 * len(corpora), 1.5 + 0.45 * len(labels))
+    # room for the row labels (a mix's can be long) beside the cells and the colour bar
+    label_width = 0.075 * max(len(label) for label in labels)
+    fig = _figure(1.5 + label_width + 1.4 * len(corpora), 1.5 + 0.45 * len(labels))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(data), cmap="viridis", vmin=0.0, vmax=1.0)
     ax.set_xticks(range(len(corpora)), corpora, rotation=30, ha="right")

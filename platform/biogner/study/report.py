@@ -10,7 +10,7 @@ constrained-vs-free table -- then logs all of it to a `report` run of the experi
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from biogner.corpora import get_corpus, load_split
 from biogner.evaluate.config import split_prefix
 from biogner.evaluate.format_check import check_format
 from biogner.formats import FORMATS
-from biogner.study.config import REPORT_METRIC
+from biogner.study.config import REPORT_METRIC, format_label
 from biogner.study.figures import heatmap_png, scatter_png
 from biogner.study.results import (
     Cells,
@@ -30,6 +30,7 @@ from biogner.study.results import (
     metric_prefix,
     row_order,
 )
+from biogner.study.select import paired_comparison
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_for, tracked_run
 from biogner.tracking.tags import KIND_TAG, REPORT_KIND
@@ -218,6 +219,97 @@ def decoding_markdown(metric: str, constrained: dict[str, Cells], free: Sequence
     return "\n".join(lines) + "\n"
 
 
+# P(mix better) beyond these bounds (paired bootstrap) reads as a real difference
+CLEAR_WIN = 0.975
+CLEAR_LOSS = 0.025
+PairedTest = Callable[[RunResult, RunResult], "tuple[float, int] | None"]
+
+
+def mix_markdown(metric: str, constrained: dict[str, Cells], paired: PairedTest) -> str:
+    """Each multi-format model against the model trained on that one format alone.
+
+    Why: the study's second question -- does training on several formats at once help? -- is
+    answered per format on the same sentences: both F1s with their intervals, the difference
+    and the paired-bootstrap probability that the mix is better (`paired(mix, single)`)."""
+    lines = [
+        "## Multi-format training vs one format",
+        "",
+        f"`{metric}` of each multi-format model scored in each of its formats, against the model "
+        "trained on that format alone with the same budget; P(mix better) by paired bootstrap "
+        f"over the same sentences (a real difference when above {CLEAR_WIN} or below "
+        f"{CLEAR_LOSS}).",
+    ]
+    for model in sorted(constrained):
+        cells = constrained[model]
+        singles = {
+            (r.formats[0], c): r
+            for (_, c), r in cells.items()
+            if not r.is_mix and r.eval_format == r.formats[0]
+        }
+        mixes = [r for r in cells.values() if r.is_mix]
+        for mix_label in sorted({format_label(r.formats) for r in mixes}):
+            for corpus in sorted({r.corpus for r in mixes}, key=corpus_order):
+                rows = sorted(
+                    (
+                        r
+                        for r in mixes
+                        if r.corpus == corpus and format_label(r.formats) == mix_label
+                    ),
+                    key=row_order,
+                )
+                if rows:
+                    lines += _mix_table(model, mix_label, corpus, rows, singles, paired)
+    return "\n".join(lines) + "\n"
+
+
+def _mix_table(
+    model: str,
+    mix_label: str,
+    corpus: str,
+    rows: list[RunResult],
+    singles: dict[tuple[str, str], RunResult],
+    paired: PairedTest,
+) -> list[str]:
+    lines = [
+        "",
+        f"### `{model}` {mix_label} on {corpus}",
+        "",
+        "| format | F1 one format | F1 mix | mix - one | P(mix better) | sentences "
+        "| tok/entity one / mix |",
+        "|:---|---:|---:|---:|---:|---:|---:|",
+    ]
+    wins = losses = compared = 0
+    for mix in rows:
+        single = singles.get((mix.eval_format, corpus))
+        if single is None:
+            lines.append(
+                f"| `{mix.eval_format}` | {MISSING} | {mix.value:.4f}{_interval(mix)} "
+                f"| {MISSING} | {MISSING} | {_num(mix.sentences, 'd')} "
+                f"| {MISSING} / {_num(mix.tokens_per_entity, '.1f')} |"
+            )
+            continue
+        test = paired(mix, single)
+        p_text, n_text = (NOT_AVAILABLE, _num(mix.sentences, "d"))
+        if test is not None:
+            p, n = test
+            p_text, n_text = f"{p:.3f}", str(n)
+            compared += 1
+            wins += p > CLEAR_WIN
+            losses += p < CLEAR_LOSS
+        lines.append(
+            f"| `{mix.eval_format}` | {single.value:.4f}{_interval(single)} "
+            f"| {mix.value:.4f}{_interval(mix)} | {mix.value - single.value:+.4f} | {p_text} "
+            f"| {n_text} | {_pair(single.tokens_per_entity, mix.tokens_per_entity, '.1f')} |"
+        )
+    if compared:
+        lines += [
+            "",
+            f"Of {compared} formats compared, the mix is clearly better in {wins}, clearly worse "
+            f"in {losses}, and within the noise in {compared - wins - losses}.",
+        ]
+    return lines
+
+
 def _pair(a: float | None, b: float | None, spec: str) -> str:
     return f"{_num(a, spec)} / {_num(b, spec)}"
 
@@ -256,6 +348,10 @@ def build_report(
     free_results = collect_results(cfg, experiment, free, per_evaluation=True) if free else []
     if free and free_results:
         text += "\n" + decoding_markdown(metric, cells_by_model, free_results)
+    if any(r.is_mix for cells in cells_by_model.values() for r in cells.values()):
+        text += "\n" + mix_markdown(
+            metric, cells_by_model, lambda a, b: paired_comparison(cfg, a, b)
+        )
     paths = ReportPaths(markdown=out / MARKDOWN_FILE)
     paths.markdown.write_text(text)
     for model, cells in cells_by_model.items():
@@ -285,5 +381,6 @@ __all__ = [
     "free_metric",
     "heatmap_png",
     "markdown_report",
+    "mix_markdown",
     "scatter_png",
 ]

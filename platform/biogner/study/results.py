@@ -259,12 +259,18 @@ _FORMAT_ORDER = {name: i for i, name in enumerate(FORMATS)}
 _CORPUS_ORDER = {name: i for i, name in enumerate(CORPORA)}
 
 
-def row_order(result: RunResult) -> tuple[int, int, str]:
-    """Single formats in `FORMATS` order, then unknown names, then the mixes."""
+def format_index(name: str) -> int:
+    """A format's place in `FORMATS` (the tables' row order); unknown names go last."""
+    return _FORMAT_ORDER.get(name, len(_FORMAT_ORDER))
+
+
+def row_order(result: RunResult) -> tuple[int, str, int, str]:
+    """Single formats in `FORMATS` order, then unknown names, then the mixes (each mix's
+    evaluations in `FORMATS` order too)."""
     if result.is_mix:
-        return (2, 0, result.format)
+        return (2, format_label(result.formats), format_index(result.eval_format), result.format)
     index = _FORMAT_ORDER.get(result.formats[0])
-    return (0 if index is not None else 1, index or 0, result.format)
+    return (0 if index is not None else 1, "", index or 0, result.format)
 
 
 def corpus_order(corpus: str) -> tuple[int, str]:

@@ -52,6 +52,22 @@ def predictions_counts(cfg: TrackingConfig, eval_run_id: str) -> dict[str, Count
     return counts
 
 
+def paired_comparison(cfg: TrackingConfig, a: RunResult, b: RunResult) -> tuple[float, int] | None:
+    """(P(a's F1 > b's F1), sentences) by paired bootstrap over the sentences both evaluations
+    scored, or None when either has no per-sentence predictions (or they share none)."""
+    if a.evaluation_run_id is None or b.evaluation_run_id is None:
+        return None
+    counts_a = predictions_counts(cfg, a.evaluation_run_id)
+    counts_b = predictions_counts(cfg, b.evaluation_run_id)
+    if not counts_a or not counts_b:
+        return None
+    shared = sorted(set(counts_a) & set(counts_b))
+    if not shared:
+        return None
+    p = paired_bootstrap([counts_a[i] for i in shared], [counts_b[i] for i in shared])
+    return p, len(shared)
+
+
 def compare_best_two(
     cfg: TrackingConfig, ranking: list[RunResult]
 ) -> tuple[list[RunResult], Comparison | None]:
@@ -62,14 +78,10 @@ def compare_best_two(
     if len(ranking) < 2:
         return ranking, None
     best, runner = ranking[0], ranking[1]
-    if best.evaluation_run_id is None or runner.evaluation_run_id is None:
+    paired = paired_comparison(cfg, best, runner)
+    if paired is None:
         return ranking, None
-    a = predictions_counts(cfg, best.evaluation_run_id)
-    b = predictions_counts(cfg, runner.evaluation_run_id)
-    if not a or not b:
-        return ranking, None
-    shared = sorted(set(a) & set(b))
-    p = paired_bootstrap([a[i] for i in shared], [b[i] for i in shared])
+    p, sentences = paired
     tie = p < TIE_PROBABILITY
     cost = [
         r.tokens_per_entity if r.tokens_per_entity is not None else math.inf for r in (best, runner)
@@ -77,7 +89,7 @@ def compare_best_two(
     cheaper = tie and cost[1] < cost[0]
     if cheaper:
         ranking = [runner, best, *ranking[2:]]
-    return ranking, Comparison(p, len(shared), tie, cheaper)
+    return ranking, Comparison(p, sentences, tie, cheaper)
 
 
 @dataclass

@@ -12,12 +12,15 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
 from biogner.config import deep_merge, load_config, parse_overrides
 from biogner.evaluate.config import EvalConfig, split_prefix
 from biogner.evaluate.runner import run_evaluation
 from biogner.runtime import init_ray
 from biogner.study.config import Cell, SweepConfig
-from biogner.tracking.runs import flatten_params, runs_named
+from biogner.tracking.runs import client_for, flatten_params, runs_named, setup
+from biogner.tracking.tags import EVALUATE_KIND, FORMAT_TAG, KIND_TAG, SUBSET_TAG
 from biogner.train.config import TrainConfig
 from biogner.train.driver import run_training
 from biogner.train.rerun import changed_params
@@ -60,6 +63,25 @@ def finished_run(
     return None, {}, {}
 
 
+def finished_evaluations(cfg: SweepConfig, run_id: str) -> dict[str, dict[str, float]]:
+    """Metrics of the FINISHED whole-split evaluations nested under a training run, by the
+    format evaluated (all its splits and decodings together; a newer run wins a metric)."""
+    store = cfg.tracking.model_copy(update={"experiment": cfg.experiment})
+    query = (
+        f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{run_id}' and tags.`{KIND_TAG}` = '{EVALUATE_KIND}'"
+        " and attributes.status = 'FINISHED'"
+    )
+    runs = client_for(store).search_runs(
+        [setup(store)], query, order_by=["attributes.start_time ASC"], max_results=1000
+    )
+    out: dict[str, dict[str, float]] = {}
+    for run in runs:
+        if run.data.tags.get(SUBSET_TAG) == "true":  # first-N sentences: not the split's score
+            continue
+        out.setdefault(run.data.tags.get(FORMAT_TAG, ""), {}).update(run.data.metrics)
+    return out
+
+
 def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
     """Train (unless done) and evaluate (unless done) one cell; never raises."""
     start = time.perf_counter()
@@ -80,19 +102,24 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
         decodings += [(split, free) for split in ev.free_splits]
         # the metric-name prefix of each evaluation (`test_`, `test_free_`)
         prefixes = [split_prefix(split, g.constrained) for split, g in decodings]
-        if run_id and ev.limit is None and all(f"{p}f1" in metrics for p in prefixes):
+        first = cell.formats[0]
+        # What a stopped sweep already evaluated, per format (a mix is evaluated in each of its
+        # formats; only the first one's scores are copied onto the training run).
+        done = finished_evaluations(cfg, run_id) if run_id and ev.limit is None else {}
+        if run_id and ev.limit is None:
+            done[first] = metrics | done.get(first, {})
+        if all(f"{p}f1" in done.get(fmt, {}) for p in prefixes for fmt in cell.formats):
             return CellOutcome(cell, "SKIPPED", run_id, metrics)
         if run_id is None:
             run_id = run_training(train_cfg).run_id
-        # A single-format cell keeps the evaluations a stopped sweep finished (their metrics
-        # are on the run); a mix's other formats are not, so a mix redoes them all.
-        kept = metrics if ev.limit is None and len(cell.formats) == 1 else {}
         metrics = {}
         for (split, generation), prefix in zip(decodings, prefixes, strict=True):
-            if f"{prefix}f1" in kept:
-                metrics.update({k: v for k, v in kept.items() if k.startswith(prefix)})
-                continue
-            for fmt in cell.formats:  # a mix is evaluated in each of its formats
+            for fmt in cell.formats:
+                kept = done.get(fmt, {})
+                if f"{prefix}f1" in kept:
+                    if fmt == first:
+                        metrics.update({k: v for k, v in kept.items() if k.startswith(prefix)})
+                    continue
                 result = run_evaluation(
                     EvalConfig(
                         model=f"runs:/{run_id}/model",
