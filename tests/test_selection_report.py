@@ -162,7 +162,9 @@ GRID = {
     ("multi_triple", CHEM): (0.82, 8.0),
     ("multi_json", CHEM): (0.70, 11.0),
 }
-WALLS = {("conv_term", NCBI): 90.0, ("multi_triple", NCBI): 5400.0}
+WALLS = {("conv_term", NCBI): 90.0, ("multi_triple", NCBI): 5400.0, ("multi_json", NCBI): 7200.0}
+# the training loop's own seconds (a resumed run's wall time also counts the pause)
+TRAIN_SECONDS = {("multi_json", NCBI): 600.0}
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +179,12 @@ def study(store: Path, tmp_path_factory: pytest.TempPathFactory) -> Study:
             f"{fmt}-{corpus}",
             [fmt],
             [corpus],
-            score(f1, cost),
+            score(f1, cost)
+            | (
+                {"train_seconds": TRAIN_SECONDS[fmt, corpus]}
+                if (fmt, corpus) in TRAIN_SECONDS
+                else {}
+            ),
             wall_s=WALLS.get((fmt, corpus)),
         )
     mix = train_run(s, tmp, "mix", ["conv_term", "multi_triple"], [NCBI, CHEM], None)
@@ -430,8 +437,8 @@ def test_report_writes_heatmap_scatter_and_paper_table(
     # corpora in registry order, five columns each
     assert header == (
         "| format | BC5CDR-chem F1 | BC5CDR-chem parse err | BC5CDR-chem tok/ent | "
-        "BC5CDR-chem ceiling | BC5CDR-chem wall | NCBI-disease F1 | NCBI-disease parse err | "
-        "NCBI-disease tok/ent | NCBI-disease ceiling | NCBI-disease wall |"
+        "BC5CDR-chem ceiling | BC5CDR-chem train | NCBI-disease F1 | NCBI-disease parse err | "
+        "NCBI-disease tok/ent | NCBI-disease ceiling | NCBI-disease train |"
     )
     labels = [line.split("|")[1].strip() for line in md.splitlines() if line.startswith("| `")]
     # canonical FORMATS order (multi_* before conv_*), then the mix
@@ -444,6 +451,8 @@ def test_report_writes_heatmap_scatter_and_paper_table(
     chem, ncbi = slice(0, 5), slice(5, 10)
     assert table_row(md, "conv_term")[ncbi] == ["**0.7100**", "0.0290", "6.0", "0.5000", "90 s"]
     assert table_row(md, "multi_triple")[ncbi] == ["0.6900", "0.0310", "9.0", "1.0000", "90.0 min"]
+    # the loop's own 600 s, not the run's 2 h of wall time
+    assert table_row(md, "multi_json")[ncbi][4] == "10.0 min"
     # BC5CDR-chem files are absent: ceiling n/a
     assert table_row(md, "multi_triple")[chem][:4] == ["**0.8200**", "0.0180", "8.0", "n/a"]
     mix = table_row(md, "mix(conv_term+multi_triple)@conv_term")
@@ -530,7 +539,10 @@ def test_cli_commands_print_ranking_and_report(
         == 0
     )
     out = capsys.readouterr().out
-    assert out.splitlines()[2].split()[:2] == ["1", "multi_triple-BC5CDR-chem"]
+    first = next(line for line in out.splitlines() if line.lstrip().startswith("1 "))
+    assert first.split()[:2] == ["1", "multi_triple-BC5CDR-chem"]
+    assert "champion: run multi_triple-BC5CDR-chem" in out
+    assert "dry run: nothing registered" in out
 
     assert run("select", "--experiment", "no-such-study", "--tracking-uri", uri) == 1
     assert "no MLflow experiment named 'no-such-study'" in capsys.readouterr().err
@@ -625,6 +637,14 @@ def test_a_statistical_tie_goes_to_the_cheaper_format(store: Path, tmp_path: Pat
     base = [True] * 24 + [False] * 16
     dev_eval(s, costly, "conv_bio", dev_score(0.62, 40.0), [*base[:-1], True])
     dev_eval(s, cheap, "conv_term", dev_score(0.60, 6.0), base)
+    # a dry run shows what selecting would do, the tie rule included, and registers nothing
+    dry = select_champion(s.cfg, "tie", model_name="biogner-tie", dry_run=True)
+    assert dry.champion.run_name == "cheap" and dry.comparison is not None
+    assert dry.comparison.cheaper_preferred and not dry.registered
+    assert "dry run: nothing registered (models:/biogner-tie@champion points at nothing yet)" in (
+        explain(dry)
+    )
+    assert client_for(s.cfg).search_model_versions("name = 'biogner-tie'") == []
     sel = select_champion(s.cfg, "tie", model_name="biogner-tie")
     assert sel.comparison is not None and sel.comparison.tie
     assert 0.5 < sel.comparison.p_better < 0.95 and sel.comparison.sentences == 40
@@ -686,3 +706,20 @@ def test_report_reads_each_mix_format_against_its_single_format_model(
     assert json_row[0] == "-" and json_row[1] == "0.3000" and json_row[3] == "-"
     summary = "Of 2 formats compared, the mix is clearly better in 1, clearly worse in 0"
     assert summary + ", and within the noise in 1." in section
+
+
+def test_a_tie_with_no_real_cost_difference_keeps_the_better_score(
+    store: Path, tmp_path: Path
+) -> None:
+    """Fewer tokens by a hair (40.0 vs 39.5: 1 %) is not cheaper to serve: on a statistical tie
+    the better-scoring run stays champion, and the explanation says why."""
+    s = Study(make_cfg(store, "costtie"), {}, {})
+    better = train_run(s, tmp_path, "better", ["conv_inline"], [NCBI], None)
+    hair = train_run(s, tmp_path, "hair", ["multi_inline"], [NCBI], None)
+    base = [True] * 24 + [False] * 16
+    dev_eval(s, better, "conv_inline", dev_score(0.62, 40.0), [*base[:-1], True])
+    dev_eval(s, hair, "multi_inline", dev_score(0.60, 39.5), base)
+    sel = select_champion(s.cfg, "costtie", model_name="biogner-costtie", dry_run=True)
+    assert sel.comparison is not None and sel.comparison.tie
+    assert not sel.comparison.cheaper_preferred and sel.champion.run_name == "better"
+    assert "the runner-up is not cheaper by 5% or more" in explain(sel)

@@ -131,9 +131,16 @@ def test_rerun_resumes_from_checkpoint_with_same_data_and_optimizer(zero2_run, s
     client = MlflowClient(cfg.tracking.uri)
     assert client.get_run(first.run_id).info.status == "KILLED"
 
+    time.sleep(3)  # a pause between the two sessions: wall time, not training time
     second = run_training(cfg)
     assert second.status == "FINISHED" and second.steps == 6
     assert second.run_id == first.run_id  # the same MLflow run goes on
+    # the loop's own seconds go on from the step-2 checkpoint's (a fresh count would restart
+    # from 0 after the resume: the step-3 value would be smaller than the step-2 one)
+    trained = {m.step: m.value for m in client.get_metric_history(second.run_id, "train_seconds")}
+    assert 0 < trained[2] < trained[3] < trained[6]
+    run = client.get_run(second.run_id)
+    assert trained[6] < (run.info.end_time - run.info.start_time) / 1000 - 3
     resumed, reference = losses(cfg, second.run_id), losses(ref_cfg, ref.run_id)
     for step in range(1, 7):  # steps 3..6 re-run from the step-2 checkpoint
         assert resumed[step] == pytest.approx(reference[step], rel=1e-4)

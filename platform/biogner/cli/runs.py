@@ -121,19 +121,18 @@ def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_select(args: argparse.Namespace) -> int:
-    from biogner.study.results import collect_results
-    from biogner.study.select import explain, ranking_table, select_champion
+    from biogner.study.select import explain, select_champion
 
     cfg = TrackingConfig(tracking_uri=args.tracking_uri, experiment=args.experiment)
     try:
-        if args.dry_run:
-            ranking = collect_results(cfg, args.experiment, args.metric, args.corpus)
-            if not ranking:
-                raise ValueError(f"no FINISHED training run with metric {args.metric!r}")
-            print(ranking_table(ranking, args.metric))
-            return 0
         selection = select_champion(
-            cfg, args.experiment, args.metric, args.corpus, args.model_name, args.alias
+            cfg,
+            args.experiment,
+            args.metric,
+            args.corpus,
+            args.model_name,
+            args.alias,
+            dry_run=args.dry_run,
         )
     except (ValueError, LookupError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -156,7 +155,12 @@ def add_select_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
         help="registered model (default: %(default)s, the name serve_configs/*.yaml load)",
     )
     p.add_argument("--alias", default=DEFAULT_ALIAS)
-    p.add_argument("--dry-run", action="store_true", help="print the ranking, register nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="rank and compare exactly as select does (a tie goes to the cheaper format), "
+        "register nothing",
+    )
     add_tracking_argument(p)
     p.set_defaults(func=_cmd_select)
     return p

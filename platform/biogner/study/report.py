@@ -3,7 +3,7 @@
 Reads the study's MLflow runs (through `biogner.study.results.collect_results`) and writes, per
 base model, a format x corpus F1 heatmap and an F1-versus-cost scatter (`study.figures`), the
 paper-style Markdown table (F1 with its interval, parse-error rate, tokens/entity, the format's
-ceiling F1, training wall time) and, when the runs were also decoded free, the
+ceiling F1, training time) and, when the runs were also decoded free, the
 constrained-vs-free table -- then logs all of it to a `report` run of the experiment.
 """
 
@@ -108,7 +108,8 @@ def markdown_report(
         f"Metric `{metric}` (strict entity-level micro F1, with its 95 % bootstrap interval over "
         "sentences). Per corpus: F1, parse-error rate, "
         "generated tokens per gold entity, *ceiling* F1 (a perfect model writing that format "
-        f"on the {ceiling.split} split), training wall time. Best F1 per corpus in bold; "
+        f"on the {ceiling.split} split), training time (the loop's own seconds where the run "
+        "logged them, else its wall time). Best F1 per corpus in bold; "
         f"`{MISSING}` = no finished run, `{NOT_AVAILABLE}` = not computable.",
     ]
     for model in sorted(cells_by_model):
@@ -119,7 +120,7 @@ def markdown_report(
         best = {c: max(r.value for (_, rc), r in cells.items() if rc == c) for c in corpora}
         header = ["format"]
         for c in corpora:
-            header += [f"{c} F1", f"{c} parse err", f"{c} tok/ent", f"{c} ceiling", f"{c} wall"]
+            header += [f"{c} F1", f"{c} parse err", f"{c} tok/ent", f"{c} ceiling", f"{c} train"]
         table = [
             "| " + " | ".join(header) + " |",
             "|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|",

@@ -34,6 +34,7 @@ from biogner.tracking.tags import (
     SUBSET_TAG,
     TRAIN_KIND,
 )
+from biogner.train.config import TRAIN_SECONDS
 
 _PAGE = 1000
 
@@ -135,6 +136,11 @@ def _opt(metrics: dict[str, float], key: str) -> float | None:
 
 
 def _wall_s(run: Run) -> float | None:
+    """Training time: the loop's own seconds (`train_seconds`, summed over resumes) where the
+    run logged them, else the run's wall time (which also counts pauses and Ray's start)."""
+    trained = run.data.metrics.get(TRAIN_SECONDS)
+    if trained is not None:
+        return float(trained)
     if run.info.end_time is None or run.info.start_time is None:
         return None
     return (run.info.end_time - run.info.start_time) / 1000.0

@@ -11,6 +11,9 @@ from biogner.formats import get_format
 from biogner.models.config import ModelConfig
 from biogner.tracking.config import TrackingConfig
 
+# metric: seconds the training loop ran for the steps a run kept, summed over its resumes
+TRAIN_SECONDS = "train_seconds"
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")

@@ -25,7 +25,7 @@ from biogner.progress import duration
 from biogner.runtime import cpu_threads, jemalloc_loaded, verbose
 from biogner.tracking.runs import log_metrics_from_worker
 from biogner.train.batching import collate, epoch_batches, rank_examples
-from biogner.train.config import TrainConfig
+from biogner.train.config import TRAIN_SECONDS, TrainConfig
 from biogner.train.deepspeed_config import build_deepspeed_config, client_optimizer, cpu_autocast
 from biogner.train.loss import causal_lm_loss
 
@@ -186,6 +186,9 @@ def train_loop(config: dict[str, Any]) -> None:
     window: dict[str, float] = {"loss": 0.0, "micro": 0, "real": 0, "padded": 0}
     tick = time.perf_counter()
     started, done_at_start = time.perf_counter(), state["global_step"]
+    # seconds spent training the steps kept so far, carried across resumes in the checkpoint
+    # (a run's wall time also counts the pauses between them, and Ray's start)
+    trained_before = float(state.get(TRAIN_SECONDS, 0.0))
     last: dict[str, Any] = {}
     stop_at = cfg.optim.stop_after_steps
     while state["global_step"] < total_steps:
@@ -211,6 +214,7 @@ def train_loop(config: dict[str, Any]) -> None:
             if (i + 1) % ga:
                 continue
             state["global_step"] += 1
+            state[TRAIN_SECONDS] = trained_before + time.perf_counter() - started
             step = state["global_step"]
             (mean_loss,) = _all_mean([window["loss"] / window["micro"]])
             real_all, padded_all = _all_sum([window["real"], window["padded"]])
@@ -221,6 +225,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 "tokens_per_s": real_all / elapsed if elapsed else 0.0,
                 "padding_ratio": 1.0 - real_all / padded_all if padded_all else 0.0,
                 "epoch": state["epoch"] + (i + 1) / max(len(batches), 1),
+                TRAIN_SECONDS: state[TRAIN_SECONDS],
                 "step": step,
             }
             if on_gpu:
