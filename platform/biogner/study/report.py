@@ -139,7 +139,7 @@ def markdown_report(
                     _num(r.parse_error_rate, ".4f"),
                     _num(r.tokens_per_entity, ".1f"),
                     ceil,
-                    fmt_duration(r.train_wall_s),
+                    fmt_duration(r.train_s),
                 ]
             table.append("| " + " | ".join(cols) + " |")
         lines += ["", f"## Model `{model}`", "", *table, "", "Runs:", ""]
@@ -247,19 +247,14 @@ def mix_markdown(metric: str, constrained: dict[str, Cells], paired: PairedTest)
             for (_, c), r in cells.items()
             if not r.is_mix and r.eval_format == r.formats[0]
         }
-        mixes = [r for r in cells.values() if r.is_mix]
-        for mix_label in sorted({format_label(r.formats) for r in mixes}):
-            for corpus in sorted({r.corpus for r in mixes}, key=corpus_order):
-                rows = sorted(
-                    (
-                        r
-                        for r in mixes
-                        if r.corpus == corpus and format_label(r.formats) == mix_label
-                    ),
-                    key=row_order,
-                )
-                if rows:
-                    lines += _mix_table(model, mix_label, corpus, rows, singles, paired)
+        # one table per mix and corpus, its formats in the tables' row order
+        tables: dict[tuple[str, str], list[RunResult]] = {}
+        for r in sorted((r for r in cells.values() if r.is_mix), key=row_order):
+            tables.setdefault((format_label(r.formats), r.corpus), []).append(r)
+        for (mix_label, corpus), rows in sorted(
+            tables.items(), key=lambda kv: (kv[0][0], corpus_order(kv[0][1]))
+        ):
+            lines += _mix_table(model, mix_label, corpus, rows, singles, paired)
     return "\n".join(lines) + "\n"
 
 

@@ -59,7 +59,7 @@ class RunResult:
     parse_error_rate: float | None
     tokens_per_entity: float | None
     sentences_per_s: float | None
-    train_wall_s: float | None
+    train_s: float | None  # training time (`_train_s`)
     source_run_id: str
     f1_low: float | None = None  # 95 % bootstrap interval of the metric's split F1
     f1_high: float | None = None
@@ -135,7 +135,7 @@ def _opt(metrics: dict[str, float], key: str) -> float | None:
     return None if value is None else float(value)
 
 
-def _wall_s(run: Run) -> float | None:
+def _train_s(run: Run) -> float | None:
     """Training time: the loop's own seconds (`train_seconds`, summed over resumes) where the
     run logged them, else the run's wall time (which also counts pauses and Ray's start)."""
     trained = run.data.metrics.get(TRAIN_SECONDS)
@@ -164,7 +164,7 @@ def _result(train: Run, source: Run, metric: str, corpus: str, eval_format: str)
         parse_error_rate=_opt(m, f"{prefix}parse_error_rate"),
         tokens_per_entity=_opt(m, f"{prefix}generated_tokens_per_entity"),
         sentences_per_s=_opt(m, f"{prefix}sentences_per_s"),
-        train_wall_s=_wall_s(train),
+        train_s=_train_s(train),
         source_run_id=str(source.info.run_id),
         f1_low=_opt(m, f"{prefix}f1_low"),
         f1_high=_opt(m, f"{prefix}f1_high"),
