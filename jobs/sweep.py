@@ -6,4 +6,4 @@ import sys
 from biogner.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(["sweep", *sys.argv[1:]]))
+    sys.exit(main(["sweep", *sys.argv[1:]], whole_process=True))

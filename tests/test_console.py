@@ -14,7 +14,12 @@ import pytest
 
 pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
 
-RAY_LINE = re.compile(r"\b(INFO|WARNING)\b.*\.py:\d+ --|streaming_executor|Execution plan of")
+# Ray's Python loggers ("INFO ... worker.py:123 -- ..."), Ray Data's plan, Ray's C++ core
+# ("[<time> E <pid> <tid>] core_worker.cc:2465: ...") and the raylet's pushed warnings.
+RAY_LINE = re.compile(
+    r"\b(INFO|WARNING)\b.*\.py:\d+ --|streaming_executor|Execution plan of"
+    r"|^\[[\d\- :,]+ [IWE] \d+ \d+\] \w+\.cc:\d+|\(raylet\)"
+)
 
 
 def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) -> None:
@@ -56,7 +61,9 @@ def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) 
     noise = [line for line in output.splitlines() if RAY_LINE.search(line)]
     assert noise == [], "\n".join(noise)
     logs = list((tmp_path / ".biogner" / "logs").glob("*.log"))
-    assert any("streaming_executor" in p.read_text() for p in logs)  # kept, in the log file
+    kept = "".join(p.read_text() for p in logs)  # what stayed off the console, in the log file
+    assert "streaming_executor" in kept
+    assert "constructor arguments in the object store" in kept  # ray-project/ray#57733
 
 
 def test_ray_serve_console_handler_goes_back_to_the_log_file(tmp_path: Path) -> None:
@@ -80,3 +87,82 @@ def test_ray_serve_console_handler_goes_back_to_the_log_file(tmp_path: Path) -> 
     assert "serve says hello" not in done.stdout + done.stderr
     log_file = Path(done.stdout.strip().splitlines()[-1])
     assert "serve says hello" in log_file.read_text()
+
+
+# A line Ray 2.60's core wrote to `biogner sweep`'s terminal (ray-project/ray#57733).
+ACTOR_RESTART_LINE = (
+    b"[2026-12-02 02:18:22,095 E 2354 2354] core_worker.cc:2465: Actor with class name: "
+    b"'MapWorker(Project->MapBatches(Tokenize))' and ID: '6c4f6d863a825befcd2eb16f01000000' "
+    b"has constructor arguments in the object store and max_restarts > 0. If the arguments in "
+    b"the object store go out of scope or are lost, the actor restart will fail. See "
+    b"https://github.com/ray-project/ray/issues/53727 for more details."
+)
+
+
+def test_noise_is_only_the_listed_lines() -> None:
+    from biogner.console import is_noise
+
+    assert is_noise(ACTOR_RESTART_LINE)
+    other_actor = ACTOR_RESTART_LINE.replace(
+        b"'MapWorker(Project->MapBatches(Tokenize))'", b"'Mine'"
+    )
+    assert not is_noise(other_actor)  # an actor of ours: its restarts may really fail
+    assert not is_noise(b"[2026-12-02 02:18:22,095 E 1 1] raylet_client.cc:9: lost the raylet")
+    assert not is_noise(b"Traceback (most recent call last):")
+
+
+def test_the_filter_keeps_noise_off_and_loses_nothing_when_the_command_aborts(
+    tmp_path: Path,
+) -> None:
+    """Through the filter, a command's stderr reaches the terminal unchanged but for the noise
+    (in the log file), even when the command dies by SIGABRT right after writing: the
+    filter is a process of its own and drains what was written."""
+    log_file = tmp_path / "biogner.log"
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from biogner import console\n"
+        "console.start(Path(sys.argv[1]))\n"
+        f"os.write(2, {ACTOR_RESTART_LINE!r} + bytes([10]))\n"
+        "os.write(2, b'[2026-12-02 02:18:22,095 E 1 1] raylet_client.cc:9: lost the raylet\\n')\n"
+        "print('real error', file=sys.stderr, flush=True)\n"
+        "os.write(2, b'progress 50%\\r')\n"
+        "os.write(2, b'[unfinished')\n"
+        "os.abort()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(log_file)], capture_output=True, timeout=120
+    )
+    assert done.returncode == -6  # SIGABRT
+    err = done.stderr.decode()
+    assert "constructor arguments" not in err
+    for line in ("lost the raylet\n", "real error\n", "progress 50%\r", "[unfinished"):
+        assert line in err
+    assert "constructor arguments in the object store" in log_file.read_text()
+
+
+def test_a_local_ray_starts_workers_without_the_raylet_storm_warning() -> None:
+    """Ray Train's own 0-CPU actors and a data pipeline start ~8 workers at once; the raylet
+    warned at 4x the machine's cores ("8 PYTHON worker processes ... 4x the maximum expected
+    startup concurrency (2)" on 2 cores). init_ray sets the startup concurrency to the logical
+    CPUs it gives Ray, so 12 workers stay under the warning's 4x."""
+    script = (
+        "import os, ray\n"
+        "from biogner.runtime import init_ray\n"
+        "init_ray(num_cpus=4)\n"
+        "@ray.remote(num_cpus=0)\n"
+        "class Idle:\n"
+        "    def ping(self):\n"
+        "        return os.getpid()\n"
+        "actors = [Idle.remote() for _ in range(12)]\n"
+        "print(len(set(ray.get([a.ping.remote() for a in actors]))), flush=True)\n"
+        "print(os.environ.get('RAY_worker_maximum_startup_concurrency'), flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BIOGNER_VERBOSE")}
+    env.pop("RAY_worker_maximum_startup_concurrency", None)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(raylet)" not in done.stdout + done.stderr
+    assert done.stdout.split()[-2:] == ["12", "4"]

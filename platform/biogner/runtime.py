@@ -6,7 +6,8 @@ bars, from the driver and from every worker. Unless `BIOGNER_VERBOSE` is set (`b
 --verbose`), their logs go to a file under `.biogner/logs/` and their progress bars are off;
 what the terminal shows is biogner's own one line per training step and one progress line
 per evaluation, each with an ETA. Workers' own output stays in Ray's session logs
-(`/tmp/ray/session_latest/logs/`).
+(`/tmp/ray/session_latest/logs/`); the few lines Ray's C++ core writes to a command's stderr
+pass through `biogner.console`'s filter.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from typing import Any
 
 import psutil
 
+from biogner import console
+
+STARTUP_CONCURRENCY_ENV = "RAY_worker_maximum_startup_concurrency"
 LOCAL_MIN_CPUS = 4  # 2 train workers + a Ray Data task must fit, or lazy pipelines deadlock
 VERBOSE_ENV = "BIOGNER_VERBOSE"
 ALLOCATOR_ENV = "BIOGNER_ALLOCATOR"  # "jemalloc" (where installed) or "system"
@@ -213,11 +217,20 @@ def init_ray(num_cpus: int | None = None) -> None:
     # training steps from MLflow (train.driver.StepPrinter) and evaluation progress itself.
     options: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": not quiet}
     if quiet:
-        quiet_logs()
+        log = quiet_logs()
+        if log is not None and console.wanted():  # Ray's C++ lines, before Ray starts
+            if not console.started():
+                atexit.register(console.stop)  # after stop_local_ray (LIFO): Ray's last words
+            console.start(log)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
     else:
         cpus = num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
+        # The raylet warns "N PYTHON worker processes have been started ... 4x the maximum
+        # expected startup concurrency" at 4x the machine's cores: on a 2-core laptop Ray
+        # Train's own 0-CPU actors alone reach it. Its startup concurrency follows the
+        # logical CPUs this Ray is given instead (a user's setting wins).
+        os.environ.setdefault(STARTUP_CONCURRENCY_ENV, str(cpus))
         ray.init(num_cpus=cpus, include_dashboard=False, **options)
         atexit.register(stop_local_ray)  # runs before Ray's own atexit shutdown (LIFO)
     if quiet:

@@ -9,6 +9,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
+from biogner import console
 from biogner.cli.data import add_data_commands
 from biogner.cli.runs import add_run_commands
 from biogner.cli.serve import add_serve_command
@@ -33,8 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, whole_process: bool | None = None) -> int:
+    """Run one command. `whole_process`: this call is the process's command (the `biogner`
+    script, `python -m biogner.cli`, `jobs/*.py`; by default when `argv` is None), so Ray's
+    C++ noise may be filtered out of its stderr (`biogner.console`); a caller that runs
+    commands in its own process (tests, notebooks) keeps its stderr as it is."""
     args = build_parser().parse_args(argv)
     if args.verbose:  # read by biogner.runtime, here and in every Ray worker
         os.environ[VERBOSE_ENV] = "1"
+    elif whole_process if whole_process is not None else argv is None:
+        console.enable()
     return int(args.func(args))

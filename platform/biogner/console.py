@@ -1,0 +1,139 @@
+"""Keep Ray's known noise off the terminal of a `biogner` command.
+
+Why: a few of Ray's lines reach the driver's stderr from its C++ core, past every Python
+logger and `ray.init(log_to_driver=False)`, and say nothing a user can act on: Ray Data
+creates every actor-pool stage (training's tokenizer, each evaluation) so that Ray's core
+logs an ERROR-level line about actor restarts (ray-project/ray#57733, open). A user reads an
+error where there is none. The command's file descriptor 2 is therefore routed through a
+small filter process: lines in `NOISE` go to the command's log file, everything else to the
+terminal unchanged. A process, not a thread: when the command dies abruptly (a C++ abort, a
+kill), the filter still drains what was written and exits at end of input, so no real error
+is lost. Only the CLI turns it on (`enable`); library callers and tests keep their stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+# What Ray writes to the driver's stderr that is kept off the console, each with why. A line
+# matches when the pattern is found in it (bytes: the filter never decodes).
+NOISE: tuple[re.Pattern[bytes], ...] = (
+    # Ray Data puts each actor-pool stage's map function in the object store and creates the
+    # stage's actors with max_restarts=-1: ray-project/ray#57733. The actors restart fine on
+    # one machine (the driver holds the object), so the warning concerns nothing of ours.
+    re.compile(
+        rb"\] core_worker\.cc:\d+: Actor with class name: 'MapWorker\(.*\)' and ID: '\w+' "
+        rb"has constructor arguments in the object store and max_restarts > 0"
+    ),
+)
+KEPT_OFF = b"kept off the console: "
+WAIT_S = 5.0  # how long an exiting command waits for the filter to drain
+
+_wanted = False
+_filter: subprocess.Popen[bytes] | None = None
+_console_fd: int | None = None
+
+
+def is_noise(line: bytes) -> bool:
+    return any(pattern.search(line) for pattern in NOISE)
+
+
+def enable() -> None:
+    """Ask for the filter: `start` (called by `runtime.init_ray` before Ray starts) installs it
+    then. Called by the CLI's `main` only."""
+    global _wanted
+    _wanted = True
+
+
+def wanted() -> bool:
+    return _wanted
+
+
+def started() -> bool:
+    return _filter is not None
+
+
+def start(log_file: Path) -> None:
+    """Route this process's stderr (file descriptor 2, which Ray's C++ core writes to)
+    through the filter process; idempotent. `stop` undoes it."""
+    global _filter, _console_fd
+    if _filter is not None:
+        return
+    console = os.dup(2)
+    read_end, write_end = os.pipe()
+    try:
+        _filter = subprocess.Popen(
+            [sys.executable, "-m", "biogner.console", str(log_file)],
+            stdin=read_end,
+            stdout=console,
+            stderr=console,
+        )
+    except OSError:
+        for fd in (console, read_end, write_end):
+            os.close(fd)
+        raise
+    os.close(read_end)
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    _console_fd = console
+
+
+def stop(wait_s: float = WAIT_S) -> None:
+    """Give file descriptor 2 back to the terminal and let the filter drain and exit (it ends
+    when every writer has gone: this process and the processes it started)."""
+    global _filter, _console_fd
+    if _filter is None or _console_fd is None:
+        return
+    sys.stderr.flush()
+    os.dup2(_console_fd, 2)
+    os.close(_console_fd)
+    # A child that still holds the pipe keeps the filter going: it drains without us.
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        _filter.wait(timeout=wait_s)
+    _filter, _console_fd = None, None
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def forward(source: int, console: int, log_path: Path) -> None:
+    """The filter's loop, until end of input: whole lines to the console or (noise) to the log
+    file. A partial line goes out at once (a progress bar redrawn with \\r, a prompt) unless
+    it may be the start of a C++ log line ("[<time> E ..."), which waits for its end."""
+    pending = b""
+    with open(log_path, "ab") as log:
+        while chunk := os.read(source, 1 << 16):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                if is_noise(line):
+                    log.write(KEPT_OFF + line + b"\n")
+                    log.flush()
+                else:
+                    _write_all(console, line + b"\n")
+            if pending and not pending.startswith(b"["):
+                _write_all(console, pending)
+                pending = b""
+        if pending:
+            _write_all(console, pending)
+
+
+def main(argv: list[str]) -> int:
+    # Ctrl-C reaches the whole foreground group: the filter outlives the command's own
+    # handling of it, so the traceback or the "interrupted" line still gets through.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    forward(sys.stdin.fileno(), sys.stdout.fileno(), Path(argv[0]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
