@@ -166,3 +166,26 @@ def test_a_local_ray_starts_workers_without_the_raylet_storm_warning() -> None:
     assert done.returncode == 0, done.stderr
     assert "(raylet)" not in done.stdout + done.stderr
     assert done.stdout.split()[-2:] == ["12", "4"]
+
+
+def test_a_filter_that_cannot_start_leaves_stderr_as_it_was(tmp_path: Path) -> None:
+    """No filter process (here: no interpreter where sys.executable says) is no reason to fail
+    a command: start says False, stderr still reaches the terminal, no descriptor leaks."""
+    script = (
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from biogner import console\n"
+        "before = len(os.listdir('/proc/self/fd'))\n"
+        "sys.executable = '/nonexistent/python'\n"
+        "print(console.start(Path(sys.argv[1])), console.started(), flush=True)\n"
+        "print(len(os.listdir('/proc/self/fd')) - before, flush=True)\n"
+        f"os.write(2, {ACTOR_RESTART_LINE!r} + bytes([10]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "biogner.log")],
+        capture_output=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().split() == ["False", "False", "0"]
+    assert ACTOR_RESTART_LINE in done.stderr  # unfiltered, but there

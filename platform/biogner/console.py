@@ -59,13 +59,18 @@ def started() -> bool:
     return _filter is not None
 
 
-def start(log_file: Path) -> None:
+def start(log_file: Path) -> bool:
     """Route this process's stderr (file descriptor 2, which Ray's C++ core writes to)
-    through the filter process; idempotent. `stop` undoes it."""
+    through the filter process; idempotent. `stop` undoes it. False when the filter could not
+    start (no free descriptor or process): the command goes on with its stderr as it was,
+    since a quiet console is not worth a failed run."""
     global _filter, _console_fd
     if _filter is not None:
-        return
-    console = os.dup(2)
+        return True
+    try:
+        console = os.dup(2)
+    except OSError:
+        return False
     read_end, write_end = os.pipe()
     try:
         _filter = subprocess.Popen(
@@ -77,12 +82,13 @@ def start(log_file: Path) -> None:
     except OSError:
         for fd in (console, read_end, write_end):
             os.close(fd)
-        raise
+        return False
     os.close(read_end)
     sys.stderr.flush()
     os.dup2(write_end, 2)
     os.close(write_end)
     _console_fd = console
+    return True
 
 
 def stop(wait_s: float = WAIT_S) -> None:

@@ -218,10 +218,10 @@ def init_ray(num_cpus: int | None = None) -> None:
     options: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": not quiet}
     if quiet:
         log = quiet_logs()
-        if log is not None and console.wanted():  # Ray's C++ lines, before Ray starts
-            if not console.started():
-                atexit.register(console.stop)  # after stop_local_ray (LIFO): Ray's last words
-            console.start(log)
+        # Ray's C++ lines: the filter starts before Ray does, and stops after it (atexit is
+        # LIFO: registered before stop_local_ray, it runs after), so Ray's last words pass too.
+        if log is not None and console.wanted() and not console.started() and console.start(log):
+            atexit.register(console.stop)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
     else:
