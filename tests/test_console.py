@@ -189,3 +189,31 @@ def test_a_filter_that_cannot_start_leaves_stderr_as_it_was(tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert done.stdout.decode().split() == ["False", "False", "0"]
     assert ACTOR_RESTART_LINE in done.stderr  # unfiltered, but there
+
+
+def test_stopping_ray_leaves_the_filter_to_end_by_itself(tmp_path: Path) -> None:
+    """stop_local_ray ends every process the command started, but the filter is one of them:
+    it waited its whole grace for the filter (which cannot end while the command's stderr
+    is its pipe), then killed it, adding 10 s to every command's exit and losing what Ray
+    wrote while shutting down. It now leaves the filter alone; `console.stop`, after it,
+    gives stderr back and the filter ends."""
+    script = (
+        "import os, sys, psutil\n"
+        "from biogner import console\n"
+        "from biogner.runtime import init_ray, stop_local_ray\n"
+        "console.enable()\n"
+        "init_ray(num_cpus=4)\n"
+        "pid = console.filter_pid()\n"
+        "killed = stop_local_ray(grace_s=3)\n"
+        "print('killed' if pid in killed else 'spared', psutil.pid_exists(pid), flush=True)\n"
+        "filter = console._filter\n"
+        "console.stop()\n"
+        "print(filter.returncode, flush=True)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BIOGNER_VERBOSE")}
+    env["BIOGNER_HOME"] = str(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-3:] == ["spared", "True", "0"]

@@ -59,6 +59,12 @@ def started() -> bool:
     return _filter is not None
 
 
+def filter_pid() -> int | None:
+    """The filter process's pid: `runtime.stop_local_ray` leaves it alone (it ends by itself
+    once every writer is gone, after `stop`)."""
+    return _filter.pid if _filter is not None else None
+
+
 def start(log_file: Path) -> bool:
     """Route this process's stderr (file descriptor 2, which Ray's C++ core writes to)
     through the filter process; idempotent. `stop` undoes it. False when the filter could not

@@ -193,7 +193,8 @@ def stop_local_ray(grace_s: float = 10.0) -> list[int]:
     that had to be killed."""
     import ray
 
-    started = psutil.Process().children(recursive=True)
+    keep = console.filter_pid()  # drains Ray's last words; ends once stderr is given back
+    started = [p for p in psutil.Process().children(recursive=True) if p.pid != keep]
     ray.shutdown()
     _, alive = psutil.wait_procs(started, timeout=grace_s)
     for proc in alive:
