@@ -177,7 +177,7 @@ def test_a_filter_that_cannot_start_leaves_stderr_as_it_was(tmp_path: Path) -> N
         "from biogner import console\n"
         "before = len(os.listdir('/proc/self/fd'))\n"
         "sys.executable = '/nonexistent/python'\n"
-        "print(console.start(Path(sys.argv[1])), console.started(), flush=True)\n"
+        "print(console.start(Path(sys.argv[1])), console.filter_pid() is not None, flush=True)\n"
         "print(len(os.listdir('/proc/self/fd')) - before, flush=True)\n"
         f"os.write(2, {ACTOR_RESTART_LINE!r} + bytes([10]))\n"
     )

@@ -13,6 +13,7 @@ is lost. Only the CLI turns it on (`enable`); library callers and tests keep the
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
@@ -55,10 +56,6 @@ def wanted() -> bool:
     return _wanted
 
 
-def started() -> bool:
-    return _filter is not None
-
-
 def filter_pid() -> int | None:
     """The filter process's pid: `runtime.stop_local_ray` leaves it alone (it ends by itself
     once every writer is gone, after `stop`)."""
@@ -67,7 +64,9 @@ def filter_pid() -> int | None:
 
 def start(log_file: Path) -> bool:
     """Route this process's stderr (file descriptor 2, which Ray's C++ core writes to)
-    through the filter process; idempotent. `stop` undoes it. False when the filter could not
+    through the filter process; idempotent. `stop` undoes it, at exit: registered here, before
+    Ray starts, it runs after `runtime.stop_local_ray` (atexit is LIFO), so Ray's last words
+    pass through the filter too. False when the filter could not
     start (no free descriptor or process): the command goes on with its stderr as it was,
     since a quiet console is not worth a failed run."""
     global _filter, _console_fd
@@ -94,6 +93,7 @@ def start(log_file: Path) -> bool:
     os.dup2(write_end, 2)
     os.close(write_end)
     _console_fd = console
+    atexit.register(stop)
     return True
 
 

@@ -219,10 +219,8 @@ def init_ray(num_cpus: int | None = None) -> None:
     options: dict[str, Any] = {"runtime_env": runtime_env, "log_to_driver": not quiet}
     if quiet:
         log = quiet_logs()
-        # Ray's C++ lines: the filter starts before Ray does, and stops after it (atexit is
-        # LIFO: registered before stop_local_ray, it runs after), so Ray's last words pass too.
-        if log is not None and console.wanted() and not console.started() and console.start(log):
-            atexit.register(console.stop)
+        if log is not None and console.wanted():  # before Ray starts: its C++ lines pass it
+            console.start(log)
     if os.environ.get("RAY_ADDRESS"):
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
     else:
