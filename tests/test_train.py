@@ -172,16 +172,25 @@ def test_killed_worker_restarts_from_checkpoint(ray_session, data_dir, store):
         "optim.checkpoint_every_steps=5",
         "scaling.max_failures=2",
     )
+    # Workers an earlier test's training left exiting are not this run's: killing one of them
+    # (CI, stop 24) changed nothing and the run finished without a restart.
+    earlier = {proc.pid for proc in _train_workers()}
     outcome: dict = {}
     thread = threading.Thread(target=lambda: outcome.update(result=run_training(cfg)))
     thread.start()
     run_dir = store / "ray" / "killed"
+    workers: list[psutil.Process] = []
     deadline = time.time() + 300
-    while time.time() < deadline and not list(run_dir.glob("checkpoint_*/train_state.json")):
-        time.sleep(0.05)
-    workers = _train_workers()
-    assert workers, "no Ray Train worker process found"
-    workers[-1].kill()
+    while time.time() < deadline and thread.is_alive():
+        # found while the first steps run, so that the kill follows the checkpoint at once
+        workers = workers or [p for p in _train_workers() if p.pid not in earlier]
+        if workers and list(run_dir.glob("checkpoint_*/train_state.json")):
+            break
+        time.sleep(0.02)
+    assert workers, "no Ray Train worker process of this run found"
+    assert "result" not in outcome, "the run finished before a checkpoint was seen"
+    for proc in workers:
+        proc.kill()
     thread.join(timeout=600)
     result = outcome["result"]
     assert result.status == "FINISHED" and result.steps == 40
