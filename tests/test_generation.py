@@ -81,3 +81,17 @@ def test_an_evaluation_actor_computes_on_the_nodes_cores(
     finally:
         ray_session.kill(actor)
     assert used == (threads or cpu_threads(actors))
+
+
+@pytest.mark.parametrize("num_actors", [1, 2, 4])
+@pytest.mark.parametrize("sentences", [1, 3, 4, 50, 127, 128, 940])
+def test_an_evaluation_starts_no_actor_without_work(sentences: int, num_actors: int) -> None:
+    from biogner.evaluate.runner import actor_plan
+
+    rows, blocks, actors = actor_plan(sentences, 64, num_actors)
+    assert 1 <= rows <= 64 and 1 <= actors <= min(num_actors, blocks)
+    assert blocks * rows <= sentences < (blocks + 1) * rows  # from_items' even split
+    # every requested actor works once the split has a sentence for each
+    assert actors == min(num_actors, sentences)
+    if sentences >= 64 * num_actors:  # a large split keeps its 64-row tasks
+        assert rows == 64

@@ -32,9 +32,9 @@ class EvalConfig(BaseModel):
     )
     data_dir: str | None = None
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    num_actors: int = 1
+    num_actors: int = Field(1, ge=1, description="at most; a small split starts fewer")
     use_gpu: bool = False
-    rows_per_task: int = 64
+    rows_per_task: int = Field(64, ge=1)
     error_sample: int = 25
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     parent_run_id: str | None = Field(

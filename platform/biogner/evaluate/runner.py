@@ -149,6 +149,16 @@ def error_analysis(
     return "\n".join(lines)
 
 
+def actor_plan(sentences: int, rows_per_task: int, num_actors: int) -> tuple[int, int, int]:
+    """(rows per block, blocks, actors) for one evaluation. A split smaller than
+    `num_actors * rows_per_task` is cut into smaller blocks so that every actor gets work,
+    and no more actors start than there are blocks: an actor with nothing to do still loads
+    the model (and Ray Data warned about it on the console)."""
+    rows = max(1, min(rows_per_task, sentences // max(1, num_actors)))
+    blocks = max(1, sentences // rows)
+    return rows, blocks, max(1, min(num_actors, blocks))
+
+
 def run_evaluation(cfg: EvalConfig) -> EvalResult:
     """Generate, parse and score one (model, format, corpus split); log a nested MLflow run."""
     init_ray()
@@ -160,19 +170,14 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     sentences = load_split(corpus, cfg.split, cfg.data_dir, cfg.limit)
     gold = {s.id: s for s in sentences}
     items = [sentence_row(s, corpus.name, cfg.split) for s in sentences]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.rows_per_task))
+    rows, blocks, actors = actor_plan(len(items), cfg.rows_per_task, cfg.num_actors)
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
     start = time.perf_counter()
     mapped = ds.map_batches(
         ExtractActor,
-        fn_constructor_args=(
-            str(model_dir),
-            fmt,
-            types,
-            cfg.generation.model_dump(),
-            cfg.num_actors,
-        ),
-        batch_size=cfg.rows_per_task,
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        fn_constructor_args=(str(model_dir), fmt, types, cfg.generation.model_dump(), actors),
+        batch_size=rows,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_gpus=1 if cfg.use_gpu else 0,
         runtime_env=compute_runtime_env(),
     )
