@@ -68,6 +68,29 @@ def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) 
     assert "constructor arguments in the object store" in kept  # ray-project/ray#57733
 
 
+def test_a_new_store_says_nothing_but_the_commands_own_words(tmp_path: Path) -> None:
+    """Opening a new SQLite store logs MLflow's schema migration at INFO on the console
+    ("Creating initial MLflow database tables...", before `biogner train` started Ray): a
+    command sends it to its log file and prints only its own message."""
+    env = {k: v for k, v in os.environ.items() if k != "BIOGNER_VERBOSE"}
+    env["BIOGNER_HOME"] = str(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    argv = ["select", "--experiment", "nothing-here", "--tracking-uri", uri]
+    done = subprocess.run(
+        [sys.executable, "-m", "biogner.cli", *argv],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr == f"error: no MLflow experiment named 'nothing-here' in {uri}\n"
+    logs = list((tmp_path / ".biogner" / "logs").glob("*.log"))
+    assert "Creating initial MLflow database tables" in "".join(p.read_text() for p in logs)
+
+
 def test_ray_serve_console_handler_goes_back_to_the_log_file(tmp_path: Path) -> None:
     """Importing ray.serve gives its logger a console handler ("INFO ... Started Serve"
     lines in the demo's serve stage); `requiet_logs`, which serve's start_app calls after the

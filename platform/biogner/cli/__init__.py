@@ -13,7 +13,7 @@ from biogner import console
 from biogner.cli.data import add_data_commands
 from biogner.cli.runs import add_run_commands
 from biogner.cli.serve import add_serve_command
-from biogner.runtime import VERBOSE_ENV
+from biogner.runtime import VERBOSE_ENV, quiet_logs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,4 +44,7 @@ def main(argv: Sequence[str] | None = None, *, whole_process: bool | None = None
         os.environ[VERBOSE_ENV] = "1"
     elif whole_process if whole_process is not None else argv is None:
         console.enable()
+        # before any handler opens a store: a new SQLite store's migration lines (MLflow's
+        # "Creating initial MLflow database tables...") go to the log file, like Ray's
+        quiet_logs()
     return int(args.func(args))

@@ -33,6 +33,7 @@ from mlflow.utils.validation import (
 )
 from pydantic import BaseModel
 
+from biogner.runtime import requiet_logs
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.tags import CHANGED_PARAMS_TAG, ERROR_TAG
 
@@ -60,6 +61,9 @@ _CLIENT_LOCK = threading.Lock()
 @lru_cache(maxsize=8)
 def _new_client(uri: str) -> MlflowClient:
     _prepare_store(uri)
+    # importing mlflow gave its logger a console handler: a new store's schema lines
+    # ("Creating initial MLflow database tables...") go to the command's log file
+    requiet_logs()
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
