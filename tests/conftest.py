@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +26,21 @@ def data_dir() -> Path:
     if not (path / "NCBI-disease" / "train.tsv").is_file():
         pytest.skip(f"BioNER corpora not found at {path} (set BIOGNER_DATA_DIR)")
     return path
+
+
+# What a person must not see from a biogner command: Ray's Python loggers ("INFO ...
+# worker.py:123 -- ..."), Ray Data's plan, Ray's C++ core ("[<time> E <pid> <tid>]
+# core_worker.cc:2465: ..."), the raylet's pushed warnings, MLflow's loggers and Python
+# warnings (they go to `.biogner/logs/`, or do not arise).
+LIBRARY_LINE = re.compile(
+    r"\b(INFO|WARNING)\b.*\.py:\d+ --|streaming_executor|Execution plan of"
+    r"|^\[[\d\- :,]+ [IWE] \d+ \d+\] \w+\.cc:\d+|\(raylet\)"
+    r"|\b(INFO|WARNING)\b mlflow\.|Warning\b"
+)
+
+
+def library_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if LIBRARY_LINE.search(line)]
 
 
 def write_small_corpus(source: Path, out: Path, corpus: str, sentences: int) -> Path:

@@ -5,21 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import library_lines
 
 pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
-
-# Ray's Python loggers ("INFO ... worker.py:123 -- ..."), Ray Data's plan, Ray's C++ core
-# ("[<time> E <pid> <tid>] core_worker.cc:2465: ...") and the raylet's pushed warnings.
-RAY_LINE = re.compile(
-    r"\b(INFO|WARNING)\b.*\.py:\d+ --|streaming_executor|Execution plan of"
-    r"|^\[[\d\- :,]+ [IWE] \d+ \d+\] \w+\.cc:\d+|\(raylet\)"
-)
 
 
 def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) -> None:
@@ -60,7 +53,7 @@ def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) 
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "F1" in output
-    noise = [line for line in output.splitlines() if RAY_LINE.search(line) or "Warning" in line]
+    noise = library_lines(output)
     assert noise == [], "\n".join(noise)
     logs = list((tmp_path / ".biogner" / "logs").glob("*.log"))
     kept = "".join(p.read_text() for p in logs)  # what stayed off the console, in the log file

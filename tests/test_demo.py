@@ -14,6 +14,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import library_lines
 from mlflow.tracking import MlflowClient
 
 from biogner.cli import main
@@ -104,6 +105,9 @@ def test_no_process_outlives_the_demo_command(small_data_dir, tmp_path):
         timeout=1200,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # a new store, Ray started and stopped, six stages: only the demo's own words
+    noise = library_lines(done.stdout + done.stderr)
+    assert noise == [], "\n".join(noise)
     deadline = time.monotonic() + 5  # the kernel reaps what was killed at exit
     left = [p for p in psutil.process_iter() if _carries(p, marker)]
     while left and time.monotonic() < deadline:
