@@ -129,6 +129,47 @@ def test_noise_is_only_the_listed_lines() -> None:
     assert not is_noise(b"Traceback (most recent call last):")
 
 
+# What `serve.shutdown()` left on the demo's stdout in CI (stop 25), as Ray's driver prints
+# the errors the cluster publishes.
+SERVE_SHUTDOWN_LINE = (
+    "\x1b[33m(raylet)\x1b[0m Task ServeController.graceful_shutdown failed. There are infinite "
+    "retries remaining, so the task will be retried. Error: The actor is dead because it was "
+    "killed by `ray.kill`."
+)
+
+
+def test_rays_printed_noise_is_kept_off_stdout_and_nothing_else_is(tmp_path: Path) -> None:
+    """Ray prints a published error as one write and its newline as another, from its own
+    thread, while the command prints: every line of the command's comes through whole and in
+    order, the noise goes to the log file, other raylet lines stay."""
+    import io
+    import threading
+
+    from biogner.console import RayPrints
+
+    out = io.StringIO()
+    log = tmp_path / "biogner.log"
+    wrapped = RayPrints(out, log)  # type: ignore[arg-type]
+
+    def ray_listener() -> None:
+        for _ in range(300):
+            print(SERVE_SHUTDOWN_LINE, file=wrapped)
+        print("\x1b[33m(raylet)\x1b[0m A worker died or was killed", file=wrapped)
+
+    listener = threading.Thread(target=ray_listener)
+    listener.start()
+    for i in range(300):
+        print(f"[2/6] line {i}", file=wrapped)
+    listener.join()
+    lines = out.getvalue().splitlines()
+    assert [line for line in lines if line.startswith("[2/6]")] == [
+        f"[2/6] line {i}" for i in range(300)
+    ]
+    assert lines[-1].endswith("A worker died or was killed") and len(lines) == 301
+    assert log.read_text().count("graceful_shutdown failed") == 300
+    assert wrapped.isatty() is False and wrapped.encoding == out.encoding
+
+
 def test_the_filter_keeps_noise_off_and_loses_nothing_when_the_command_aborts(
     tmp_path: Path,
 ) -> None:
@@ -146,6 +187,8 @@ def test_the_filter_keeps_noise_off_and_loses_nothing_when_the_command_aborts(
         "print('real error', file=sys.stderr, flush=True)\n"
         "os.write(2, b'progress 50%\\r')\n"
         "os.write(2, b'[unfinished')\n"
+        f"print({SERVE_SHUTDOWN_LINE!r}, flush=True)\n"
+        "print('stdout goes on', flush=True)\n"
         "os.abort()\n"
     )
     done = subprocess.run(
@@ -157,6 +200,8 @@ def test_the_filter_keeps_noise_off_and_loses_nothing_when_the_command_aborts(
     for line in ("lost the raylet\n", "real error\n", "progress 50%\r", "[unfinished"):
         assert line in err
     assert "constructor arguments in the object store" in log_file.read_text()
+    assert done.stdout.decode() == "stdout goes on\n"
+    assert "graceful_shutdown failed" in log_file.read_text()
 
 
 def test_a_local_ray_starts_workers_without_the_raylet_storm_warning() -> None:

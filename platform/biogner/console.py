@@ -9,6 +9,10 @@ small filter process: lines in `NOISE` go to the command's log file, everything 
 terminal unchanged. A process, not a thread: when the command dies abruptly (a C++ abort, a
 kill), the filter still drains what was written and exits at end of input, so no real error
 is lost. Only the CLI turns it on (`enable`); library callers and tests keep their stderr.
+
+Ray's driver also prints the errors the cluster publishes (prefixed "(raylet)") to
+`sys.stdout`, from a thread, one `print` each: those in `NOISE` are kept off by a thin
+wrapper of `sys.stdout` (`RayPrints`), installed and removed with the filter.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
+from typing import TextIO
 
 # What Ray writes to the driver's stderr that is kept off the console, each with why. A line
 # matches when the pattern is found in it (bytes: the filter never decodes).
@@ -32,6 +38,14 @@ NOISE: tuple[re.Pattern[bytes], ...] = (
         rb"\] core_worker\.cc:\d+: Actor with class name: 'MapWorker\(.*\)' and ID: '\w+' "
         rb"has constructor arguments in the object store and max_restarts > 0"
     ),
+    # `serve.shutdown()` waits on the controller's graceful_shutdown, which by design never
+    # returns: the controller kills itself when Serve is down. The controller retries its
+    # tasks forever, so Ray's core sometimes publishes the ended call as a retry (stdout).
+    re.compile(
+        rb"Task ServeController\.graceful_shutdown failed\. There are infinite retries "
+        rb"remaining, so the task will be retried\. Error: The actor is dead because it was "
+        rb"killed by `ray\.kill`"
+    ),
 )
 KEPT_OFF = b"kept off the console: "
 WAIT_S = 5.0  # how long an exiting command waits for the filter to drain
@@ -39,10 +53,38 @@ WAIT_S = 5.0  # how long an exiting command waits for the filter to drain
 _wanted = False
 _filter: subprocess.Popen[bytes] | None = None
 _console_fd: int | None = None
+_stdout: RayPrints | None = None
 
 
 def is_noise(line: bytes) -> bool:
     return any(pattern.search(line) for pattern in NOISE)
+
+
+class RayPrints:
+    """`sys.stdout` less the writes that are noise (see the module's docstring). Ray prints a
+    message as one write and its newline as the next, from its listener thread: a noise write
+    goes to the log file, and the same thread's next write, if it is that newline, is
+    dropped. Every other write, and every attribute, is the wrapped stream's."""
+
+    def __init__(self, stream: TextIO, log_path: Path) -> None:
+        self.stream = stream
+        self.log_path = log_path
+        self._after_noise = threading.local()
+
+    def write(self, text: str) -> int:
+        if text == "\n" and getattr(self._after_noise, "flag", False):
+            self._after_noise.flag = False
+            return len(text)
+        self._after_noise.flag = False
+        if is_noise(text.encode("utf-8", "replace")):
+            self._after_noise.flag = text[-1:] != "\n"
+            with open(self.log_path, "ab") as log:
+                log.write(KEPT_OFF + text.rstrip("\n").encode("utf-8", "replace") + b"\n")
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.stream, name)
 
 
 def enable() -> None:
@@ -69,7 +111,7 @@ def start(log_file: Path) -> bool:
     pass through the filter too. False when the filter could not
     start (no free descriptor or process): the command goes on with its stderr as it was,
     since a quiet console is not worth a failed run."""
-    global _filter, _console_fd
+    global _filter, _console_fd, _stdout
     if _filter is not None:
         return True
     try:
@@ -93,6 +135,8 @@ def start(log_file: Path) -> bool:
     os.dup2(write_end, 2)
     os.close(write_end)
     _console_fd = console
+    _stdout = RayPrints(sys.stdout, log_file)
+    sys.stdout = _stdout  # type: ignore[assignment]
     atexit.register(stop)
     return True
 
@@ -100,7 +144,10 @@ def start(log_file: Path) -> bool:
 def stop(wait_s: float = WAIT_S) -> None:
     """Give file descriptor 2 back to the terminal and let the filter drain and exit (it ends
     when every writer has gone: this process and the processes it started)."""
-    global _filter, _console_fd
+    global _filter, _console_fd, _stdout
+    if _stdout is not None and sys.stdout is _stdout:
+        sys.stdout = _stdout.stream
+    _stdout = None
     if _filter is None or _console_fd is None:
         return
     sys.stderr.flush()
