@@ -28,8 +28,9 @@ import threading
 from pathlib import Path
 from typing import TextIO
 
-# What Ray writes to the driver's stderr that is kept off the console, each with why. A line
-# matches when the pattern is found in it (bytes: the filter never decodes).
+# What Ray writes to the driver's stderr (or prints to its stdout) that is kept off the console,
+# each with why. A line matches when the pattern is found in it (bytes: the filter never
+# decodes).
 NOISE: tuple[re.Pattern[bytes], ...] = (
     # Ray Data puts each actor-pool stage's map function in the object store and creates the
     # stage's actors with max_restarts=-1: ray-project/ray#57733. The actors restart fine on
