@@ -170,6 +170,66 @@ def test_rays_printed_noise_is_kept_off_stdout_and_nothing_else_is(tmp_path: Pat
     assert wrapped.isatty() is False and wrapped.encoding == out.encoding
 
 
+def test_rays_printed_noise_wrapper_edges(tmp_path: Path) -> None:
+    """A noise line with its own newline leaves no blank line; writelines is filtered too; no
+    log file to write to lets the line through rather than raise into Ray's thread; the
+    wrapper copies."""
+    import copy
+    import io
+
+    from biogner.console import RayPrints
+
+    out = io.StringIO()
+    wrapped = RayPrints(out, tmp_path / "biogner.log")  # type: ignore[arg-type]
+    print(SERVE_SHUTDOWN_LINE + "\n", file=wrapped)
+    wrapped.writelines(["kept\n", SERVE_SHUTDOWN_LINE + "\n", "also kept\n"])
+    assert out.getvalue() == "kept\nalso kept\n"
+    assert copy.copy(wrapped).stream is out
+    nowhere = RayPrints(out, tmp_path / "no-such-folder" / "biogner.log")  # type: ignore[arg-type]
+    print(SERVE_SHUTDOWN_LINE, file=nowhere)
+    assert out.getvalue().endswith(SERVE_SHUTDOWN_LINE + "\n")
+
+
+def test_a_command_without_stdout_or_a_writable_home_still_runs(tmp_path: Path) -> None:
+    """No stdout at all (sys.stdout is None: print does nothing) and a home where no log
+    folder can be made: the command does its work and says its error, as without biogner's
+    console handling."""
+    home = tmp_path / "a-file"
+    home.write_text("")
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from biogner import console, runtime\n"
+        "assert runtime.quiet_logs() is None\n"
+        "assert console.start(Path(sys.argv[1]))\n"
+        "print('nowhere to go')\n"
+        "console.stop()\n"
+        "print('done', file=sys.stderr)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "BIOGNER_VERBOSE"}
+    env["BIOGNER_HOME"] = str(home)
+    done = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -c "$0" "$1" >&-', script, str(tmp_path / "l.log")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == "done\n"
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    done = subprocess.run(
+        [sys.executable, "-m", "biogner.cli", "select", "--experiment", "x", "--tracking-uri", uri],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert done.stderr.endswith(f"error: no MLflow experiment named 'x' in {uri}\n")
+
+
 def test_the_filter_keeps_noise_off_and_loses_nothing_when_the_command_aborts(
     tmp_path: Path,
 ) -> None:

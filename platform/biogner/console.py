@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -78,13 +79,22 @@ class RayPrints:
             return len(text)
         self._after_noise.flag = False
         if is_noise(text.encode("utf-8", "replace")):
-            self._after_noise.flag = text[-1:] != "\n"
-            with open(self.log_path, "ab") as log:
-                log.write(KEPT_OFF + text.rstrip("\n").encode("utf-8", "replace") + b"\n")
+            try:
+                with open(self.log_path, "ab") as log:
+                    log.write(KEPT_OFF + text.rstrip("\n").encode("utf-8", "replace") + b"\n")
+            except OSError:  # no log file: the line goes out rather than vanish, and no
+                return self.stream.write(text)  # error reaches the thread that printed it
+            self._after_noise.flag = True  # print's end="\n" follows in the next write
             return len(text)
         return self.stream.write(text)
 
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
     def __getattr__(self, name: str) -> object:
+        if name == "stream" or name.startswith("__"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
         return getattr(self.stream, name)
 
 
@@ -136,8 +146,9 @@ def start(log_file: Path) -> bool:
     os.dup2(write_end, 2)
     os.close(write_end)
     _console_fd = console
-    _stdout = RayPrints(sys.stdout, log_file)
-    sys.stdout = _stdout  # type: ignore[assignment]
+    if sys.stdout is not None:  # None: no stdout at all, and print() does nothing
+        _stdout = RayPrints(sys.stdout, log_file)
+        sys.stdout = _stdout  # type: ignore[assignment]
     atexit.register(stop)
     return True
 

@@ -75,17 +75,20 @@ def quiet_logs(home: str | Path | None = None) -> Path | None:
     if _log_file is None or _handler is None:
         base = Path(home or os.environ.get("BIOGNER_HOME") or os.getcwd()).resolve()
         folder = base / ".biogner" / "logs"
-        folder.mkdir(parents=True, exist_ok=True)
-        _log_file = folder / f"biogner-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-        _handler = logging.FileHandler(_log_file)
+        log_file = folder / f"biogner-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            ray_data_config = log_file.with_suffix(".ray-data.yaml")
+            # Ray Data (re)configures its "ray.data" logger with a console handler whenever a
+            # dataset starts, from this file if it is named: send it to the log file instead.
+            ray_data_config.write_text(json.dumps(_ray_data_logging(log_file), indent=1))
+            _handler = logging.FileHandler(log_file)
+        except OSError:  # a read-only folder: the command runs, the libraries' lines show
+            return None
         _handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        _log_file = log_file
     os.environ.update(QUIET_ENV)
-    # Ray Data (re)configures its "ray.data" logger with a console handler whenever a
-    # dataset starts, from this file if it is named: send it to the log file instead.
-    ray_data_config = _log_file.with_suffix(".ray-data.yaml")
-    if not ray_data_config.exists():
-        ray_data_config.write_text(json.dumps(_ray_data_logging(_log_file), indent=1))
-    os.environ["RAY_DATA_LOGGING_CONFIG"] = str(ray_data_config)
+    os.environ["RAY_DATA_LOGGING_CONFIG"] = str(_log_file.with_suffix(".ray-data.yaml"))
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
     handler = _handler
     for name in QUIET_LOGGERS:

@@ -36,7 +36,7 @@ class SweepEval(BaseModel):
         "<split>_free_f1 ...: what constrained decoding changes",
     )
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    num_actors: int = 1
+    num_actors: int = Field(1, ge=1, description="at most; a small split starts fewer")
     use_gpu: bool = False
 
 
