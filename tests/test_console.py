@@ -15,6 +15,26 @@ from conftest import library_lines
 pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
 
 
+def run_biogner(argv: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """A `biogner` command as a user runs it: its own process (so the console filter is on),
+    its own Ray, `cwd` as its working directory and (unless `env` says) BIOGNER_HOME."""
+    full_env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BIOGNER_VERBOSE")}
+    full_env.update({"BIOGNER_HOME": str(cwd), **env})
+    return subprocess.run(
+        [sys.executable, "-m", "biogner.cli", *argv],
+        env=full_env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def kept_in_logs(home: Path) -> str:
+    """What the commands run in `home` kept off the console: their log files."""
+    return "".join(p.read_text() for p in (home / ".biogner" / "logs").glob("*.log"))
+
+
 def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) -> None:
     from biogner.models.config import ModelConfig
     from biogner.models.load import load_model
@@ -25,38 +45,16 @@ def test_evaluate_prints_no_ray_log_lines(small_data_dir: Path, tmp_path: Path) 
     tokenizer.save_pretrained(model_dir)
     meta = {"format": "conv_term", "entity_types": ["Disease"], "base_model": "tiny-llama"}
     (model_dir / "biogner_model.json").write_text(json.dumps(meta))
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "BIOGNER_VERBOSE")}
-    env.update(BIOGNER_DATA_DIR=str(small_data_dir), BIOGNER_HOME=str(tmp_path))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "biogner.cli",
-            "evaluate",
-            "--model",
-            str(model_dir),
-            "--split",
-            "dev",
-            "--limit",
-            "4",
-            "--tracking-uri",
-            f"sqlite:///{tmp_path / 'mlflow.db'}",
-            # 4 sentences, 2 actors: Ray Data warned that one would get no input
-            "num_actors=2",
-        ],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    argv = ["evaluate", "--model", str(model_dir), "--split", "dev", "--limit", "4"]
+    argv += ["--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    # 4 sentences, 2 actors: Ray Data warned that one would get no input
+    done = run_biogner([*argv, "num_actors=2"], tmp_path, BIOGNER_DATA_DIR=str(small_data_dir))
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     assert "F1" in output
     noise = library_lines(output)
     assert noise == [], "\n".join(noise)
-    logs = list((tmp_path / ".biogner" / "logs").glob("*.log"))
-    kept = "".join(p.read_text() for p in logs)  # what stayed off the console, in the log file
+    kept = kept_in_logs(tmp_path)
     assert "streaming_executor" in kept
     assert "constructor arguments in the object store" in kept  # ray-project/ray#57733
 
@@ -65,23 +63,12 @@ def test_a_new_store_says_nothing_but_the_commands_own_words(tmp_path: Path) -> 
     """Opening a new SQLite store logs MLflow's schema migration at INFO on the console
     ("Creating initial MLflow database tables...", before `biogner train` started Ray): a
     command sends it to its log file and prints only its own message."""
-    env = {k: v for k, v in os.environ.items() if k != "BIOGNER_VERBOSE"}
-    env["BIOGNER_HOME"] = str(tmp_path)
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
-    argv = ["select", "--experiment", "nothing-here", "--tracking-uri", uri]
-    done = subprocess.run(
-        [sys.executable, "-m", "biogner.cli", *argv],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_biogner(["select", "--experiment", "nothing-here", "--tracking-uri", uri], tmp_path)
     assert done.returncode == 1
     assert done.stdout == ""
     assert done.stderr == f"error: no MLflow experiment named 'nothing-here' in {uri}\n"
-    logs = list((tmp_path / ".biogner" / "logs").glob("*.log"))
-    assert "Creating initial MLflow database tables" in "".join(p.read_text() for p in logs)
+    assert "Creating initial MLflow database tables" in kept_in_logs(tmp_path)
 
 
 def test_ray_serve_console_handler_goes_back_to_the_log_file(tmp_path: Path) -> None:
@@ -221,14 +208,8 @@ def test_a_command_without_stdout_or_a_writable_home_still_runs(tmp_path: Path) 
     assert done.returncode == 0, done.stderr
     assert done.stderr == "done\n"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = subprocess.run(
-        [sys.executable, "-m", "biogner.cli", "select", "--experiment", "x", "--tracking-uri", uri],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    argv = ["select", "--experiment", "x", "--tracking-uri", uri]
+    done = run_biogner(argv, tmp_path, BIOGNER_HOME=str(home))
     assert done.returncode == 1
     assert done.stderr.endswith(f"error: no MLflow experiment named 'x' in {uri}\n")
 
