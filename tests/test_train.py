@@ -15,7 +15,7 @@ from biogner.config import load_config
 from biogner.models.config import METADATA_FILE
 from biogner.tracking.models import download_model_dir
 from biogner.tracking.registry import register_champion
-from biogner.tracking.runs import runs_named
+from biogner.tracking.runs import client_for, runs_named
 from biogner.train.config import TrainConfig
 from biogner.train.driver import run_training
 
@@ -166,12 +166,14 @@ def _train_workers() -> list[psutil.Process]:
     return found
 
 
-def _last_logged_step(cfg: TrainConfig) -> int:
-    """The highest step whose loss the running run has logged (0 before any)."""
-    runs = runs_named(cfg.tracking, cfg.run_name)
-    if not runs:
+def _last_logged_step(cfg: TrainConfig, run_ids: list[str]) -> int:
+    """The highest step whose loss the running run has logged (0 before any). `run_ids`
+    keeps the run's id once found: the test polls this every 20 ms."""
+    if not run_ids:
+        run_ids += [run.info.run_id for run in runs_named(cfg.tracking, cfg.run_name)[:1]]
+    if not run_ids:
         return 0
-    history = MlflowClient(cfg.tracking.uri).get_metric_history(runs[0].info.run_id, "loss")
+    history = client_for(cfg.tracking).get_metric_history(run_ids[0], "loss")
     return max((m.step for m in history), default=0)
 
 
@@ -190,13 +192,14 @@ def test_killed_worker_restarts_from_checkpoint(ray_session, data_dir, store):
     thread = threading.Thread(target=lambda: outcome.update(result=run_training(cfg)))
     thread.start()
     workers: list[psutil.Process] = []
+    run_ids: list[str] = []
     deadline = time.time() + 300
     while time.time() < deadline and thread.is_alive():
         workers = workers or [p for p in _train_workers() if p.pid not in earlier]
         # Killed at a step 1-3 past a checkpoint (every 5), the run redoes at least that step
         # whichever checkpoint Ray resumes from: one it has (5, 10, ...), or none yet (from 0).
         # Killed right after a checkpoint, before the next step is logged, nothing is redone.
-        step = _last_logged_step(cfg)
+        step = _last_logged_step(cfg, run_ids)
         if workers and step > 5 and step % 5 in (1, 2, 3):
             break
         time.sleep(0.02)
