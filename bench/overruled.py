@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from biogner import constrain
+from biogner.generation import constraints as constrain
 from biogner.corpora import get_corpus, load_split
 from biogner.evaluate.metrics import Scorer
 from biogner.formats import get_format

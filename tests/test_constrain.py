@@ -16,7 +16,7 @@ from conftest import write_noise_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biogner.constrain import (
+from biogner.generation.constraints import (
     ConstrainedLogits,
     RowConstraint,
     Vocabulary,

@@ -26,7 +26,7 @@ class ParseResult:
     predicted_mentions: int = 0
     hallucinated: int = 0
     # items in which constrained decoding overruled the model's own choice
-    # (`biogner.constrain`), and how many of them it dropped before parsing; free: none
+    # (`biogner.generation.constraints`), and how many of them it dropped before parsing; free: none
     overruled: int = 0
     dropped: int = 0
 
@@ -241,6 +241,10 @@ class Writing(ABC):
     # separator after a triple's mention, a json string's quote): constrained decoding counts
     # an item the grammar would not let end as stretched (`RowConstraint.overrule`).
     mention_ends: tuple[str, ...] = ()
+
+    # The answer restates the sentence (inline, bio): generation drafts the restatement's
+    # next tokens from `complete` and verifies them in one forward pass (copy speculation).
+    restates_sentence: bool = False
 
     # A character that can end an item (a line, an object) of an answer; None: items are
     # not counted. Constrained generation asks `spent` whenever one is generated.

@@ -20,6 +20,7 @@ class BioWriting(Writing):
     budget_per_text_token = 4.0
     budget_floor = 24
     exact = True
+    restates_sentence = True
     nesting = False
     instruction = "Every word with its tag: word(B-type), word(I-type) or word(O)."
 

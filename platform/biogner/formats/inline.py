@@ -27,6 +27,7 @@ class InlineWriting(Writing):
     budget_per_text_token = 2.0
     budget_floor = 24
     exact = True
+    restates_sentence = True
     nesting = True
     instruction = "The text with each entity as [mention | type]; \\ escapes [ ] | \\."
 

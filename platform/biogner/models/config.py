@@ -80,7 +80,7 @@ class GenerationConfig(BaseModel):
     )
     constrained: bool = Field(
         True,
-        description="decode under each writing's grammar for the sentence (`biogner.constrain`):"
+        description="decode under each writing's grammar for the sentence (`biogner.generation.constraints`):"
         " answers always parse and mention only spans of the sentence; false: free decoding",
     )
     overruled: Literal["drop_unended", "keep", "drop"] = Field(
@@ -95,4 +95,40 @@ class GenerationConfig(BaseModel):
         True,
         description="a conv format's later turns reuse the keys/values of the earlier ones "
         "instead of re-encoding the whole chat (same answers, less compute)",
+    )
+    # The decode loop and its mechanisms (`biogner.generation`): each is lossless (the same
+    # tokens as step-by-step constrained greedy decoding) and switched off by its own key.
+    decoder: Literal["biogner", "hf"] = Field(
+        "biogner",
+        description="biogner: the project's decode loop (the mechanisms below); hf: "
+        "transformers' generate with a grammar mask per step, one token per forward pass "
+        "(the path before them, kept as the reference they are tested and timed against)",
+    )
+    prefix_cache: bool = Field(
+        True,
+        description="encode the prompt prefix every sentence of a writing shares (system turn "
+        "and instruction) once per model and reuse its keys/values in every batch",
+    )
+    forced_tokens: bool = Field(
+        True,
+        description="where the grammar allows exactly one token, append it without choosing, "
+        "several per forward pass",
+    )
+    copy_draft_tokens: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="writings that restate the sentence (inline, bio): draft this many tokens "
+        "of the sentence's restatement and verify them in one forward pass, keeping those "
+        "greedy decoding would have chosen; 0: off",
+    )
+    rows_leave: bool = Field(
+        True,
+        description="a finished answer leaves its batch: it stops costing compute while the "
+        "longest one goes on",
+    )
+    quantize: Literal["none", "int8"] = Field(
+        "none",
+        description="int8: dynamic int8 quantization of the Linear layers for generation on a "
+        "CPU (torch.ao; fp32 models only); not lossless, measured in bench/RESULTS.md",
     )

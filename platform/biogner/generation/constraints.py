@@ -116,19 +116,60 @@ class RowConstraint:
         self.overruled: list[int] = []  # positions where the mask overruled the model's choice
         self.unended: list[int] = []  # those where the model's choice would end its item
 
-    def overrule(self, wanted: int, chosen: int) -> None:
+    def overrule(self, wanted: int, chosen: int, at: int | None = None) -> None:
         """The mask replaced the model's choice `wanted` by `chosen` (the greedy pick among
         the allowed tokens) at the next position. Only the letter case set right (the model
         lowercasing `Ataxia` at a sentence's start) does not count: that mention is still the
         model's own. Where `wanted` would have ended the item (an end token, or the writing's
-        `mention_ends`), the grammar would not let the model stop: what follows is stretched."""
+        `mention_ends`), the grammar would not let the model stop: what follows is stretched.
+        `at`: the position of `chosen` in the answer when it was consumed already (a forced
+        token checked after the forward pass that computed its logits)."""
         decode = self.vocab.tokenizer.decode
         text = decode([wanted])
         if spells_alike(text, decode([chosen])):
             return
-        self.overruled.append(len(self.tokens))
+        position = len(self.tokens) if at is None else at
+        self.overruled.append(position)
         if wanted in self.vocab.end_ids or any(end in text for end in self.writing.mention_ends):
-            self.unended.append(len(self.tokens))
+            self.unended.append(position)
+
+    def allows(self, token: int) -> bool:
+        """Whether the mask allows `token` next: the model's own greedy choice is checked
+        this way (microseconds) before a whole mask is computed (up to milliseconds).
+        Where the grammar forces the next bytes, llguidance's mask keeps only their
+        canonical tokenization (`n` + `ot`, not `n` + `o` + `t`) while the token alone
+        would be accepted: there the mask itself decides (tests/test_constrain.py)."""
+        if self.failed:
+            return token in self.vocab.end_ids
+        if token in self.vocab.end_ids:
+            return bool(self.allowed()[token])
+        if self.matcher.validate_tokens([token]) != 1:
+            return False
+        if not self.matcher.compute_ff_tokens():
+            return True
+        return bool(self.allowed()[token])
+
+    def allowed(self) -> torch.Tensor:
+        """The next token's mask as booleans over the vocabulary."""
+        bitmask = torch.zeros((1, (self.vocab.vocab_size + 31) // 32), dtype=torch.int32)
+        self.fill(bitmask, 0)
+        bits = (bitmask[0].unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+        return bits.reshape(-1)[: self.vocab.vocab_size].bool()
+
+    def only_allowed(self) -> int | None:
+        """The one token the grammar allows next, if it allows exactly one: greedy decoding
+        picks it whatever the model computes (`forced tokens`)."""
+        bitmask = torch.zeros((1, (self.vocab.vocab_size + 31) // 32), dtype=torch.int32)
+        self.fill(bitmask, 0)
+        words = bitmask[0].nonzero()
+        if len(words) != 1:
+            return None
+        word = int(words[0])
+        bits = int(bitmask[0, word]) & 0xFFFFFFFF
+        if bits & (bits - 1):
+            return None
+        token = word * 32 + bits.bit_length() - 1
+        return token if token < self.vocab.vocab_size else None
 
     def consume(self, token: int) -> None:
         if token in self.vocab.end_ids:
@@ -229,6 +270,15 @@ class ConstrainedLogits(LogitsProcessor):
         self.prompt_width = prompt_width
         self.bitmask: torch.Tensor | None = None
         self._shifts: torch.Tensor | None = None
+
+    def consume_last(self, generated: torch.Tensor) -> None:
+        """After `generate`: each row still decoding reads the last token generated, which
+        no step consumed (it was chosen at the last step)."""
+        if generated.shape[1] == 0:
+            return
+        for row, state in enumerate(self.rows):
+            if state is not None and not state.done and len(state.tokens) < generated.shape[1]:
+                state.consume(int(generated[row, -1]))
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[1] > self.prompt_width:

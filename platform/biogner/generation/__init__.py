@@ -1,0 +1,16 @@
+"""Batched constrained greedy generation: the one piece evaluation, serving and extraction
+share. A module per mechanism: `decode` (the loop), `prefix` (shared-prefix cache),
+`forced` (forced tokens), `speculation` (copy drafts), `kv` (the batch's cache),
+`constraints` (grammar masks), `reference` (transformers' generate, the oracle),
+`quantize` (int8 option), `generator` (the model handle that drives them)."""
+
+from biogner.generation.answer import Turn
+from biogner.generation.generator import (
+    END_TOKENS,
+    Generation,
+    Generator,
+    counts_items,
+    read_model_metadata,
+)
+
+__all__ = ["END_TOKENS", "Generation", "Generator", "Turn", "counts_items", "read_model_metadata"]

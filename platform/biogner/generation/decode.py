@@ -1,0 +1,274 @@
+"""biogner's decode loop: batched greedy decoding, constrained or free, that computes only
+what changes an answer.
+
+Every forward pass feeds each row of the batch what it has ready: at the start of a turn its
+prompt (after the shared prefix, `prefix`), then its last chosen token, the tokens its
+grammar forces after it (`forced`) and a draft of what follows (`speculation`). The LM head
+runs only where a token is chosen or checked. From the logits, each row chooses as
+step-by-step constrained greedy decoding would: the model's own top token when the grammar
+allows it (checked in microseconds, `RowConstraint.allows`), else the top allowed one (a
+whole mask, counted as an overrule). Drafted tokens are kept while they equal that choice.
+A row whose answer is done leaves the batch (`rows_leave`); between the turns of a `conv`
+format its cache is put aside and gathered again with the others.
+
+What a row computes does not depend on its batch: padding, drafts the model did not confirm
+and an answer's cut tail stay in the cache but are masked, and position ids count only the
+real tokens (`kv`). The tokens equal those of transformers' `generate` with the grammar's
+mask at every step (`reference`), up to floating-point near-ties that another kernel shape
+can break the other way (tests/test_generation_property.py, bench/generation.py).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from biogner.chat_tokens import prompt_ids
+from biogner.generation.answer import Turn, read_turn
+from biogner.generation.constraints import RowConstraint
+from biogner.generation.forced import extend_forced
+from biogner.generation.kv import BatchKV, RowKV
+from biogner.generation.speculation import CopyDrafter
+
+if TYPE_CHECKING:
+    from biogner.generation.generator import Generator
+
+
+class Row:
+    """One answer being decoded in a batch."""
+
+    def __init__(
+        self,
+        feed: list[int],
+        length: int,
+        budget: int,
+        end_ids: frozenset[int],
+        constraint: RowConstraint | None,
+        drafter: CopyDrafter | None,
+    ) -> None:
+        self.feed = feed  # tokens to put into the cache next
+        self.fed_generated = False  # `feed` holds this turn's tokens (else prompt/question)
+        self.checks: list[int] = []  # feed indices of forced tokens to check (item writings)
+        self.drafts: list[int] = []  # speculative tokens, fed after `feed`
+        self.length = length  # real tokens in the cache: the next position id
+        self.start = length + len(feed)  # position of the first answer token
+        self.budget = budget
+        self.end_ids = end_ids
+        self.constraint = constraint
+        self.drafter = drafter
+        self.tokens: list[int] = []  # generated this turn (an end token included)
+        self.cols: list[int] = []  # cache columns of `tokens` fed so far
+        self.ended = False
+
+    @property
+    def finished(self) -> bool:
+        return self.ended or len(self.tokens) >= self.budget
+
+    def commit(self, token: int) -> None:
+        self.tokens.append(token)
+        if self.constraint is not None and not self.constraint.done:
+            self.constraint.consume(token)
+        self.ended = token in self.end_ids
+
+    def needs(self) -> list[int]:
+        """Indices (into feed + drafts) whose logits this row needs: before each checked
+        forced token, at its last fed token and at each draft."""
+        if not self.feed:
+            return []
+        last = len(self.feed) - 1
+        return [j - 1 for j in self.checks] + [last + a for a in range(len(self.drafts) + 1)]
+
+    def choose(self, scores: torch.Tensor, wanted: int) -> int:
+        """Greedy choice under the grammar: the model's top token `wanted` when allowed,
+        else the top allowed one (an overrule, recorded)."""
+        c = self.constraint
+        if c is None or c.done or c.allows(wanted):
+            return wanted
+        allowed = c.allowed().to(scores.device)
+        chosen = int(scores.masked_fill(~allowed, float("-inf")).argmax())
+        c.overrule(wanted, chosen)
+        return chosen
+
+
+def cache_keyword(model: torch.nn.Module) -> str:
+    """`cache` in transformers >= 5.24 (`past_key_values` is deprecated there), the older
+    name before (the GPU image's transformers 5.17)."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def forward(gen: Generator, kv: BatchKV, rows: Sequence[Row]) -> tuple[torch.Tensor, int]:
+    """One forward pass of every row's feed and drafts; (hidden states, first new column)."""
+    seqs = [r.feed + r.drafts for r in rows]
+    width = max(len(s) for s in seqs)
+    n, device = len(rows), gen.device
+    ids = torch.full((n, width), gen.tokenizer.pad_token_id, dtype=torch.long)
+    valid = torch.zeros((n, width), dtype=torch.bool)
+    positions = torch.arange(width).repeat(n, 1)
+    for b, (row, seq) in enumerate(zip(rows, seqs, strict=True)):
+        ids[b, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        valid[b, : len(seq)] = True
+        positions[b] += row.length
+    base = kv.width
+    mask = torch.cat([kv.mask, valid.to(device)], 1)
+    base_model = gen.model.base_model
+    out = base_model(
+        input_ids=ids.to(device),
+        attention_mask=mask.long(),
+        position_ids=positions.to(device),
+        use_cache=True,
+        **{cache_keyword(base_model): kv.cache},
+    )
+    kv.mask = mask
+    return out.last_hidden_state, base
+
+
+def settle(
+    row: Row, b: int, kv: BatchKV, base: int, logits: dict[int, tuple[torch.Tensor, int]]
+) -> None:
+    """Read one row's logits: check its forced tokens, keep the drafts greedy decoding
+    confirms, choose its next token; mask the drafts it did not confirm."""
+    fed = len(row.feed)
+    if row.fed_generated:
+        row.cols.extend(base + j for j in range(fed))
+        first = len(row.tokens) - fed  # answer position of feed[0]
+        assert row.constraint is not None or not row.checks
+        for j in row.checks:
+            wanted = logits[j - 1][1]
+            if wanted != row.feed[j] and row.constraint is not None:
+                row.constraint.overrule(wanted, row.feed[j], at=first + j)
+    j, kept = fed - 1, 0
+    while True:
+        scores, wanted = logits[j]
+        choice = row.choose(scores, wanted)
+        row.commit(choice)
+        confirmed = kept < len(row.drafts) and choice == row.drafts[kept]
+        if confirmed:
+            row.cols.append(base + fed + kept)
+            kept += 1
+            j += 1
+        if not confirmed or row.finished:
+            break
+    if kept < len(row.drafts):
+        kv.mask[b, base + fed + kept : base + fed + len(row.drafts)] = False
+    row.length += fed + kept
+    row.checks, row.drafts = [], []
+    row.feed = [] if confirmed else [choice]
+    row.fed_generated = True
+
+
+def prepare(row: Row, gen: Generator, checked: bool) -> None:
+    """After a row's choice: append the tokens its grammar forces, then a draft."""
+    cfg = gen.cfg
+    if cfg.forced_tokens and row.fed_generated and row.feed:
+        extend_forced(row, gen.end_ids, checked)
+    if row.drafter is not None and not row.finished:
+        room = row.budget - len(row.tokens) - 1
+        row.drafts = row.drafter.draft(row.tokens, min(cfg.copy_draft_tokens, room))
+
+
+def step_logits(
+    gen: Generator, hidden: torch.Tensor, rows: Sequence[Row]
+) -> list[dict[int, tuple[torch.Tensor, int]]]:
+    """The LM head only where a row chooses or checks a token: per row, index -> (float
+    scores, the model's top token)."""
+    where = [(b, j) for b, row in enumerate(rows) for j in row.needs()]
+    per_row: list[dict[int, tuple[torch.Tensor, int]]] = [{} for _ in rows]
+    if not where:
+        return per_row
+    bs = torch.tensor([b for b, _ in where], device=hidden.device)
+    js = torch.tensor([j for _, j in where], device=hidden.device)
+    head = gen.model.get_output_embeddings()
+    scores = head(hidden[bs, js]).float()
+    tops = scores.argmax(-1).tolist()
+    for k, (b, j) in enumerate(where):
+        per_row[b][j] = (scores[k], int(tops[k]))
+    return per_row
+
+
+@torch.inference_mode()
+def conversation(
+    gen: Generator,
+    chats: list[list[dict[str, str]]],
+    questions: list[list[str]],
+    budgets: list[int],
+    constraint_for: Callable[[int, int], RowConstraint | None] | None = None,
+    drafter_for: Callable[[int, int], CopyDrafter | None] | None = None,
+    prefix: list[int] | None = None,
+    checked: bool = False,
+) -> list[list[Turn]]:
+    """Every turn of a batch of conversations (see the module docstring). `prefix`: the
+    prompt tokens all rows share, encoded once (`PrefixCache`); `checked`: the writing
+    counts steered items, so forced tokens are checked against the model's choice."""
+    n, turns = len(chats), len(questions[0])
+    end_ids = frozenset(gen.end_ids)
+    for chat, qs in zip(chats, questions, strict=True):
+        chat.append({"role": "user", "content": qs[0]})
+    prompts = [prompt_ids(gen.tokenizer, c) for c in chats]
+    if prefix and all(p[: len(prefix)] == prefix for p in prompts):
+        kv = BatchKV.repeated(gen.prefixes.keys_values(prefix), n)
+        feeds, lengths = [p[len(prefix) :] for p in prompts], [len(prefix)] * n
+    else:
+        kv = BatchKV.empty(n, gen.device)
+        feeds, lengths = prompts, [0] * n
+    results: list[list[Turn]] = [[] for _ in chats]
+    for turn in range(turns):
+        rows = [
+            Row(
+                feeds[i],
+                lengths[i],
+                budgets[i],
+                end_ids,
+                constraint_for(i, turn) if constraint_for else None,
+                drafter_for(i, turn) if drafter_for else None,
+            )
+            for i in range(n)
+        ]
+        for row in rows:  # a draft of the answer's first tokens, read with the prompt
+            prepare(row, gen, checked)
+        slots = list(range(n))  # kv row -> conversation
+        aside: dict[int, RowKV] = {}
+        more = turn + 1 < turns
+        while slots:
+            live = [rows[i] for i in slots]
+            hidden, base = forward(gen, kv, live)
+            logits = step_logits(gen, hidden, live)
+            for b, row in enumerate(live):
+                if row.feed:
+                    settle(row, b, kv, base, logits[b])
+                    if not row.finished:
+                        prepare(row, gen, checked)
+            done = [b for b, i in enumerate(slots) if rows[i].finished]
+            if len(done) == len(slots):
+                if more:
+                    aside.update({slots[b]: kv.take(b) for b in range(len(slots))})
+                break
+            if done and gen.cfg.rows_leave:
+                if more:
+                    aside.update({slots[b]: kv.take(b) for b in done})
+                keep = [b for b in range(len(slots)) if b not in done]
+                kv.select(keep)
+                slots = [slots[b] for b in keep]
+            for i in slots:  # finished rows staying in the batch feed nothing
+                if rows[i].finished:
+                    rows[i].feed, rows[i].drafts, rows[i].checks = [], [], []
+        for i, row in enumerate(rows):
+            result = read_turn(row.tokens, row.budget, gen.end_ids, row.constraint, gen.tokenizer)
+            results[i].append(result)
+            chats[i].append({"role": "assistant", "content": result.text})
+        if not more:
+            break
+        for i, row in enumerate(rows):
+            answer = results[i][-1].tokens
+            cached = min(len(row.cols), len(answer))
+            for col in row.cols[cached:]:  # the end token, a tail cut back
+                aside[i].mask[col] = False
+            next_ids = gen.next_turn_ids(chats[i][:-1], questions[i][turn + 1])
+            chats[i].append({"role": "user", "content": questions[i][turn + 1]})
+            feeds[i] = answer[cached:] + next_ids
+            lengths[i] = row.start + cached
+        kv = BatchKV.merge([aside[i] for i in range(n)])
+    return results

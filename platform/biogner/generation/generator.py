@@ -1,0 +1,227 @@
+"""The `Generator`: a model held in memory that extracts entities from sentences, in one
+format, for evaluation, serving and extraction alike.
+
+Prompts are sorted by length and batched; `conv_*` formats generate their turns in sequence
+per sentence, batched across sentences. The answer budget is derived from the format's
+writing and the sentence length, so a model cannot ramble on for ever, and a writing that
+restates the sentence (inline, bio) gets room to do it. By default each answer is decoded
+under its writing's grammar for its sentence (`constraints`), by biogner's decode loop
+(`decode`; `generation.decoder: hf` runs transformers' `generate` instead, `reference`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from biogner.chat_tokens import encode, prompt_ids
+from biogner.formats import Format, get_format
+from biogner.formats.base import ParseResult, Writing
+from biogner.generation import decode, reference
+from biogner.generation.answer import Turn
+from biogner.generation.constraints import RowConstraint, Vocabulary
+from biogner.generation.prefix import PrefixCache
+from biogner.generation.quantize import quantize
+from biogner.generation.speculation import CopyDrafter
+from biogner.models.config import METADATA_FILE, GenerationConfig, ModelConfig
+from biogner.models.load import load_model
+from biogner.prompts import render_chat
+from biogner.runtime import cpu_threads
+from biogner.types import Sentence
+
+END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
+ANSWER_MARKER = "\x00answer\x00"
+
+
+@dataclass
+class Generation:
+    """What a model wrote for one sentence, and what the format's parser made of it."""
+
+    sentence: Sentence
+    answers: list[str]
+    parse: ParseResult
+    generated_tokens: int
+    truncated: bool = False  # an answer hit its token budget
+    answer_tokens: list[list[int]] = field(default_factory=list)  # per turn, as generated
+
+
+def read_model_metadata(model_dir: Path) -> dict[str, Any]:
+    """The `biogner_model.json` written at training time (format, entity types, base)."""
+    path = Path(model_dir) / METADATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: not a biogner model directory (log it with biogner train)"
+        )
+    return dict(json.loads(path.read_text()))
+
+
+class Generator:
+    """A model held in memory that extracts entities from sentences in one format."""
+
+    def __init__(self, model_dir: str | Path, cfg: GenerationConfig | None = None) -> None:
+        self.cfg = cfg or GenerationConfig()
+        self.model_dir = Path(model_dir)
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.cfg.threads or cpu_threads())
+        model_cfg = ModelConfig(
+            spec=str(self.model_dir), lora=False, dtype=self.cfg.dtype, padding_side="left"
+        )
+        self.model, self.tokenizer = load_model(model_cfg, self.device, for_training=False)
+        if self.cfg.quantize != "none":
+            self.model = quantize(self.model, self.cfg.quantize, self.device)
+        self.end_ids = self._end_ids()
+        self.answer_end_id = self._answer_end_id()
+        self._vocabulary: Vocabulary | None = None
+        self.prefixes = PrefixCache(self.model, self.device)
+
+    def _end_ids(self) -> list[int]:
+        tok = self.tokenizer
+        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in END_TOKENS if t in vocab)
+        return sorted(ids)
+
+    def vocabulary(self) -> Vocabulary:
+        """The model's vocabulary for constrained decoding, built on first use."""
+        if self._vocabulary is None:
+            size = self.model.get_output_embeddings().weight.shape[0]
+            self._vocabulary = Vocabulary(self.tokenizer, size, self.end_ids)
+        return self._vocabulary
+
+    def answer_budget(self, fmt: Format, sentence: Sentence, n_types: int) -> int:
+        """Most tokens one answer may take: the writing's budget for this sentence (and, in a
+        multi-turn answer, all the types), within `max_new_tokens_cap`."""
+        n_text = len(self.tokenizer(sentence.text, add_special_tokens=False)["input_ids"])
+        types_here = n_types if fmt.turn == "multi" else 1
+        return min(fmt.writing.answer_budget(n_text, types_here), self.cfg.max_new_tokens_cap)
+
+    def next_turn_ids(self, chat: list[dict[str, str]], question: str) -> list[int]:
+        """Tokens between an assistant answer's content and the next answer: the end of that
+        turn, the next user turn and the generation prompt, as the chat template writes them."""
+        text = render_chat(
+            self.tokenizer,
+            [
+                *chat,
+                {"role": "assistant", "content": ANSWER_MARKER},
+                {"role": "user", "content": question},
+            ],
+            add_generation_prompt=True,
+        )
+        return encode(self.tokenizer, text[text.rindex(ANSWER_MARKER) + len(ANSWER_MARKER) :])
+
+    def _answer_end_id(self) -> int | None:
+        """The end token the chat template writes right after an answer (drafted last)."""
+        after = self.next_turn_ids([{"role": "user", "content": "x"}], "y")
+        return after[0] if after and after[0] in self.end_ids else None
+
+    def _prefix(self, fmt: Format, types: list[str]) -> list[int] | None:
+        """The prompt tokens every sentence of `fmt` asked for `types` starts with."""
+        if not self.cfg.prefix_cache:
+            return None
+
+        def prompt_for(text: str) -> list[int]:
+            first = fmt.questions(text, types)[0]
+            return prompt_ids(self.tokenizer, [*fmt.opening(), {"role": "user", "content": first}])
+
+        return self.prefixes.prefix_ids(f"{fmt.name}\x00{types}", prompt_for)
+
+    def extract(
+        self, sentences: Sequence[Sentence], fmt: Format | str, types: Sequence[str]
+    ) -> list[Generation]:
+        """Generate every turn of `fmt` for each sentence and parse the answers.
+
+        Sentences are batched by prompt length (less padding); a batch keeps its rows for
+        all the turns of a `conv` format, so the cache of one turn serves the next."""
+        fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+        types = list(types)
+        budgets = [self.answer_budget(fmt, s, len(types)) for s in sentences]
+        questions = [fmt.questions(s.text, types) for s in sentences]
+        order = sorted(range(len(sentences)), key=lambda i: len(questions[i][0]))
+        turns: list[list[Turn]] = [[] for _ in sentences]
+        turn_types = fmt.turn_types(types)
+        writing = fmt.writing
+        constrained = self.cfg.constrained and writing.constrainable
+        prefix = self._prefix(fmt, types) if self.cfg.decoder == "biogner" else None
+        for start in range(0, len(order), self.cfg.batch_size):
+            chunk = order[start : start + self.cfg.batch_size]
+
+            def constraint_for(row: int, turn: int, chunk: list[int] = chunk) -> RowConstraint:
+                return RowConstraint(
+                    self.vocabulary(),
+                    writing,
+                    sentences[chunk[row]],
+                    turn_types[turn],
+                    overruled=self.cfg.overruled,
+                )
+
+            chats = [fmt.opening() for _ in chunk]
+            asked = [questions[i] for i in chunk]
+            allowed = [budgets[i] for i in chunk]
+            if self.cfg.decoder == "hf":
+                done = reference.conversation(
+                    self, chats, asked, allowed, constraint_for if constrained else None
+                )
+            else:
+                done = decode.conversation(
+                    self,
+                    chats,
+                    asked,
+                    allowed,
+                    constraint_for if constrained else None,
+                    self._drafter_for(writing, [sentences[i] for i in chunk], turn_types),
+                    prefix,
+                    checked=constrained and counts_items(writing),
+                )
+            for i, result in zip(chunk, done, strict=True):
+                turns[i] = result
+        return [
+            self._generation(s, result, fmt, types)
+            for s, result in zip(sentences, turns, strict=True)
+        ]
+
+    def _drafter_for(
+        self, writing: Writing, sentences: list[Sentence], turn_types: list[list[str]]
+    ) -> Callable[[int, int], CopyDrafter | None] | None:
+        """Copy speculation's drafters, for writings that restate the sentence."""
+        if not (self.cfg.copy_draft_tokens and writing.restates_sentence):
+            return None
+        end = self.answer_end_id
+        if end is None:
+            return None
+
+        def drafter_for(row: int, turn: int) -> CopyDrafter:
+            return CopyDrafter(self.tokenizer, writing, sentences[row], turn_types[turn], end)
+
+        return drafter_for
+
+    @staticmethod
+    def _generation(
+        sentence: Sentence, result: list[Turn], fmt: Format, types: list[str]
+    ) -> Generation:
+        parse = fmt.parse([t.text for t in result], sentence, types)
+        parse.overruled = sum(t.overruled for t in result)
+        parse.dropped = sum(t.dropped for t in result)
+        return Generation(
+            sentence,
+            [t.text for t in result],
+            parse,
+            # the end token of each finished answer was generated too
+            sum(len(t.tokens) + (not t.hit_budget) for t in result),
+            any(t.hit_budget for t in result),
+            [t.tokens for t in result],
+        )
+
+
+def counts_items(writing: Writing) -> bool:
+    """The writing counts the items constrained decoding steered (term, triple, json), so
+    a forced token's logits are still computed to know whether the model chose it."""
+    return type(writing).without_items is not Writing.without_items

@@ -1,0 +1,86 @@
+"""A batch's key/value cache with a validity mask per cached position.
+
+Rows of one batch feed different numbers of tokens per forward pass (a prompt's tail, forced
+tokens, drafts), so a row's cache has holes: padding, drafts the model did not confirm, an
+answer's tail cut back. They stay in place and are masked (`mask[row, col] = 0`); a token's
+position id counts only the valid ones before it, so what a row computes is what it would
+compute alone. Rows leave (`select`), are put aside between the turns of a conversation
+(`take`) and gathered again (`merge`, left-padded with masked columns).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class RowKV:
+    """One row's cached keys and values (per layer) and its validity mask."""
+
+    keys: list[torch.Tensor]
+    values: list[torch.Tensor]
+    mask: torch.Tensor  # (columns,) bool
+
+
+class BatchKV:
+    """The cache of the rows decoding together, and which of its columns are real tokens."""
+
+    def __init__(self, cache: DynamicCache, mask: torch.Tensor) -> None:
+        self.cache = cache
+        self.mask = mask  # (rows, columns) bool
+
+    @classmethod
+    def empty(cls, rows: int, device: torch.device) -> BatchKV:
+        return cls(DynamicCache(), torch.zeros((rows, 0), dtype=torch.bool, device=device))
+
+    @classmethod
+    def repeated(cls, prefix: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int) -> BatchKV:
+        """`rows` rows that all start with one encoded prefix (a (1, heads, length, dim) key
+        and value per layer), shared until a row appends to it."""
+        data = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix]
+        length = prefix[0][0].shape[2]
+        mask = torch.ones((rows, length), dtype=torch.bool, device=prefix[0][0].device)
+        return cls(DynamicCache(ddp_cache_data=data), mask)
+
+    @property
+    def width(self) -> int:
+        return int(self.mask.shape[1])
+
+    def layers(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [(layer.keys, layer.values) for layer in self.cache.layers]  # type: ignore[union-attr,misc]
+
+    def select(self, rows: Sequence[int]) -> None:
+        """Keep only `rows` (in that order)."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.mask.device)
+        if self.width:
+            self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+
+    def take(self, row: int) -> RowKV:
+        keys, values = zip(*self.layers(), strict=True) if self.width else ((), ())
+        return RowKV(
+            [k[row : row + 1] for k in keys], [v[row : row + 1] for v in values], self.mask[row]
+        )
+
+    @classmethod
+    def merge(cls, rows: Sequence[RowKV]) -> BatchKV:
+        """One batch of rows cached apart, each left-padded to the longest with masked
+        columns."""
+        width = max(int(r.mask.shape[0]) for r in rows)
+        mask = torch.zeros((len(rows), width), dtype=torch.bool, device=rows[0].mask.device)
+        for i, r in enumerate(rows):
+            mask[i, width - r.mask.shape[0] :] = r.mask
+        data = []
+        for layer in range(len(rows[0].keys)):
+            parts = []
+            for tensors in ([r.keys[layer] for r in rows], [r.values[layer] for r in rows]):
+                padded = [
+                    torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) for t in tensors
+                ]
+                parts.append(torch.cat(padded, 0))
+            data.append((parts[0], parts[1]))
+        return cls(DynamicCache(ddp_cache_data=data) if data else DynamicCache(), mask)

@@ -1,0 +1,99 @@
+"""The reference decode loop: transformers' `generate`, one token per forward pass, with the
+grammar's mask applied at every step (`ConstrainedLogits`).
+
+This is how biogner decoded before its own loop (`decode`), and what that loop must equal
+token for token: the property tests and `bench/generation.py` run both
+(`generation.decoder: hf` selects this one).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+from transformers import LogitsProcessorList
+
+from biogner.chat_tokens import prompt_ids
+from biogner.generation.answer import Turn, read_turn
+from biogner.generation.constraints import ConstrainedLogits, RowConstraint
+
+if TYPE_CHECKING:
+    from biogner.generation.generator import Generator
+
+
+def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(r)
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def conversation(
+    gen: Generator,
+    chats: list[list[dict[str, str]]],
+    questions: list[list[str]],
+    budgets: list[int],
+    constraint_for: Callable[[int, int], RowConstraint | None] | None = None,
+) -> list[list[Turn]]:
+    """Every turn of a batch of conversations, left-padded, through `generate`.
+
+    A later turn continues from the tokens the model generated (not their re-encoded
+    text), after the chat template's turn separator and the next question; with
+    `reuse_kv_cache` the keys and values of everything before it are reused instead of
+    recomputed. Padding, the end token and anything generated after it are masked."""
+    tokenizer, pad = gen.tokenizer, gen.tokenizer.pad_token_id
+    turns = len(questions[0])
+    for chat, qs in zip(chats, questions, strict=True):
+        chat.append({"role": "user", "content": qs[0]})
+    ids, mask = left_pad([prompt_ids(tokenizer, c) for c in chats], pad)
+    past = None
+    results: list[list[Turn]] = [[] for _ in chats]
+    for turn in range(turns):
+        if turn:
+            block, block_mask = left_pad(
+                [
+                    gen.next_turn_ids(c[:-1], qs[turn])
+                    for c, qs in zip(chats, questions, strict=True)
+                ],
+                pad,
+            )
+            for c, qs in zip(chats, questions, strict=True):
+                c.append({"role": "user", "content": qs[turn]})
+            ids, mask = torch.cat([ids, block], 1), torch.cat([mask, block_mask], 1)
+        # (`past_key_values` is what transformers 5.17, on the GPU image, still calls it)
+        cache: dict[str, Any] = {} if past is None else {"past_key_values": past}
+        rows = [constraint_for(r, turn) if constraint_for else None for r in range(len(chats))]
+        processor = ConstrainedLogits(rows, ids.shape[1])
+        if any(r is not None for r in rows):
+            cache["logits_processor"] = LogitsProcessorList([processor])
+        out = gen.model.generate(
+            input_ids=ids.to(gen.device),
+            attention_mask=mask.to(gen.device),
+            **cache,
+            max_new_tokens=max(budgets),
+            do_sample=False,
+            num_beams=1,
+            eos_token_id=gen.end_ids,
+            pad_token_id=pad,
+            return_dict_in_generate=True,
+        )
+        sequences = out.sequences.cpu()
+        # The processor sees each token when choosing the next one, so the batch's last token
+        # is read here: an answer cut by the batch's longest budget keeps it, as others do.
+        processor.consume_last(sequences[:, ids.shape[1] :])
+        new = sequences[:, ids.shape[1] :]
+        new_mask = torch.zeros_like(new)
+        for row, chat in enumerate(chats):
+            result = read_turn(new[row].tolist(), budgets[row], gen.end_ids, rows[row], tokenizer)
+            new_mask[row, : len(result.tokens)] = 1
+            results[row].append(result)
+            chat.append({"role": "assistant", "content": result.text})
+        ids, mask = sequences, torch.cat([mask, new_mask], 1)
+        past = out.past_key_values if gen.cfg.reuse_kv_cache else None
+    return results
