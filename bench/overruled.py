@@ -21,11 +21,11 @@ from typing import Any
 
 import torch
 
-from biogner.generation import constraints as constrain
 from biogner.corpora import get_corpus, load_split
 from biogner.evaluate.metrics import Scorer
 from biogner.formats import get_format
 from biogner.generation import Generator, read_model_metadata
+from biogner.generation import constraints as constrain
 from biogner.models.config import GenerationConfig
 
 # An event: (position in the answer's tokens, the model's choice, the grammar's choice,

@@ -16,6 +16,9 @@ from conftest import write_noise_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from biogner.corpora import CORPORA, load_split
+from biogner.formats import FORMATS, get_format
+from biogner.generation import Generator
 from biogner.generation.constraints import (
     ConstrainedLogits,
     RowConstraint,
@@ -23,9 +26,6 @@ from biogner.generation.constraints import (
     char_starts,
     spells_alike,
 )
-from biogner.corpora import CORPORA, load_split
-from biogner.formats import FORMATS, get_format
-from biogner.generation import Generator
 from biogner.models.config import GenerationConfig
 from biogner.types import Sentence, Span
 

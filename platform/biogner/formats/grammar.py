@@ -2,8 +2,8 @@
 
 A writing's grammar says what its parser accepts *for this sentence*: a mention is a span of
 the sentence on its token boundaries, spelled as the text spells it, and a type is one of the
-requested types. Generation turns the grammar into a token mask (`biogner.generation.constraints`), so
-a constrained model can write nothing else.
+requested types. Generation turns the grammar into a token mask
+(`biogner.generation.constraints`), so a constrained model can write nothing else.
 
 Spans are terminals: `S_j` is the span starting at token j, `S_j: "tok_j" (" " S_{j+1})?`,
 so all O(n^2) spans of an n-token sentence take O(n) definitions. The engine expands them
