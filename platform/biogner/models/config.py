@@ -81,7 +81,8 @@ class GenerationConfig(BaseModel):
     constrained: bool = Field(
         True,
         description="decode under each writing's grammar for the sentence "
-        "(`biogner.generation.constraints`): answers always parse and mention only spans of the sentence; false: free decoding",
+        "(`biogner.generation.constraints`): answers always parse and mention only spans of the "
+        "sentence; false: free decoding",
     )
     overruled: Literal["drop_unended", "keep", "drop"] = Field(
         "drop_unended",
