@@ -131,7 +131,7 @@ async def closed_loop(
 
 
 def run_variant(
-    name: str, model_uri: str, max_batch_size: int, args: argparse.Namespace
+    name: str, model_uri: str, max_batch_size: int, args: argparse.Namespace, wait_s: float = 0.0
 ) -> list[dict[str, Any]]:
     """Deploy the app with this batch size, run every concurrency level, delete the app."""
     max_level = max(args.levels)
@@ -147,7 +147,7 @@ def run_variant(
                 },
                 "batching": {
                     "max_batch_size": max_batch_size,
-                    "batch_wait_timeout_s": args.wait_s,
+                    "batch_wait_timeout_s": wait_s,
                 },
                 # every request of the biggest level may wait at the replica, so a batch
                 # never starves on the router side (>= max_batch_size in both variants)
@@ -190,7 +190,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="measured s per level")
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured s per level")
     parser.add_argument("--batch", type=int, default=16, help="max batch size when batched")
-    parser.add_argument("--wait-s", type=float, default=0.02, help="batch_wait_timeout_s")
+    parser.add_argument(
+        "--wait-s",
+        default="0.0",
+        help="batch_wait_timeout_s; several (comma-separated) deploy one batched variant each",
+    )
+    parser.add_argument(
+        "--no-unbatched", action="store_true", help="skip the unbatched variant (no ratios)"
+    )
+    parser.add_argument("--name", default="serve", help="bench/results/<name>.json")
     parser.add_argument("--texts-per-request", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--model-uri", help="default: a tiny-llama built from config")
@@ -208,12 +216,18 @@ def main() -> None:
     init_ray()
     with tempfile.TemporaryDirectory() as tmp:
         model_uri = args.model_uri or str(build_tiny_model(Path(tmp) / "tiny-llama"))
-        rows = run_variant("batched", model_uri, args.batch, args)
-        rows += run_variant("unbatched", model_uri, 1, args)
+        waits = [float(w) for w in str(args.wait_s).split(",")]
+        rows = []
+        for wait in waits:
+            name = "batched" if len(waits) == 1 else f"batched wait {wait:g}s"
+            rows += run_variant(name, model_uri, args.batch, args, wait)
+        if not args.no_unbatched:
+            rows += run_variant("unbatched", model_uri, 1, args)
     by_level = {(r["variant"], r["concurrency"]): r for r in rows}
     ratios = []
-    for level in args.levels:
-        b, u = by_level[("batched", level)], by_level[("unbatched", level)]
+    first = rows[0]["variant"]
+    for level in args.levels if not args.no_unbatched else []:
+        b, u = by_level[(first, level)], by_level[("unbatched", level)]
         ratios.append(
             {
                 "concurrency": level,
@@ -240,7 +254,7 @@ def main() -> None:
     print("batched / unbatched:")
     print(table(ratios, ["concurrency", "rps_ratio", "p50_ratio", "p99_ratio"]))
     path = write_json(
-        "serve",
+        args.name,
         {
             "command": " ".join(["python", "bench/serve.py", *sys.argv[1:]]),
             "model_uri": args.model_uri or "tiny-llama (built from config)",

@@ -7,6 +7,7 @@ init it repeats one token whatever it reads); sentences come from every corpus."
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 from typing import Any
 
@@ -320,3 +321,34 @@ def test_an_answer_cut_anywhere_is_completed_into_a_whole_one(pool, vocabulary, 
             matcher = vocabulary.matcher(format_.writing.grammar(sentence, turn) or "")
             assert matcher.consume_tokens(tok.encode(whole, add_special_tokens=False))
             assert matcher.is_accepting()
+
+
+@pytest.mark.parametrize("fmt", CONSTRAINED)
+def test_the_quick_check_of_a_token_agrees_with_the_mask(pool, vocabulary, fmt: str) -> None:
+    """`RowConstraint.allows` (what decoding asks before computing a whole mask) says what
+    the mask says, for the gold token, random tokens and allowed ones, at every step of gold
+    answers: also where the grammar forces bytes and llguidance's mask keeps only their
+    canonical tokenization (`n` + `ot`) while `validate_tokens` alone accepts `n` + `o`."""
+    format_ = get_format(fmt)
+    tok = vocabulary.tokenizer
+    rng = random.Random(fmt)
+    checked = 0
+    for sentence, types in pool[::3]:
+        for turn, answer in zip(
+            format_.turn_types(types), format_.answers(sentence, types), strict=True
+        ):
+            row = RowConstraint(vocabulary, format_.writing, sentence, turn)
+            letters = [tok.convert_tokens_to_ids(c) for c in set(answer) if c.isascii()]
+            letters = [t for t in letters if isinstance(t, int) and t != tok.unk_token_id]
+            for token in tok.encode(answer, add_special_tokens=False):
+                allowed = row.allowed()
+                shown = allowed.nonzero().flatten()[:8].tolist()
+                guesses = [rng.randrange(vocabulary.vocab_size) for _ in range(8)]
+                for candidate in [token, *shown, *guesses, *letters, *vocabulary.end_ids]:
+                    assert row.allows(candidate) == bool(allowed[candidate]), (answer, candidate)
+                    checked += 1
+                only = row.only_allowed()
+                assert (only is not None) == (int(allowed.sum()) == 1)
+                assert only is None or bool(allowed[only])
+                row.consume(token)
+    assert checked > 500

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from biogner.cli import build_parser
-from biogner.docs import END, START, config_reference
+from biogner.docs import END, FIGURES_END, FIGURES_START, START, config_reference, speed_figures
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -17,6 +17,19 @@ def test_readme_config_reference_is_current():
     section = text.split(START, 1)[1].split(END, 1)[0]
     assert section.strip() == config_reference().strip(), (
         "README configuration reference is stale: run "
+        'python -c "from biogner.docs import update_readme; from pathlib import Path; '
+        "update_readme(Path('README.md'))\""
+    )
+
+
+def test_readme_speed_figures_are_those_of_the_results():
+    """The README quotes its speed figures from bench/RESULTS.md's marked section only."""
+    text = README.read_text()
+    section = text.split(FIGURES_START, 1)[1].split(FIGURES_END, 1)[0]
+    figures = speed_figures(README.parent / "bench" / "RESULTS.md")
+    assert "sentences/s" in figures
+    assert section.strip() == figures.strip(), (
+        "README speed figures differ from bench/RESULTS.md: run "
         'python -c "from biogner.docs import update_readme; from pathlib import Path; '
         "update_readme(Path('README.md'))\""
     )

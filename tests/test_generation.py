@@ -95,3 +95,18 @@ def test_an_evaluation_starts_no_actor_without_work(sentences: int, num_actors: 
     assert actors == min(num_actors, sentences)
     if sentences >= 64 * num_actors:  # a large split keeps its 64-row tasks
         assert rows == 64
+
+
+def test_int8_generation_is_an_option_for_fp32_models(sentences, model_dir: Path) -> None:
+    """`generation.quantize: int8` replaces the Linear layers by dynamically quantized ones
+    and still decodes under the grammar; a bf16 model is refused with the key named."""
+    cfg = GenerationConfig(
+        device="cpu", dtype="float32", quantize="int8", max_new_tokens_cap=12, batch_size=4
+    )
+    gen = Generator(model_dir, cfg)
+    quantized = [m for m in gen.model.modules() if "quantized" in type(m).__module__]
+    assert quantized, "no Linear layer was quantized"
+    out = gen.extract(sentences[:4], "multi_triple", TYPES)
+    assert all(g.parse.problems == [] for g in out)  # constrained answers parse
+    with pytest.raises(ValueError, match="generation.quantize"):
+        Generator(model_dir, cfg.model_copy(update={"dtype": "bfloat16"}))

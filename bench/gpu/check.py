@@ -3,18 +3,21 @@
 Run through `bench/gpu/check.sh` (which makes Ray, DeepSpeed and MLflow importable on a bare
 GPU machine). Everything goes through the platform's code, switched only by config:
 
-1. Training: `biogner.train.driver.run_training` (Ray Train TorchTrainer -> the one train
+1. Generation, first (a run cut off by the device's time limit has timed it):
+   `biogner.generation.Generator` on the model built from the config (random weights), bf16
+   on CUDA, sentences/s for the inline, term and bio writings at batch 16 and 64, constrained,
+   with biogner's decode loop and its mechanisms on and off (`generation.decoder: hf`, the
+   path before them), and free with them on. Random weights write to their token budget
+   under little guidance: a worst case for sentences/s, and the on/off ratio is the figure.
+2. Training: `biogner.train.driver.run_training` (Ray Train TorchTrainer -> the one train
    loop -> DeepSpeed) for ZeRO-2 and ZeRO-3 x full fine-tuning and LoRA, on fixed-length
    rows (seq 512 on GPU). Per cell: median tokens/s and step time over the steps after the
    warm-up (read back from the run's MLflow metric history), peak GPU memory (logged by the
    loop), and MFU = 6 x parameters x tokens/s / the card's dense bf16 peak (full fine-tuning;
    LoRA computes no weight gradients for the base, so its "model FLOPs" use 4 x parameters).
-2. The ZeRO-3 export: the final checkpoint's consolidated 16-bit weights -> HF directory ->
+3. The ZeRO-3 export: the final checkpoint's consolidated 16-bit weights -> HF directory ->
    logged to MLflow -> downloaded -> reloaded: shapes match the built model, weights are
    finite and changed by training (merged LoRA too), and the reloaded model generates.
-3. Generation: `biogner.generation.Generator` on the exported model, bf16 on CUDA, sentences/s
-   for the term and bio writings at batch 16 and 64, free and constrained. The model has
-   random weights, so free answers run to their token budget: a worst case for sentences/s.
 
 Writes gpu_check.json and gpu_check.md into --out (cpu_check.* with --cpu).
 """
@@ -68,10 +71,18 @@ LORA_OVERRIDES = [
     "model.lora_alpha=32",
     "model.lora_target_modules=[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]",
 ]
-GEN_FORMATS = ("multi_term", "multi_bio")
-# (batch, constrained): the batch sizes free, and the larger one under each writing's grammar
-# (a writing without one yet is generated free either way).
-GEN_CELLS = ((16, False), (64, False), (64, True))
+GEN_FORMATS = ("multi_inline", "multi_term", "multi_bio")
+# (batch, constrained, mechanisms): constrained at both batch sizes with biogner's decode loop
+# on ("on": prefix cache, forced tokens, copy speculation, rows leaving) and off (transformers'
+# generate, `generation.decoder: hf`), and free with them on.
+GEN_MODES = {"on": {}, "off": {"decoder": "hf"}}
+GEN_CELLS = (
+    (16, True, "off"),
+    (16, True, "on"),
+    (64, True, "off"),
+    (64, True, "on"),
+    (64, False, "on"),
+)
 
 
 def peak_tflops(device_name: str) -> float | None:
@@ -200,7 +211,7 @@ def generation_cells(model_dir: Path, s: dict[str, Any], gpu: bool) -> Iterator[
     from biogner.models.config import GenerationConfig
 
     sentences = load_split("NCBI-disease", "test")[: s["gen_sentences"]]
-    for batch, constrained in GEN_CELLS:
+    for batch, constrained, mechanisms in GEN_CELLS:
         gen = Generator(
             model_dir,
             GenerationConfig(
@@ -208,6 +219,7 @@ def generation_cells(model_dir: Path, s: dict[str, Any], gpu: bool) -> Iterator[
                 device="cuda" if gpu else "cpu",
                 dtype="bfloat16" if gpu else "float32",
                 constrained=constrained,
+                **GEN_MODES[mechanisms],
             ),
         )
         for fmt in GEN_FORMATS:
@@ -225,6 +237,7 @@ def generation_cells(model_dir: Path, s: dict[str, Any], gpu: bool) -> Iterator[
                     "format": fmt,
                     "batch": batch,
                     "constrained": constrained,
+                    "mechanisms": mechanisms,
                     "sentences": len(out),
                     "sentences_per_s": len(out) / wall,
                     "generated_tokens_per_s": tokens / wall,
@@ -266,11 +279,12 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "ZeRO-3 export (consolidated 16-bit -> HF dir -> MLflow -> reload):", ""]
     for e in result["export"]:
         lines.append(f"- {json.dumps(e)}")
-    lines += ["", "| generation | batch | sentences/s | tokens/s | tokens/sentence |"]
-    lines += ["| --- | ---: | ---: | ---: | ---: |"]
+    lines += ["", "| generation | mechanisms | batch | sentences/s | tokens/s | tokens/sentence |"]
+    lines += ["| --- | --- | ---: | ---: | ---: | ---: |"]
     for g in result["generation"]:
         lines.append(
-            f"| {g['format']} ({'constrained' if g['constrained'] else 'free'}) | {g['batch']} | "
+            f"| {g['format']} ({'constrained' if g['constrained'] else 'free'}) | "
+            f"{g.get('mechanisms', 'off')} | {g['batch']} | "
             f"{g['sentences_per_s']:.1f} | "
             f"{g['generated_tokens_per_s']:,.0f} | {g['tokens_per_sentence']:.0f} |"
         )
@@ -363,8 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
             result["errors"].append(f"generation: {type(exc).__name__}: {exc}")
 
-    # ZeRO-3 full first: its export feeds generation, which runs next, so that a run cut off
-    # by the device's time limit has measured every kind of work before the remaining cells.
+    # Generation first, on the model built from the config (random weights: the mechanisms'
+    # on/off ratio is what is measured), so that a run cut off by the device's time limit has
+    # timed it; then ZeRO-3 full, whose export round-trip runs next.
+    if not args.skip_generation:
+        generate(Path(spec))
     for zero, lora in ((3, False), (3, True), (2, False), (2, True)):
         print(f"== train ZeRO-{zero} {'LoRA' if lora else 'full'}", flush=True)
         try:
@@ -392,15 +409,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         save()
         if not check["ok"]:
             result["errors"].append(f"export round-trip z3 lora={lora}: {check}")
-        elif not lora and not args.skip_generation:
-            import mlflow
-
-            from biogner.tracking.models import download_model_dir
-
-            mlflow.set_tracking_uri(tracking_uri)
-            generate(download_model_dir(f"runs:/{cell['run_id']}/model", root / "gen"))
-    if not args.skip_generation and not result["generation"]:
-        result["errors"].append("generation skipped: no exported ZeRO-3 model")
     save()
     text = markdown(result)
     (out / f"{stem}.md").write_text(text)

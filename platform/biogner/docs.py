@@ -1,5 +1,6 @@
-"""The README's configuration reference, generated from the pydantic config models so that
-documentation and code cannot drift (a test compares them)."""
+"""The README's generated parts: the configuration reference, from the pydantic config models,
+and the speed figures, copied from the marked section of bench/RESULTS.md where they are
+measured, so that documentation, code and measurements cannot drift (tests compare them)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from biogner.train.config import TrainConfig
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
+FIGURES_START = "<!-- speed-figures:start -->"
+FIGURES_END = "<!-- speed-figures:end -->"
 
 
 def _models() -> list[tuple[str, type[BaseModel]]]:
@@ -68,14 +71,32 @@ def config_reference() -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def update_readme(path: Path) -> bool:
-    """Rewrite the marked section of the README; returns True when it changed."""
+def marked(text: str, start: str, end: str, where: str) -> str:
+    """The text between two markers."""
+    if start not in text or end not in text:
+        raise ValueError(f"{where}: markers {start} / {end} not found")
+    return text.split(start, 1)[1].split(end, 1)[0]
+
+
+def speed_figures(results: Path) -> str:
+    """The README's speed figures: the marked section of bench/RESULTS.md, as measured."""
+    return marked(results.read_text(), FIGURES_START, FIGURES_END, str(results)).strip() + "\n"
+
+
+def _replace(text: str, start: str, end: str, body: str, where: str) -> str:
+    marked(text, start, end, where)
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{body}{end}{tail}"
+
+
+def update_readme(path: Path, results: Path | None = None) -> bool:
+    """Rewrite the README's generated sections; returns True when it changed. `results`:
+    bench/RESULTS.md beside the README by default."""
     text = path.read_text()
-    if START not in text or END not in text:
-        raise ValueError(f"{path}: markers {START} / {END} not found")
-    head, rest = text.split(START, 1)
-    _, tail = rest.split(END, 1)
-    new = f"{head}{START}\n{config_reference()}{END}{tail}"
+    new = _replace(text, START, END, config_reference(), str(path))
+    results = results or path.parent / "bench" / "RESULTS.md"
+    new = _replace(new, FIGURES_START, FIGURES_END, speed_figures(results), str(path))
     if new != text:
         path.write_text(new)
     return new != text
