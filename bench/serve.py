@@ -29,7 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
-from biogner.serve.cli import start_app, stop_app, wait_ready  # noqa: E402
+from biogner.serve.local import start_app, stop_app, wait_ready  # noqa: E402
 from common import table, write_json  # noqa: E402
 
 from biogner.models.load import save_model_dir
@@ -251,8 +251,9 @@ def main() -> None:
     ]
     print(table(rows, columns))
     print()
-    print("batched / unbatched:")
-    print(table(ratios, ["concurrency", "rps_ratio", "p50_ratio", "p99_ratio"]))
+    if ratios:
+        print("batched / unbatched:")
+        print(table(ratios, ["concurrency", "rps_ratio", "p50_ratio", "p99_ratio"]))
     path = write_json(
         args.name,
         {

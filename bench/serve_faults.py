@@ -404,7 +404,7 @@ def main() -> None:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     args.port = args.port or free_port()
 
-    from biogner.serve.cli import stop_app
+    from biogner.serve.local import stop_app
 
     from biogner.runtime import init_ray
 

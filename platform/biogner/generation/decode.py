@@ -205,14 +205,27 @@ def settle(
     row.fed_generated = True
 
 
-def prepare(row: Row, gen: Generator, checked: bool) -> None:
+# Rows below which a pass is bound by reading the weights, not by its tokens: fewer rows
+# draft longer (a lone request's restatement in two or three passes, not five).
+FEW_ROWS = 8
+
+
+def draft_limit(gen: Generator, rows: int) -> int:
+    """How far a row may draft in a batch of `rows`: `copy_draft_tokens`, up to 4x that
+    when the batch has fewer than `FEW_ROWS` rows."""
+    k = gen.cfg.copy_draft_tokens
+    return min(k * max(1, FEW_ROWS // max(rows, 1)), 4 * k)
+
+
+def prepare(row: Row, gen: Generator, checked: bool, rows: int) -> None:
     """After a row's choice: append the tokens its grammar forces, then a draft."""
     cfg = gen.cfg
     if cfg.forced_tokens and row.fed_generated and row.feed:
         extend_forced(row, gen.end_ids, checked)
     if row.drafter is not None and not row.finished:
         room = row.budget - len(row.tokens) - 1
-        reach = min(row.reach or cfg.copy_draft_tokens, cfg.copy_draft_tokens)
+        limit = draft_limit(gen, rows)
+        reach = min(row.reach or limit, limit)
         row.drafts = row.drafter.draft(row.tokens, min(reach, room))
 
 
@@ -274,7 +287,7 @@ def conversation(
             for i in range(n)
         ]
         for row in rows:  # a draft of the answer's first tokens, read with the prompt
-            prepare(row, gen, checked)
+            prepare(row, gen, checked, n)
         slots = list(range(n))  # kv row -> conversation
         aside: dict[int, RowKV] = {}
         more = turn + 1 < turns
@@ -287,7 +300,7 @@ def conversation(
                 if row.feed:
                     settle(row, b, kv, base, logits[b])
                     if not row.finished:
-                        prepare(row, gen, checked)
+                        prepare(row, gen, checked, len(slots))
             done = [b for b, i in enumerate(slots) if rows[i].finished]
             if len(done) == len(slots):
                 if more:

@@ -1,5 +1,6 @@
 """The model replica (`NERModel`): one model in memory per Ray Serve replica, requests from
-many clients merged by `@serve.batch`, the model swapped in place.
+many clients merged into batches as soon as the model is free (`batcher.AdaptiveBatcher`),
+the model swapped in place.
 
 Batching: the ingress prepares and counts each request's sentence windows; here they go to the
 model `generation.batch_size` at a time in a thread, off the replica's event loop (Serve's
@@ -33,6 +34,7 @@ from biogner.formats import get_format
 from biogner.models.config import GenerationConfig
 from biogner.runtime import jemalloc_loaded
 from biogner.serve import engine
+from biogner.serve.batcher import AdaptiveBatcher
 from biogner.serve.errors import refusal
 from biogner.serve.follow import AliasFollower
 from biogner.serve.requests import RequestError
@@ -118,11 +120,12 @@ class NERModel:
         self.follower: AliasFollower | None = None
         self._follow_task: asyncio.Task[None] | None = None
         self._swap_lock = asyncio.Lock()
-        self._batched = serve.batch(
+        self._batched = AdaptiveBatcher(
+            self._run_batch,
             max_batch_size=self.batching.max_batch_size,
-            batch_wait_timeout_s=self.batching.batch_wait_timeout_s,
-            max_concurrent_batches=self.batching.max_concurrent_batches,
-        )(self._run_batch)
+            wait_s=self.batching.batch_wait_timeout_s,
+            slots=self.batching.max_concurrent_batches,
+        )
 
     # ------------------------------------------------------------------ model swaps
 

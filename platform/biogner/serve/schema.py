@@ -55,7 +55,13 @@ class Batching(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.02, ge=0.0)
+    batch_wait_timeout_s: float = Field(
+        0.0,
+        ge=0.0,
+        description="once the model is free, how long a batch may wait for more requests; "
+        "0: it starts at once with every request waiting (requests that arrive while the "
+        "model computes form the next batch: `serve.batcher`)",
+    )
     max_concurrent_batches: int = Field(1, ge=1)
 
 
