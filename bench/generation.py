@@ -117,7 +117,8 @@ def tie_gap(
         if k is None and len(a) == len(b):
             chat.append({"role": "assistant", "content": gen.tokenizer.decode(b)})
             continue
-        k = min(len(a), len(b)) if k is None else k
+        if k is None:  # one is the other cut back: they parted after what was kept
+            return None
         ids = prompt_ids(gen.tokenizer, chat) + b[:k]
         with torch.inference_mode():
             scores = gen.model(torch.tensor([ids])).logits[0, -1].float()

@@ -29,11 +29,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 
 import httpx  # noqa: E402
-from biogner.serve.local import start_app, stop_app, wait_ready  # noqa: E402
 from common import table, write_json  # noqa: E402
 
 from biogner.models.load import save_model_dir
 from biogner.serve.app import parse_config, resolve_locations  # noqa: E402
+from biogner.serve.local import start_app, stop_app, wait_ready  # noqa: E402
 
 APP = "bench-serve"
 TEXTS = [

@@ -404,9 +404,8 @@ def main() -> None:
         parser.error(f"unknown scenarios {unknown}; known: {', '.join(SCENARIOS)}")
     args.port = args.port or free_port()
 
-    from biogner.serve.local import stop_app
-
     from biogner.runtime import init_ray
+    from biogner.serve.local import stop_app
 
     init_ray()
     results: dict[str, Any] = {}
