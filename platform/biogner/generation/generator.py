@@ -93,7 +93,9 @@ class Generator:
     def vocabulary(self) -> Vocabulary:
         """The model's vocabulary for constrained decoding, built on first use."""
         if self._vocabulary is None:
-            size = self.model.get_output_embeddings().weight.shape[0]
+            head = self.model.get_output_embeddings()
+            # (a dynamically quantized head has out_features and a weight() method)
+            size = int(getattr(head, "out_features", 0) or head.weight.shape[0])
             self._vocabulary = Vocabulary(self.tokenizer, size, self.end_ids)
         return self._vocabulary
 

@@ -99,8 +99,9 @@ class GenerationConfig(BaseModel):
     )
     reuse_kv_cache: bool = Field(
         True,
-        description="a conv format's later turns reuse the keys/values of the earlier ones "
-        "instead of re-encoding the whole chat (same answers, less compute)",
+        description="decoder hf: a conv format's later turns reuse the keys/values of the "
+        "earlier ones instead of re-encoding the whole chat (same answers, less compute); "
+        "biogner's loop always does",
     )
     # The decode loop and its mechanisms (`biogner.generation`): each is lossless (the same
     # tokens as step-by-step constrained greedy decoding) and switched off by its own key.
