@@ -9,6 +9,7 @@ Modes (`--modes`, in this order by default):
   +forced  ... and forced tokens
   +copy    ... and copy speculation
   after    every mechanism on (rows leave too): the default
+  int8     after, with dynamic int8 Linear layers (`generation.quantize`; --dtype float32)
 Per format and mode: sentences/s, generated tokens/s, forward passes, tokens through the
 model body and LM-head rows (from hooks on the model), GFLOP computed and achieved GFLOP/s
 (2 x parameters x tokens: body and head apart; attention's length term left out), strict F1
@@ -43,6 +44,7 @@ MODES: dict[str, dict[str, Any]] = {
     "+forced": {**OFF, "prefix_cache": True, "forced_tokens": True},
     "+copy": {**OFF, "prefix_cache": True, "forced_tokens": True, "copy_draft_tokens": 8},
     "after": {},
+    "int8": {"quantize": "int8"},  # after + int8 Linear layers (needs --dtype float32)
 }
 COLUMNS = [
     "mode",
@@ -67,8 +69,9 @@ class Counter:
     def __init__(self, model: Any) -> None:
         self.forwards = self.body_tokens = self.head_rows = self.real_tokens = 0
         body, head = model.base_model, model.get_output_embeddings()
-        self.body_params = sum(p.numel() for p in body.parameters()) - head.weight.numel()
-        self.head_params = head.weight.numel()
+        head_params = model.get_input_embeddings().weight.numel()  # tied: the same matrix
+        self.body_params = sum(p.numel() for p in body.parameters()) - head_params
+        self.head_params = head_params
         body.register_forward_hook(self._body)
         head.register_forward_hook(self._head)
 
@@ -193,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N only (a quick look)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--modes", default=",".join(m for m in MODES if m != "int8"))
     parser.add_argument("--name", default="generation")
     args = parser.parse_args(argv)
 

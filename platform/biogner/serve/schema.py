@@ -58,9 +58,10 @@ class Batching(BaseModel):
     batch_wait_timeout_s: float = Field(
         0.0,
         ge=0.0,
-        description="once the model is free, how long a batch may wait for more requests; "
-        "0: it starts at once with every request waiting (requests that arrive while the "
-        "model computes form the next batch: `serve.batcher`)",
+        description="a batch forms when the model is free, with every request waiting; under "
+        "load (the batch before held several requests) it may wait this long for more "
+        "(closed-loop clients resend together); a request on an idle replica never waits "
+        "(`serve.batcher`)",
     )
     max_concurrent_batches: int = Field(1, ge=1)
 
