@@ -10,6 +10,7 @@ Modes (`--modes`, in this order by default):
   +copy    ... and copy speculation
   after    every mechanism on (rows leave too): the default
   int8     after, with dynamic int8 Linear layers (`generation.quantize`; --dtype float32)
+  free     after, decoding free (`generation.constrained: false`): what constraining costs
 Per format and mode: sentences/s, generated tokens/s, forward passes, tokens through the
 model body and LM-head rows (from hooks on the model), GFLOP computed and achieved GFLOP/s
 (2 x parameters x tokens: body and head apart; attention's length term left out), strict F1
@@ -45,6 +46,7 @@ MODES: dict[str, dict[str, Any]] = {
     "+copy": {**OFF, "prefix_cache": True, "forced_tokens": True, "copy_draft_tokens": 8},
     "after": {},
     "int8": {"quantize": "int8"},  # after + int8 Linear layers (needs --dtype float32)
+    "free": {"constrained": False},  # after, decoding free: what constraining costs
 }
 COLUMNS = [
     "mode",
@@ -196,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N only (a quick look)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--modes", default=",".join(m for m in MODES if m != "int8"))
+    parser.add_argument("--modes", default=",".join(m for m in MODES if m not in ("int8", "free")))
     parser.add_argument("--name", default="generation")
     args = parser.parse_args(argv)
 
