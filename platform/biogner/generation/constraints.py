@@ -149,23 +149,26 @@ class RowConstraint:
             return True
         return bool(self.allowed()[token])
 
-    def allowed(self) -> torch.Tensor:
-        """The next token's mask as booleans over the vocabulary."""
+    def _bitmask(self) -> torch.Tensor:
+        """The next token's mask, 32 tokens a word (llguidance's layout)."""
         bitmask = torch.zeros((1, (self.vocab.vocab_size + 31) // 32), dtype=torch.int32)
         self.fill(bitmask, 0)
-        bits = (bitmask[0].unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
+        return bitmask[0]
+
+    def allowed(self) -> torch.Tensor:
+        """The next token's mask as booleans over the vocabulary."""
+        bits = (self._bitmask().unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
         return bits.reshape(-1)[: self.vocab.vocab_size].bool()
 
     def only_allowed(self) -> int | None:
         """The one token the grammar allows next, if it allows exactly one: greedy decoding
         picks it whatever the model computes (`forced tokens`)."""
-        bitmask = torch.zeros((1, (self.vocab.vocab_size + 31) // 32), dtype=torch.int32)
-        self.fill(bitmask, 0)
-        words = bitmask[0].nonzero()
+        bitmask = self._bitmask()
+        words = bitmask.nonzero()
         if len(words) != 1:
             return None
         word = int(words[0])
-        bits = int(bitmask[0, word]) & 0xFFFFFFFF
+        bits = int(bitmask[word]) & 0xFFFFFFFF
         if bits & (bits - 1):
             return None
         token = word * 32 + bits.bit_length() - 1

@@ -20,6 +20,7 @@ can break the other way (tests/test_generation_property.py, bench/generation.py)
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -69,6 +70,12 @@ class Row:
     def finished(self) -> bool:
         return self.ended or len(self.tokens) >= self.budget
 
+    @property
+    def draft_room(self) -> int:
+        """Most tokens a draft may hold: confirmed, they and the token chosen after them
+        must fit the budget."""
+        return self.budget - len(self.tokens) - 1
+
     def commit(self, token: int) -> None:
         self.tokens.append(token)
         if self.constraint is not None and not self.constraint.done:
@@ -97,16 +104,17 @@ class Row:
         return chosen
 
 
-def cache_keyword(model: torch.nn.Module) -> str:
+@functools.cache
+def cache_keyword(model_class: type[torch.nn.Module]) -> str:
     """`cache` in transformers >= 5.24 (`past_key_values` is deprecated there), the older
-    name before (the GPU image's transformers 5.17)."""
-    parameters = inspect.signature(model.forward).parameters
+    name before (the GPU image's transformers 5.17); read once per model class."""
+    parameters = inspect.signature(model_class.forward).parameters
     return "cache" if "cache" in parameters else "past_key_values"
 
 
-# What one forward pass costs beyond its tokens, in tokens per row (reading every weight
-# once; measured on a 2-core CPU, SmolLM2-135M: a pass of 16 rows x 3 tokens costs about
-# what 16 x 1 does twice).
+# What one forward pass costs beyond its tokens, in tokens per row: every pass reads every
+# weight once whatever its width. An estimate, not a tuned value (bench/generation.py
+# measures the passes and tokens it leads to).
 PASS_OVERHEAD_TOKENS = 2.0
 
 
@@ -131,8 +139,7 @@ def fit_width(gen: Generator, rows: Sequence[Row]) -> None:
         elif len(row.feed) + len(row.drafts) > width:
             row.drafts = row.drafts[: width - len(row.feed)]
         elif row.drafter is not None and not row.finished:
-            room = row.budget - len(row.tokens) - 1
-            want = min(width - len(row.feed), room)
+            want = min(width - len(row.feed), row.draft_room)
             if want > len(row.drafts):
                 row.drafts = row.drafter.draft(row.tokens, want)
 
@@ -157,7 +164,7 @@ def forward(gen: Generator, kv: BatchKV, rows: Sequence[Row]) -> tuple[torch.Ten
         attention_mask=mask.long(),
         position_ids=positions.to(device),
         use_cache=True,
-        **{cache_keyword(base_model): kv.cache},
+        **{cache_keyword(type(base_model)): kv.cache},  # type: ignore[arg-type]
     )
     kv.mask = mask
     return out.last_hidden_state, base
@@ -223,10 +230,9 @@ def prepare(row: Row, gen: Generator, checked: bool, rows: int) -> None:
     if cfg.forced_tokens and row.fed_generated and row.feed:
         extend_forced(row, gen.end_ids, checked)
     if row.drafter is not None and not row.finished:
-        room = row.budget - len(row.tokens) - 1
         limit = draft_limit(gen, rows)
         reach = min(row.reach or limit, limit)
-        row.drafts = row.drafter.draft(row.tokens, min(reach, room))
+        row.drafts = row.drafter.draft(row.tokens, min(reach, row.draft_room))
 
 
 def step_logits(
