@@ -268,3 +268,26 @@ def test_scores_carry_interval_and_counts_as_metrics() -> None:
     assert m["dev_sentences"] == 30 and m["dev_gold_mentions"] == 30
     assert m["dev_f1_low"] < m["dev_f1"] < m["dev_f1_high"]
     assert scorer.scores.per_sentence[0] == (0, 1, 1) and scorer.scores.per_sentence[1] == (1, 0, 0)
+
+
+def test_each_label_has_its_own_interval_over_all_sentences() -> None:
+    """Per type (BC5CDR-chem and -disease come from one BC5CDR scoring): counts per sentence
+    for every label, zeros where a sentence has none of it, even a label first seen late."""
+    scorer = Scorer()
+    d, c = Span(0, 4, "Disease"), Span(5, 9, "Chemical")
+    for i in range(30):
+        scorer.add(f"s{i}", [d], [d] if i % 3 else [])  # Disease only: recall 2/3
+    for i in range(30, 40):
+        scorer.add(f"s{i}", [c], [c])  # Chemical appears at sentence 30
+    sc = scorer.scores
+    assert [len(v) for v in sc.per_label_sentence.values()] == [40, 40]
+    assert sc.per_label_sentence["Chemical"][:30] == [(0, 0, 0)] * 30
+    m = sc.as_metrics("test_")
+    assert m["test_gold_mentions_Disease"] == 30 and m["test_gold_mentions_Chemical"] == 10
+    assert m["test_f1_low_Chemical"] == m["test_f1_high_Chemical"] == 1.0
+    assert m["test_f1_low_Disease"] < m["test_f1_Disease"] < m["test_f1_high_Disease"] < 1.0
+    # the overall interval differs from either label's
+    assert (m["test_f1_low"], m["test_f1_high"]) != (
+        m["test_f1_low_Disease"],
+        m["test_f1_high_Disease"],
+    )

@@ -56,9 +56,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from biogner.evaluate.runner import run_evaluation
+    from biogner.evaluate.runner import run_evaluations
 
-    overrides = [f"model={args.model}", f"corpus={args.corpus}", f"split={args.split}"]
+    corpora = [c.strip() for c in args.corpus.split(",") if c.strip()]
+    overrides = [f"model={args.model}", f"corpus={corpora[0] if corpora else ''}"]
+    overrides.append(f"split={args.split}")
     if args.format:
         overrides.append(f"format={args.format}")
     if args.limit:
@@ -67,24 +69,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
     try:
         cfg = load_config(EvalConfig, None, [*overrides, *args.overrides])
+        if not corpora:
+            raise ConfigError("--corpus: name a corpus, several (A,B) or `all`")
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result = run_evaluation(cfg)
-    m = result.metrics
+    try:
+        results = run_evaluations(cfg, corpora)
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     p = cfg.metric_prefix
     subset = f" (first {cfg.limit}: a subset, not selectable)" if cfg.limit else ""
     subset += "" if cfg.generation.constrained else " (free decoding)"
-    print(
-        f"{cfg.model} on {cfg.corpus}/{cfg.split}{subset}, {int(m[p + 'sentences'])} sentences, "
-        f"{int(m[p + 'gold_mentions'])} gold mentions: F1 {m[p + 'f1']:.4f} "
-        f"[95% CI {m[p + 'f1_low']:.4f}-{m[p + 'f1_high']:.4f}]  P {m[p + 'precision']:.4f}"
-        f"  R {m[p + 'recall']:.4f}  parse errors {m[p + 'parse_error_rate']:.3f}"
-        f"  hallucinations {m[p + 'hallucination_rate']:.3f}"
-        f"  tokens/entity {m[p + 'generated_tokens_per_entity']:.1f}"
-        f"  sentences/s {m[p + 'sentences_per_s']:.2f}"
-    )
-    print(f"evaluation run {result.run_id} (parent {result.parent_run_id})")
+    for result in results:
+        m = result.metrics
+        print(
+            f"{cfg.model} on {result.corpus}/{cfg.split}{subset}, "
+            f"{int(m[p + 'sentences'])} sentences, {int(m[p + 'gold_mentions'])} gold mentions: "
+            f"F1 {m[p + 'f1']:.4f} [95% CI {m[p + 'f1_low']:.4f}-{m[p + 'f1_high']:.4f}]"
+            f"  P {m[p + 'precision']:.4f}  R {m[p + 'recall']:.4f}"
+            f"  parse errors {m[p + 'parse_error_rate']:.3f}"
+            f"  hallucinations {m[p + 'hallucination_rate']:.3f}"
+            f"  tokens/entity {m[p + 'generated_tokens_per_entity']:.1f}"
+            f"  sentences/s {m[p + 'sentences_per_s']:.2f}"
+        )
+        labels = sorted(result.scores.per_label)
+        for label in labels if len(labels) > 1 else []:
+            print(
+                f"  {label}: F1 {m[f'{p}f1_{label}']:.4f} [95% CI {m[f'{p}f1_low_{label}']:.4f}"
+                f"-{m[f'{p}f1_high_{label}']:.4f}], "
+                f"{int(m[f'{p}gold_mentions_{label}'])} gold mentions"
+            )
+        print(f"evaluation run {result.run_id} (parent {result.parent_run_id})")
     return 0
 
 
@@ -210,7 +227,11 @@ def add_run_commands(sub: Any) -> None:
 
     p = sub.add_parser("evaluate", help="batch generation + strict scoring of a model")
     p.add_argument("--model", required=True, help="runs:/ID/model, models:/NAME@ALIAS or a dir")
-    p.add_argument("--corpus", default="NCBI-disease")
+    p.add_argument(
+        "--corpus",
+        default="NCBI-disease",
+        help="a corpus, several (AnatEM,BC5CDR), or `all`: those the model was trained on",
+    )
     p.add_argument("--format", help="default: the model's training format")
     p.add_argument("--split", default="test", choices=SPLITS)
     p.add_argument("--limit", type=int, help="first N sentences (a quick look)")

@@ -66,6 +66,8 @@ class Scores:
     overruled: int = 0
     dropped: int = 0
     per_sentence: list[Counts] = field(default_factory=list)
+    # per label, one (tp, fp, fn) per sentence scored (zeros where the label is absent)
+    per_label_sentence: dict[str, list[Counts]] = field(default_factory=dict)
 
     @property
     def gold_mentions(self) -> int:
@@ -101,6 +103,9 @@ class Scores:
         for label, prf in sorted(self.per_label.items()):
             for k in ("precision", "recall", "f1"):
                 out[f"{prefix}{k}_{label}"] = getattr(prf, k)
+            out[f"{prefix}gold_mentions_{label}"] = float(prf.tp + prf.fn)
+            low, high = bootstrap_f1(self.per_label_sentence.get(label, []))
+            out[f"{prefix}f1_low_{label}"], out[f"{prefix}f1_high_{label}"] = low, high
         out[f"{prefix}parse_error_rate"] = self.parse_error_rate
         out[f"{prefix}hallucination_rate"] = self.hallucination_rate
         out[f"{prefix}overruled_rate"] = self.overruled_rate
@@ -132,15 +137,20 @@ class Scorer:
         sc = self.scores
         sc.sentences += 1
         mine = PRF()
+        mine_per_label: dict[str, PRF] = {}
         for key in g | p:
             label = key[3]
             prf = sc.per_label.setdefault(label, PRF())
             hit = min(g[key], p[key])
-            for target in (sc.overall, prf, mine):
+            for target in (sc.overall, prf, mine, mine_per_label.setdefault(label, PRF())):
                 target.tp += hit
                 target.fp += p[key] - hit
                 target.fn += g[key] - hit
         sc.per_sentence.append((mine.tp, mine.fp, mine.fn))
+        for label in sc.per_label:
+            counts = sc.per_label_sentence.setdefault(label, [(0, 0, 0)] * (sc.sentences - 1))
+            here = mine_per_label.get(label, PRF())
+            counts.append((here.tp, here.fp, here.fn))
         if parse is not None:
             sc.parse_problems += len(parse.problems)
             sc.sentences_with_parse_errors += bool(parse.problems)

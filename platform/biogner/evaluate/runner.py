@@ -30,7 +30,7 @@ from biogner.progress import Progress
 from biogner.runtime import compute_runtime_env, cpu_threads, init_ray, jemalloc_loaded
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.models import download_model_dir
-from biogner.tracking.registry import model_uri_run_id
+from biogner.tracking.registry import model_uri_run_id, model_version
 from biogner.tracking.runs import client_for, setup, tracked_run
 from biogner.tracking.tags import (
     CORPUS_TAG,
@@ -44,11 +44,13 @@ from biogner.tracking.tags import (
     SPLIT_TAG,
     SUBSET_TAG,
 )
+from biogner.tracking.uris import parse_model_uri
 from biogner.types import Sentence, Span
 
 
 @dataclass
 class EvalResult:
+    corpus: str
     run_id: str | None
     parent_run_id: str | None
     scores: Scores
@@ -221,10 +223,63 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     parent = cfg.parent_run_id or model_run
     run_id = _log_evaluation(cfg, fmt, corpus.name, meta, metrics, preds, gold, parent)
     if parent and cfg.log_to_parent and cfg.limit is None:
+        model_corpora = [str(c) for c in meta.get("corpora") or []]
         client = client_for(cfg.tracking)
-        for key, value in metrics.items():
+        for key, value in parent_metrics(metrics, corpus.name, model_corpora).items():
             client.log_metric(parent, key, value)
-    return EvalResult(run_id, parent, scores, metrics, preds)
+        if len(model_corpora) > 1:
+            logged = client.get_run(parent).data.metrics
+            for key, value in macro_metrics(logged, prefix, model_corpora).items():
+                client.log_metric(parent, key, value)
+    return EvalResult(corpus.name, run_id, parent, scores, metrics, preds)
+
+
+def parent_metrics(
+    metrics: dict[str, float], corpus: str, model_corpora: list[str]
+) -> dict[str, float]:
+    """The names an evaluation's metrics take on the training run: as they are for a model
+    trained on this one corpus (`test_f1`), prefixed by the corpus for a multi-corpus model
+    (`BC5CDR/test_f1`), whose runs hold one score per corpus."""
+    if model_corpora in ([], [corpus]):
+        return dict(metrics)
+    return {f"{corpus}/{key}": value for key, value in metrics.items()}
+
+
+def macro_metrics(logged: dict[str, float], prefix: str, corpora: list[str]) -> dict[str, float]:
+    """A multi-corpus model's own `<split>_f1`: the mean of its corpora's F1 (each corpus
+    counts once, whatever its size), once every corpus it was trained on is scored on that
+    split; what `select` ranks multi-corpus models by."""
+    scores = [logged.get(f"{c}/{prefix}f1") for c in corpora]
+    if any(v is None for v in scores):
+        return {}
+    values = [float(v) for v in scores if v is not None]
+    return {f"{prefix}f1": sum(values) / len(values), f"{prefix}macro_corpora": float(len(values))}
+
+
+def run_evaluations(cfg: EvalConfig, corpora: list[str]) -> list[EvalResult]:
+    """One evaluation per corpus (`all`: the corpora the model was trained on), of one model:
+    a registry alias is pinned to its version first, so an alias moved meanwhile cannot mix
+    two models in one table."""
+    setup(cfg.tracking)
+    model = pinned_model_uri(cfg.model, cfg.tracking)
+    if corpora == ["all"]:
+        _, meta, _ = resolve_model(model, cfg.tracking)
+        corpora = [str(c) for c in meta.get("corpora") or []]
+        if not corpora:
+            raise ValueError(f"{cfg.model}: its metadata names no training corpora")
+    for name in corpora:
+        get_corpus(name)  # an unknown corpus fails before any work
+    return [
+        run_evaluation(cfg.model_copy(update={"model": model, "corpus": name})) for name in corpora
+    ]
+
+
+def pinned_model_uri(model_uri: str, tracking: TrackingConfig) -> str:
+    """`models:/name@alias` -> `models:/name/<version it points to now>`; others unchanged."""
+    uri = parse_model_uri(model_uri)
+    if not uri.in_store or uri.alias is None:
+        return model_uri
+    return f"models:/{uri.name}/{model_version(tracking, uri).version}"
 
 
 def _log_evaluation(

@@ -27,6 +27,7 @@ from biogner.generation.answer import Turn
 from biogner.generation.constraints import RowConstraint, Vocabulary
 from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
+from biogner.generation.routing import ask_plan, type_groups
 from biogner.generation.speculation import CopyDrafter
 from biogner.models.config import METADATA_FILE, GenerationConfig, ModelConfig
 from biogner.models.load import load_model
@@ -82,6 +83,10 @@ class Generator:
         self.answer_end_id = self._answer_end_id()
         self._vocabulary: Vocabulary | None = None
         self.prefixes = PrefixCache(self.model, self.device)
+        metadata_path = self.model_dir / METADATA_FILE
+        self.type_groups = (
+            type_groups(read_model_metadata(self.model_dir)) if metadata_path.is_file() else []
+        )
 
     def _end_ids(self) -> list[int]:
         tok = self.tokenizer
@@ -139,12 +144,24 @@ class Generator:
     def extract(
         self, sentences: Sequence[Sentence], fmt: Format | str, types: Sequence[str]
     ) -> list[Generation]:
-        """Generate every turn of `fmt` for each sentence and parse the answers.
+        """Generate every turn of `fmt` for each sentence and parse the answers, for the
+        entity types `types`: asked in the groups the model was trained on (`routing`), one
+        question per group, the answers of all groups joined in one Generation per sentence."""
+        fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+        types = list(types)
+        plan = ask_plan(types, self.type_groups) if self.type_groups else [types]
+        if plan == [types]:
+            return self._extract(sentences, fmt, types)
+        per_group = [self._extract(sentences, fmt, group) for group in plan]
+        return [join_generations(list(gens), types) for gens in zip(*per_group, strict=True)]
+
+    def _extract(
+        self, sentences: Sequence[Sentence], fmt: Format, types: list[str]
+    ) -> list[Generation]:
+        """Every turn of `fmt` for each sentence, asked for `types` in one question.
 
         Sentences are batched by prompt length (less padding); a batch keeps its rows for
         all the turns of a `conv` format, so the cache of one turn serves the next."""
-        fmt = get_format(fmt) if isinstance(fmt, str) else fmt
-        types = list(types)
         budgets = [self.answer_budget(fmt, s, len(types)) for s in sentences]
         questions = [fmt.questions(s.text, types) for s in sentences]
         order = sorted(range(len(sentences)), key=lambda i: len(questions[i][0]))
@@ -221,6 +238,26 @@ class Generator:
             any(t.hit_budget for t in result),
             [t.tokens for t in result],
         )
+
+
+def join_generations(parts: list[Generation], types: list[str]) -> Generation:
+    """One sentence's generations for several type groups as one, keeping the spans of the
+    requested `types` (a group asked whole may answer types nobody requested)."""
+    wanted = set(types)
+    parse = ParseResult()
+    for part in parts:
+        parse.extend(part.parse)
+    unrequested = [s for s in parse.spans if s.label not in wanted]
+    parse.spans = [s for s in parse.spans if s.label in wanted]
+    parse.predicted_mentions = max(0, parse.predicted_mentions - len(unrequested))
+    return Generation(
+        parts[0].sentence,
+        [a for part in parts for a in part.answers],
+        parse.finish(),
+        sum(part.generated_tokens for part in parts),
+        any(part.truncated for part in parts),
+        [t for part in parts for t in part.answer_tokens],
+    )
 
 
 def counts_items(writing: Writing) -> bool:

@@ -28,6 +28,12 @@ class DataSection(_Strict):
     )
     split: str = "train"
     limit: int | None = Field(None, description="first N sentences per corpus (a fixed subset)")
+    sentences_per_corpus: int | None = Field(
+        None,
+        ge=1,
+        description="a seeded random sample of at most N sentences from each corpus (after "
+        "`limit`): one budget per corpus, so a large corpus does not drown a small one",
+    )
     data_dir: str | None = None
     converted_dir: str = ".biogner/converted"
     max_length: int = Field(512, description="longer chats are dropped and counted")

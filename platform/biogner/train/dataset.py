@@ -44,6 +44,19 @@ def mix_choice(sentence_id: str, n_formats: int, seed: int) -> int:
     return int.from_bytes(digest[:8], "big") % n_formats
 
 
+def sample_indices(corpus: str, count: int, n: int | None, seed: int) -> frozenset[int] | None:
+    """The indices of the `n` sentences (of `count`) a corpus trains on: the `n` smallest
+    seeded hashes, so the sample is the same at every resume and grows by adding sentences
+    when `n` grows. None: every sentence."""
+    if n is None or n >= count:
+        return None
+
+    def rank(i: int) -> bytes:
+        return hashlib.sha256(f"{seed}:sample:{corpus}:{i}".encode()).digest()
+
+    return frozenset(sorted(range(count), key=rank)[:n])
+
+
 class Tokenize:
     """Ray Data map_batches actor: chat rows -> input_ids/labels (assistant tokens only)."""
 
@@ -77,10 +90,20 @@ def training_dataset(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
     for corpus in d.corpora:
         ds = read_rows(d.converted_dir, corpus, d.split, formats)
         limit = d.limit
+        sample = None
+        if d.sentences_per_corpus is not None:
+            count = read_rows(d.converted_dir, corpus, d.split, formats[:1]).count()
+            count = count if limit is None else min(count, limit)
+            sample = sample_indices(corpus, count, d.sentences_per_corpus, seed)
 
-        def keep(row: dict[str, Any], limit: int | None = limit) -> bool:
+        def keep(
+            row: dict[str, Any], limit: int | None = limit, sample: frozenset[int] | None = sample
+        ) -> bool:
             sid = str(row["sentence_id"])
-            if limit is not None and sentence_index(sid) >= limit:
+            index = sentence_index(sid)
+            if limit is not None and index >= limit:
+                return False
+            if sample is not None and index not in sample:
                 return False
             return (
                 len(formats) == 1 or formats[mix_choice(sid, len(formats), seed)] == row["format"]

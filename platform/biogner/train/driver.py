@@ -95,10 +95,17 @@ class StepPrinter(threading.Thread):
 
 
 def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
-    """What serving and evaluation need to know about a logged model."""
+    """What serving and evaluation need to know about a logged model.
+
+    `type_groups`: the sets of types the model was asked together in training (one per
+    corpus); serving asks a request's types in these groups, never in a mix it never saw."""
     types: list[str] = []
+    groups: list[list[str]] = []
     for corpus in cfg.data.corpora:
-        for t in get_corpus(corpus).entity_types:
+        group = list(get_corpus(corpus).entity_types)
+        if group not in groups:
+            groups.append(group)
+        for t in group:
             if t not in types:
                 types.append(t)
     return {
@@ -106,6 +113,7 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
         "formats": cfg.data.formats,
         "format": cfg.data.formats[0],
         "entity_types": types,
+        "type_groups": groups,
         "corpora": cfg.data.corpora,
         "lora": cfg.model.lora,
     }
