@@ -184,10 +184,12 @@ def add_select_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from biogner.study.anchors import load_anchors
     from biogner.study.report import ARTIFACT_DIR, build_report
 
     cfg = TrackingConfig(tracking_uri=args.tracking_uri, experiment=args.experiment)
     try:
+        anchors = load_anchors(args.anchors) if args.anchors else None
         paths = build_report(
             cfg,
             args.experiment,
@@ -195,6 +197,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
             args.metric,
             args.data_dir,
             log_run=not args.no_log,
+            anchors=anchors,
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -215,6 +218,10 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--metric", default=REPORT_METRIC)
     p.add_argument("--data-dir", help="corpora, for the ceiling F1 (default: usual data dir)")
     p.add_argument("--no-log", action="store_true", help="do not log a report run to MLflow")
+    p.add_argument(
+        "--anchors",
+        help="published F1 to show beside each corpus (YAML; jobs/anchors/published.yaml)",
+    )
     add_tracking_argument(p)
     p.set_defaults(func=_cmd_report)
     return p

@@ -3,8 +3,10 @@
 Reads the study's MLflow runs (through `biogner.study.results.collect_results`) and writes, per
 base model, a format x corpus F1 heatmap and an F1-versus-cost scatter (`study.figures`), the
 paper-style Markdown table (F1 with its interval, parse-error rate, tokens/entity, the format's
-ceiling F1, training time) and, when the runs were also decoded free, the
-constrained-vs-free table -- then logs all of it to a `report` run of the experiment.
+ceiling F1, training time), the per-corpus table of a model trained on several corpora
+(`study.per_corpus`, beside published anchors when given) and, when the runs were also
+decoded free, the constrained-vs-free table -- then logs all of it to a `report` run of the
+experiment.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from biogner.corpora import get_corpus, load_split
 from biogner.evaluate.config import split_prefix
 from biogner.evaluate.format_check import check_format
 from biogner.formats import FORMATS
+from biogner.study.anchors import Anchors
 from biogner.study.config import REPORT_METRIC, format_label
 from biogner.study.figures import heatmap_png, scatter_png
+from biogner.study.per_corpus import per_corpus_markdown
 from biogner.study.results import (
     Cells,
     RunResult,
@@ -321,6 +325,7 @@ def build_report(
     metric: str = REPORT_METRIC,
     data_dir: str | Path | None = None,
     log_run: bool = True,
+    anchors: Anchors | None = None,
 ) -> ReportPaths:
     """Write the study report of `experiment` under `out` and log it to a `report` run.
 
@@ -340,6 +345,9 @@ def build_report(
     text = markdown_report(
         experiment, metric, cells_by_model, CeilingCache(split or "test", data_dir)
     )
+    per_corpus = per_corpus_markdown(results, metric, anchors)
+    if per_corpus:
+        text += "\n" + per_corpus
     free = free_metric(metric)
     free_results = collect_results(cfg, experiment, free, per_evaluation=True) if free else []
     if free and free_results:

@@ -40,6 +40,19 @@ _PAGE = 1000
 
 
 @dataclass(frozen=True)
+class LabelScore:
+    """One entity type's score within an evaluation (BC5CDR's Chemical, JNLPBA's protein)."""
+
+    label: str
+    f1: float
+    precision: float | None
+    recall: float | None
+    f1_low: float | None
+    f1_high: float | None
+    gold_mentions: int | None
+
+
+@dataclass(frozen=True)
 class RunResult:
     """One scored (training run, corpus, evaluated format): a row of a ranking or a report.
 
@@ -68,6 +81,7 @@ class RunResult:
     evaluation_run_id: str | None = None  # the evaluation whose predictions.jsonl scored it
     hallucination_rate: float | None = None  # share of predicted mentions not in the text
     overruled_rate: float | None = None  # share of written items the grammar had to steer
+    labels: tuple[LabelScore, ...] = ()  # per entity type, where the evaluation logged them
 
     @property
     def format(self) -> str:
@@ -173,6 +187,25 @@ def _result(train: Run, source: Run, metric: str, corpus: str, eval_format: str)
         evaluation_run_id=None if source is train else str(source.info.run_id),
         hallucination_rate=_opt(m, f"{prefix}hallucination_rate"),
         overruled_rate=_opt(m, f"{prefix}overruled_rate"),
+        labels=_labels(m, prefix),
+    )
+
+
+def _labels(metrics: dict[str, float], prefix: str) -> tuple[LabelScore, ...]:
+    """Per-type scores: every label with a `<prefix>gold_mentions_<label>` metric."""
+    head = f"{prefix}gold_mentions_"
+    labels = sorted(k[len(head) :] for k in metrics if k.startswith(head))
+    return tuple(
+        LabelScore(
+            label=label,
+            f1=float(metrics.get(f"{prefix}f1_{label}", 0.0)),
+            precision=_opt(metrics, f"{prefix}precision_{label}"),
+            recall=_opt(metrics, f"{prefix}recall_{label}"),
+            f1_low=_opt(metrics, f"{prefix}f1_low_{label}"),
+            f1_high=_opt(metrics, f"{prefix}f1_high_{label}"),
+            gold_mentions=_int(metrics, f"{prefix}gold_mentions_{label}"),
+        )
+        for label in labels
     )
 
 
