@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from conftest import write_noise_model
 from serve_support import API_KEY, META, app_config, free_port, log_version, save_tiny_model
 
 from biogner.cli.serve import add_serve_command
@@ -319,9 +320,20 @@ def test_a_burst_over_the_queue_gets_503_with_retry_after(client, service) -> No
     assert client.post("/v1/extract", json={"texts": ["Fever."]}).status_code == 200
 
 
-def register_champion(store: Path, model_dir: Path) -> str:
-    """Log the tiny model with other metadata (two types, another format) as champion."""
-    meta = {**META, "format": "multi_term", "entity_types": ["Disease", "Chemical"]}
+GROUPS = [["Disease", "Chemical"], ["Species"]]
+
+
+def register_champion(store: Path) -> str:
+    """Log another model as champion: a multi-corpus card (three types learned in two groups,
+    another format), noise weights whose constrained answers do mark entities."""
+    model_dir = write_noise_model(store / "noise-model", seed=5)
+    meta = {
+        **META,
+        "format": "multi_term",
+        "entity_types": ["Disease", "Chemical", "Species"],
+        "type_groups": GROUPS,
+        "corpora": ["BC5CDR", "s800"],
+    }
     return log_version(store, model_dir, "ner-tiny", meta)[0]
 
 
@@ -331,7 +343,7 @@ def test_a_redeploy_with_another_model_drops_no_request(client, service) -> None
     in-place swaps (alias moves, user_config updates) are in test_serve_follow.py."""
     from ray import serve
 
-    version = register_champion(service["store"], service["model_dir"])
+    version = register_champion(service["store"])
     old = client.get("/v1/model").json()
     cfg = app_config("models:/ner-tiny@champion", service["store"])
     swapped = threading.Event()
@@ -373,6 +385,37 @@ def test_a_redeploy_with_another_model_drops_no_request(client, service) -> None
         "/v1/extract", json={"texts": ["Aspirin for fever."], "entity_types": ["Chemical"]}
     )
     assert r.status_code == 200 and r.json()["entity_types"] == ["Chemical"]
+
+
+TYPED_TEXTS = [
+    "Aspirin and ibuprofen relieve fever in mice with arthritis.",
+    "Cisplatin caused renal failure in rats and in patients with cancer.",
+    "Escherichia coli infection was treated with penicillin in children.",
+    "Zebrafish embryos exposed to ethanol developed cardiac edema.",
+]
+
+
+def labels_of(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    return {e["label"] for res in response.json()["results"] for e in res["entities"]}
+
+
+def test_a_multi_corpus_model_routes_the_requested_types(client, service) -> None:
+    """After the redeploy above: a model that learned (Disease, Chemical) and (Species)."""
+    info = client.get("/v1/model").json()
+    assert info["entity_types"] == ["Disease", "Chemical", "Species"]
+    assert info["type_groups"] == GROUPS and info["corpora"] == ["BC5CDR", "s800"]
+    every = labels_of(client.post("/v1/extract", json={"texts": TYPED_TEXTS}))
+    assert {"Chemical", "Species"} <= every  # both groups asked, both answer
+    for wanted in (["Chemical"], ["Species"], ["Species", "Disease"]):
+        r = client.post("/v1/extract", json={"texts": TYPED_TEXTS, "entity_types": wanted})
+        found = labels_of(r)
+        assert found and found <= set(wanted)
+        assert r.json()["entity_types"] == [t for t in info["entity_types"] if t in wanted]
+        assert_entities_index_texts(TYPED_TEXTS, r.json())
+    r = client.post("/v1/extract", json={"texts": ["Fever."], "entity_types": ["Species", "GENE"]})
+    error = r.json()["error"]
+    assert r.status_code == 422 and error["field"] == "entity_types" and "GENE" in error["message"]
 
 
 def test_killed_replica_is_replaced(client, service) -> None:

@@ -258,6 +258,7 @@ class NERModel:
             model=model.ref,
             format=model.format,
             entity_types=model.entity_types,
+            type_groups=model.generator.type_groups,
             base_model=model.metadata.get("base_model"),
             corpora=list(model.metadata.get("corpora") or []),
             constrained=constrained,

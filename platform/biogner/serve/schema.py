@@ -292,6 +292,12 @@ class ModelInfo(BaseModel):
     model: ModelRef
     format: str
     entity_types: list[str]
+    type_groups: list[list[str]] = Field(
+        default_factory=list,
+        description="the types the model learned to find together (one group per training "
+        "corpus); a request's types are asked one group at a time, so a request touching "
+        "several groups costs a model pass per group",
+    )
     base_model: str | None = None
     corpora: list[str] = Field(default_factory=list)
     constrained: bool = Field(
