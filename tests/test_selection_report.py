@@ -732,3 +732,27 @@ def test_a_tie_with_no_real_cost_difference_keeps_the_better_score(
     assert sel.comparison is not None and sel.comparison.tie
     assert not sel.comparison.cheaper_preferred and sel.champion.run_name == "better"
     assert "the runner-up is not cheaper by 5% or more" in explain(sel)
+
+
+def test_report_reads_conv_against_multi_for_each_writing(
+    store: Path, tiny_data: Path, tmp_path: Path
+) -> None:
+    """The turn-style question: per corpus and writing, the conv cell beside its multi twin,
+    the difference, P(conv better) on the same sentences and both costs."""
+    s = Study(make_cfg(store, "turns"), {}, {})
+    multi = train_run(s, tmp_path, "multi", ["multi_term"], [NCBI], None)
+    conv = train_run(s, tmp_path, "conv", ["conv_term"], [NCBI], None)
+    alone = train_run(s, tmp_path, "alone", ["multi_inline"], [NCBI], None)  # no conv twin
+    half = [True, False] * 20
+    dev_eval(s, multi, "multi_term", score(0.5, 6.0), half, split="test")
+    dev_eval(s, conv, "conv_term", score(0.9, 9.0), [True] * 36 + [False] * 4, split="test")
+    dev_eval(s, alone, "multi_inline", score(0.7, 30.0), half, split="test")
+    paths = build_report(s.cfg, "turns", tmp_path / "r", data_dir=tiny_data, log_run=False)
+    section = paths.markdown.read_text().partition("## Turn style: multi vs conv")[2]
+    rows = [line for line in section.splitlines() if line.startswith(f"| {NCBI} |")]
+    assert len(rows) == 1  # term only: inline has no conv cell
+    cols = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert cols[:2] == [NCBI, "term"]
+    assert cols[2].startswith("0.5000") and cols[3].startswith("0.9000") and cols[4] == "+0.4000"
+    assert float(cols[5]) > 0.975 and cols[6] == "40"
+    assert cols[7] == "6.0 / 9.0" and cols[8] == "50.00 / 90.00"

@@ -4,7 +4,8 @@ Reads the study's MLflow runs (through `biogner.study.results.collect_results`) 
 base model, a format x corpus F1 heatmap and an F1-versus-cost scatter (`study.figures`), the
 paper-style Markdown table (F1 with its interval, parse-error rate, tokens/entity, the format's
 ceiling F1, training time), the per-corpus table of a model trained on several corpora
-(`study.per_corpus`, beside published anchors when given) and, when the runs were also
+(`study.per_corpus`, beside published anchors when given), multi vs conv per writing
+(`study.turns`) and, when the runs were also
 decoded free, the constrained-vs-free table -- then logs all of it to a `report` run of the
 experiment.
 """
@@ -35,6 +36,7 @@ from biogner.study.results import (
     row_order,
 )
 from biogner.study.select import paired_comparison
+from biogner.study.turns import turns_markdown
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_for, tracked_run
 from biogner.tracking.tags import KIND_TAG, REPORT_KIND
@@ -352,6 +354,9 @@ def build_report(
     free_results = collect_results(cfg, experiment, free, per_evaluation=True) if free else []
     if free and free_results:
         text += "\n" + decoding_markdown(metric, cells_by_model, free_results)
+    turns = turns_markdown(metric, cells_by_model, lambda a, b: paired_comparison(cfg, a, b))
+    if turns:
+        text += "\n" + turns
     if any(r.is_mix for cells in cells_by_model.values() for r in cells.values()):
         text += "\n" + mix_markdown(
             metric, cells_by_model, lambda a, b: paired_comparison(cfg, a, b)
