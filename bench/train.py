@@ -261,7 +261,8 @@ def plain_examples(cfg: TrainConfig) -> list[Any]:
                 toks = tokenize_chat(tokenizer, chat, d.max_length)
                 if not toks["truncated"]:
                     rows.append({"id": row["id"], **toks})
-    return rank_examples(rows, 0, 1)
+    columns = {key: [r[key] for r in rows] for key in ("id", "input_ids", "labels")}
+    return rank_examples(lambda: [columns], 0, 1)
 
 
 def plain_loop(cfg_json: dict[str, Any], use_gpu: bool) -> dict[str, Any]:

@@ -44,7 +44,7 @@ def batch() -> dict[str, torch.Tensor]:
     for n, start in ((19, 11), (12, 4), (16, 9)):
         ids = torch.randint(3, 97, (n,), generator=g).tolist()
         labels = [IGNORE_INDEX] * start + ids[start:]
-        rows.append(Example(str(n), ids, labels))
+        rows.append(Example.of(str(n), ids, labels))
     tensors, _, _ = collate(rows, pad_id=0)
     return tensors
 

@@ -160,8 +160,10 @@ def train_loop(config: dict[str, Any]) -> None:
         }
         log_metrics_from_worker(run_id, worker, 0, tracking_uri)
 
-    rows = list(ray.train.get_dataset_shard("train").iter_rows())
-    examples = rank_examples(rows, rank, world)
+    shard = ray.train.get_dataset_shard("train")
+    examples = rank_examples(
+        lambda: shard.iter_batches(batch_size=1024, batch_format="numpy"), rank, world
+    )
     ga = cfg.optim.gradient_accumulation_steps
     micro_per_epoch = steps_per_epoch * ga
 
