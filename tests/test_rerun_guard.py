@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 from mlflow_store import make_cfg
 
-from biogner.config import load_config, to_yaml
+from biogner.config import ConfigError, load_config, to_yaml
 from biogner.tracking.runs import end_run, resume_run_id, runs_named, start_run
 from biogner.tracking.tags import KIND_TAG, TRAIN_KIND
 from biogner.train.config import TrainConfig
+from biogner.train.driver import drop_local_checkpoints
 from biogner.train.rerun import RerunConflict, check_rerun
 
 
@@ -87,3 +88,30 @@ def test_a_changed_config_without_ray_storage_trains_afresh(store: Path) -> None
     (Path(old.scaling.storage_path) / "wiped" / "checkpoint_000001").rmdir()
     (Path(old.scaling.storage_path) / "wiped").rmdir()  # the user deleted the storage folder
     check_rerun(train_cfg(store, "wiped", "optim.learning_rate=0.0003"))
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../x", "a/b", "/abs", "-flag", "a\\b"])
+def test_a_run_name_that_could_name_another_folder_is_refused(name: str, tmp_path: Path) -> None:
+    """The finished-run clean-up deletes `<storage_path>/<run_name>`: an empty name or `.`
+    would be the storage root (every other run's checkpoints), `..`-forms a folder beside it."""
+    with pytest.raises(ConfigError, match="run_name"):
+        load_config(TrainConfig, None, [f"run_name={name}", f"scaling.storage_path={tmp_path}"])
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "../sibling"])
+def test_the_clean_up_deletes_only_the_runs_own_folder(name: str, tmp_path: Path) -> None:
+    """Even given a config that skipped validation, nothing but `<root>/<run_name>` goes."""
+    root = tmp_path / "ray"
+    other = root / "another-run"  # an unfinished run's checkpoints
+    other.mkdir(parents=True)
+    (other / "checkpoint_000001").mkdir()
+    sibling = tmp_path / "sibling"
+    sibling.mkdir()
+    cfg = load_config(TrainConfig, None, [f"scaling.storage_path={root}"])
+    unchecked = cfg.model_copy(update={"run_name": name})
+    assert drop_local_checkpoints(unchecked) is False
+    assert (other / "checkpoint_000001").is_dir() and sibling.is_dir()
+    own = load_config(TrainConfig, None, [f"scaling.storage_path={root}", "run_name=mine"])
+    (root / "mine" / "checkpoint_000002").mkdir(parents=True)
+    assert drop_local_checkpoints(own) is True
+    assert not (root / "mine").exists() and other.is_dir()

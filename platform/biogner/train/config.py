@@ -97,8 +97,17 @@ class ScalingSection(_Strict):
     )
 
 
+RUN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,199}$"
+
+
 class TrainConfig(_Strict):
-    run_name: str = "biogner-train"
+    run_name: str = Field(
+        "biogner-train",
+        pattern=RUN_NAME_PATTERN,
+        description="names the MLflow run and its checkpoint folder `<storage_path>/<run_name>` "
+        "(rerunning it resumes): letters, digits and `._+-`, starting with a letter or digit, so "
+        "that it can never name the storage folder itself or a folder beside it",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataSection = Field(default_factory=DataSection)
     optim: OptimSection = Field(default_factory=OptimSection)

@@ -235,10 +235,29 @@ def drop_local_checkpoints(cfg: TrainConfig) -> bool:
     if "://" in cfg.scaling.storage_path:
         return False
     folder = ray_run_folder(cfg)
+    root = Path(cfg.scaling.storage_path).resolve()
+    if not is_own_run_folder(folder, root, cfg.run_name):
+        log.warning(
+            "not deleting %s: not the run folder of %r under %s", folder, cfg.run_name, root
+        )
+        return False
     if not folder.is_dir():
         return False
     shutil.rmtree(folder)
     return True
+
+
+def is_own_run_folder(folder: Path, root: Path, run_name: str) -> bool:
+    """`folder` is exactly `<root>/<run_name>`, a child of the storage root: never the root
+    itself (`run_name` empty or `.`), a folder beside it (`..`, `../x`) or deeper (`a/b`).
+    The config refuses such names; this guards the one place that deletes."""
+    return (
+        bool(run_name)
+        and run_name not in (".", "..")
+        and Path(run_name).name == run_name
+        and folder.parent == root
+        and folder.name == run_name
+    )
 
 
 def training_data(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
