@@ -208,8 +208,14 @@ def stop_local_ray(grace_s: float = 10.0) -> list[int]:
 
 
 def init_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS (set by `ray job submit`), else start a local
-    Ray with enough logical CPUs for training workers and a data pipeline side by side."""
+    """Join the cluster named by RAY_ADDRESS (set by `ray job submit`, or by the user to join
+    a `ray start` cluster), else start a private local Ray with enough logical CPUs for
+    training workers and a data pipeline side by side.
+
+    Private (`address="local"`): `ray.init()` alone joins whatever cluster Ray last recorded
+    in its temp folder, a live `ray start` head or a stale record of a stopped one, and then
+    refuses `num_cpus` (every command died with "When connecting to an existing cluster,
+    num_cpus and num_gpus must not be provided")."""
     import ray
 
     if ray.is_initialized():
@@ -233,7 +239,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         # Train's own 0-CPU actors alone reach it. Its startup concurrency follows the
         # logical CPUs this Ray is given instead (a user's setting wins).
         os.environ.setdefault(STARTUP_CONCURRENCY_ENV, str(cpus))
-        ray.init(num_cpus=cpus, include_dashboard=False, **options)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, **options)
         atexit.register(stop_local_ray)  # runs before Ray's own atexit shutdown (LIFO)
     if quiet:
         quiet_logs()  # ray.init re-attaches its own stream handler to the "ray" logger
