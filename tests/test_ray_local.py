@@ -6,6 +6,7 @@ record it plants, or the head it starts, touches nothing else on the machine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -36,15 +37,9 @@ def ray_tmp() -> Iterator[Path]:
     yield path
     for proc in psutil.process_iter(["cmdline"]):
         if str(path) in " ".join(proc.info["cmdline"] or []):
-            with_suppressed(proc.send_signal, signal.SIGKILL)
+            with contextlib.suppress(psutil.Error, OSError):
+                proc.send_signal(signal.SIGKILL)
     shutil.rmtree(path, ignore_errors=True)
-
-
-def with_suppressed(fn, *args) -> None:
-    try:
-        fn(*args)
-    except (psutil.Error, OSError):
-        pass
 
 
 def env_for(ray_tmp: Path, **extra: str) -> dict[str, str]:
