@@ -65,7 +65,7 @@ class AdaptiveBatcher(Generic[Item, Result]):
                         break
                     try:
                         batch.append(await asyncio.wait_for(self._queue.get(), left))
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         break
             while len(batch) < self.max_batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())

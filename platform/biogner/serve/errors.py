@@ -9,6 +9,7 @@ under the request id.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.responses import JSONResponse
@@ -16,8 +17,18 @@ from fastapi.responses import JSONResponse
 from biogner.serve.schema import ErrorResponse
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 413, 422, 500, 503, 504)
+    code: {"model": ErrorResponse} for code in (400, 401, 408, 413, 415, 422, 500, 503, 504)
 }
+# an absolute path (POSIX `/a/b`, `~/a`, Windows `C:\a`) or a quoted one (spaces and all), and
+# the path of a `sqlite:///` or `file:///` URI; not the `/x` of a `models:/x/1` URI
+_QUOTED_PATH = re.compile(r"""(['"])(?:~|[A-Za-z]:\\|/)[^'"]*\1""")
+_PATH = re.compile(r"(?<![\w:/.~-])(?:~|[A-Za-z]:\\|/)[^\s'\"<>|,;)]*|(?<=:///)[^\s'\"<>|,;)]+")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute local path replaced by `<path>`."""
+    text = _QUOTED_PATH.sub(lambda m: f"{m.group(1)}<path>{m.group(1)}", text)
+    return _PATH.sub("<path>", text)
 
 
 def error(

@@ -19,20 +19,21 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from biogner.serve.auth import api_key_from_env
 from biogner.serve.errors import ERROR_RESPONSES, error, outcome_error
-from biogner.serve.requests import RequestError, check_request
+from biogner.serve.requests import RequestError, check_request, parse_request
 from biogner.serve.schema import ExtractRequest, ExtractResponse, Limits, ModelInfo
 
 log = logging.getLogger(__name__)
 
 INGRESS_DEPLOYMENT = "Ingress"
 READY_TIMEOUT_S = 5.0
+READY_CACHE_S = 2.0  # a readiness answer serves every /readyz for this long
+JSON_MEDIA_TYPE = "application/json"
 
 api = FastAPI(
     title="biogner NER",
@@ -44,13 +45,6 @@ api = FastAPI(
 @api.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     return error(exc.status_code, "http_error", str(exc.detail))
-
-
-def _field(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
 
 
 def _unavailable(exc: BaseException) -> bool:
@@ -106,6 +100,10 @@ class Ingress:
         self.api_key = api_key_from_env(api_key_env, require_auth)
         if self.api_key is None:
             log.warning("%s is not set: the endpoint does not check API keys", api_key_env)
+        # readiness: the last answer (time, info or None) and the one probe in flight, shared
+        # by every /readyz meanwhile: a flood of them costs the model one call per READY_CACHE_S
+        self._ready: tuple[float, dict[str, Any] | None] = (-READY_CACHE_S, None)
+        self._probe: asyncio.Task[dict[str, Any] | None] | None = None
 
     def _authorized(self, request: Request) -> bool:
         if self.api_key is None:
@@ -145,16 +143,61 @@ class Ingress:
             return error(500, "internal", "internal error", request_id=request_id)
 
     async def _read_body(self, request: Request) -> bytes | JSONResponse:
+        """The body, if it is JSON, within `max_body_bytes` and sent within `body_timeout_s`."""
+        media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+        if media_type != JSON_MEDIA_TYPE:
+            # a text/plain or form POST is a browser "simple request": any web page could send
+            # it to an endpoint on 127.0.0.1 without a CORS preflight
+            return error(
+                415,
+                "unsupported_media_type",
+                f"Content-Type must be {JSON_MEDIA_TYPE} (got {media_type or 'none'!r:.60})",
+                "content-type",
+            )
         limit = self.limits.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             return error(413, "body_too_large", f"{declared} bytes; at most {limit}", "body")
+        try:
+            return await asyncio.wait_for(self._stream_body(request), self.limits.body_timeout_s)
+        except TimeoutError:
+            return error(
+                408,
+                "body_timeout",
+                f"body not received within {self.limits.body_timeout_s:.1f} s "
+                "(limits.body_timeout_s)",
+                "body",
+            )
+
+    async def _stream_body(self, request: Request) -> bytes | JSONResponse:
+        limit = self.limits.max_body_bytes
         body = bytearray()
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > limit:
                 return error(413, "body_too_large", f"more than {limit} bytes", "body")
         return bytes(body)
+
+    async def _readiness(self) -> dict[str, Any] | None:
+        """The model's info if a replica answers with a model loaded, else None; answered from
+        the last probe when it is recent, else from the one probe in flight."""
+        at, info = self._ready
+        if time.monotonic() - at < READY_CACHE_S:
+            return info
+        if self._probe is None or self._probe.done():
+            self._probe = asyncio.ensure_future(self._probe_model())
+        return await asyncio.shield(self._probe)
+
+    async def _probe_model(self) -> dict[str, Any] | None:
+        try:
+            info: dict[str, Any] | None = await _await_cancelling(
+                self.model.info.remote(), READY_TIMEOUT_S
+            )
+        except Exception as exc:
+            log.warning("not ready: %s: %s", type(exc).__name__, exc)
+            info = None
+        self._ready = (time.monotonic(), info)
+        return info
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -165,10 +208,8 @@ class Ingress:
     async def readyz(self, request: Request) -> Any:
         """A model replica answers and has a model loaded. Which model, and how its last
         reload went, only with the API key (run ids and errors are not for anyone)."""
-        try:
-            info = await _await_cancelling(self.model.info.remote(), READY_TIMEOUT_S)
-        except Exception as exc:
-            log.warning("not ready: %s: %s", type(exc).__name__, exc)
+        info = await self._readiness()
+        if info is None:
             return error(
                 503, "not_ready", "model not ready", retry_after_s=self.limits.retry_after_s
             )
@@ -211,19 +252,8 @@ class Ingress:
             return body
         if not body.strip():
             return error(400, "empty_body", "request body is empty", "body")
-        try:
-            raw = body.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return error(400, "not_utf8", f"body is not UTF-8 (byte {exc.start})", "body")
-        try:
-            req = ExtractRequest.model_validate_json(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            if err["type"] == "json_invalid":
-                return error(400, "not_json", f"body is not JSON: {err['msg']}", "body")
-            where = _field(tuple(err["loc"]))
-            return error(422, "invalid", f"{err['msg']} (got {err.get('input')!r:.80})", where)
-        try:  # the window count too, before any model work; off the event loop
+        try:  # parsing, validation and the window count: before any model work, off the loop
+            req = await asyncio.to_thread(parse_request, body, self.limits)
             windows = await asyncio.to_thread(
                 check_request, req.texts, req.entity_types, self.limits
             )

@@ -31,11 +31,12 @@ from typing import Any
 from ray import serve
 
 from biogner.formats import get_format
+from biogner.generation.routing import type_groups
 from biogner.models.config import GenerationConfig
 from biogner.runtime import jemalloc_loaded
 from biogner.serve import engine
 from biogner.serve.batcher import AdaptiveBatcher
-from biogner.serve.errors import refusal
+from biogner.serve.errors import refusal, without_paths
 from biogner.serve.follow import AliasFollower
 from biogner.serve.requests import RequestError
 from biogner.serve.schema import (
@@ -93,7 +94,9 @@ def _replica_id() -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    """What failed, for /v1/model: the exception's kind and message, local file paths cut out
+    (they tell a client where the server keeps its files; the log has the full message)."""
+    return without_paths(f"{type(exc).__name__}: {exc}")
 
 
 def _same_model(a: ModelSource, b: ModelSource) -> bool:
@@ -258,7 +261,7 @@ class NERModel:
             model=model.ref,
             format=model.format,
             entity_types=model.entity_types,
-            type_groups=model.generator.type_groups,
+            type_groups=type_groups(model.metadata),
             base_model=model.metadata.get("base_model"),
             corpora=list(model.metadata.get("corpora") or []),
             constrained=constrained,

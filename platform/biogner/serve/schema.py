@@ -44,6 +44,12 @@ class Limits(BaseModel):
         description="a request not answered within this many seconds gets a 504; the replica "
         "drops its remaining model work",
     )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a client has to send its whole body; slower: 408 (a slow upload "
+        "must not hold an ingress slot for ever)",
+    )
     retry_after_s: int = Field(
         5, ge=1, description="Retry-After of a 503 (model queue full, replica unavailable)"
     )
