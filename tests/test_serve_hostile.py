@@ -179,3 +179,71 @@ def test_the_declared_python_raises_the_timeout_serving_catches() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["requires-python"].startswith(">=3.11")
     assert asyncio.TimeoutError is TimeoutError
+
+
+def test_unknown_types_are_refused_at_the_ingress_from_the_served_card(monkeypatch) -> None:
+    answer = {
+        "ok": True,
+        "response": {"results": []},
+        "entity_types": ["Chemical", "Disease"],
+        "model": {"uri": "m"},
+        "last_reload": None,
+    }
+    handle = Handle(answer)
+    app = ingress(handle, monkeypatch)
+    body = b'{"texts": ["Aspirin."], "entity_types": ["Chemical", "GENE", "protein"]}'
+    r = asyncio.run(app.extract(raw_request(body)))
+    assert r.status_code == 422 and error_of(r)["code"] == "unknown_entity_types"
+    assert "['GENE', 'protein']" in error_of(r)["message"]
+    assert [method for method, _ in handle.calls] == ["info"]  # no place in the model queue
+    ok = asyncio.run(app.extract(raw_request(b'{"texts": ["A."], "entity_types": ["Disease"]}')))
+    assert ok.status_code == 200
+    assert [method for method, _ in handle.calls] == ["info", "extract"]  # the card was cached
+
+
+class Answers:
+    """Stands in for the Generator: marks the first word as every type it is asked for."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def extract(self, sentences: Any, fmt: str, types: Any) -> list[Any]:
+        from biogner.formats.base import ParseResult
+        from biogner.generation import Generation
+        from biogner.types import Span
+
+        self.calls.append(list(types))
+        out = []
+        for s in sentences:
+            first = len(s.tokens[0])
+            spans = [Span(0, first, t) for t in types]
+            out.append(Generation(s, ["x"], ParseResult(spans=spans), 1))
+        return out
+
+
+def test_requests_for_types_of_one_group_are_one_model_call() -> None:
+    """Each distinct entity_types subset was its own batch group (batching defeated)."""
+    import time
+
+    from biogner.serve.engine import Job, LoadedModel, run_group
+    from biogner.serve.requests import check_request
+    from biogner.serve.schema import ModelRef
+
+    types = ["Chemical", "Disease", "Species"]
+    meta = {"entity_types": types, "type_groups": [["Chemical", "Disease"], ["Species"]]}
+    generator = Answers()
+    model = LoadedModel(generator, ModelRef(uri="m"), "multi_term", types, meta)  # type: ignore[arg-type]
+    assert model.asked_types(["Disease"]) == model.asked_types(["Chemical"]) == types[:2]
+    assert model.asked_types(["Species", "Chemical"]) == types
+
+    def job(wanted: list[str]) -> Job:
+        texts = ["Aspirin helps.", "Fever rose."]
+        windows = check_request(texts, wanted, Limits())
+        return Job(model, texts, windows, wanted, time.monotonic() + 60)
+
+    chemical, disease = run_group([job(["Chemical"]), job(["Disease"])], chunk_size=64)
+    assert generator.calls == [["Chemical", "Disease"]]  # one call for both requests
+    assert chemical is not None and disease is not None
+    assert {e.label for r in chemical for e in r.entities} == {"Chemical"}
+    assert {e.label for r in disease for e in r.entities} == {"Disease"}
+    assert [e.text for r in chemical for e in r.entities] == ["Aspirin", "Fever"]

@@ -1,6 +1,7 @@
 """The README's generated parts: the configuration reference, from the pydantic config models,
-and the speed figures, copied from the marked section of bench/RESULTS.md where they are
-measured, so that documentation, code and measurements cannot drift (tests compare them)."""
+and its figures (speed, per-corpus quality), copied from the marked sections of
+bench/RESULTS.md where they are measured, so that documentation, code and measurements cannot
+drift (tests compare them)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from biogner.train.config import TrainConfig
 
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
-FIGURES_START = "<!-- speed-figures:start -->"
-FIGURES_END = "<!-- speed-figures:end -->"
+# the marked blocks of bench/RESULTS.md the README quotes, each as `<!-- NAME:start -->` ...
+FIGURE_BLOCKS = ("speed-figures", "corpora-figures")
+
+
+def block_markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:start -->", f"<!-- {name}:end -->"
 
 
 def _models() -> list[tuple[str, type[BaseModel]]]:
@@ -78,9 +83,10 @@ def marked(text: str, start: str, end: str, where: str) -> str:
     return text.split(start, 1)[1].split(end, 1)[0]
 
 
-def speed_figures(results: Path) -> str:
-    """The README's speed figures: the marked section of bench/RESULTS.md, as measured."""
-    return marked(results.read_text(), FIGURES_START, FIGURES_END, str(results)).strip() + "\n"
+def figures(results: Path, name: str) -> str:
+    """One of the README's figure blocks: the marked section of bench/RESULTS.md, as measured."""
+    start, end = block_markers(name)
+    return marked(results.read_text(), start, end, str(results)).strip() + "\n"
 
 
 def _replace(text: str, start: str, end: str, body: str, where: str) -> str:
@@ -96,7 +102,9 @@ def update_readme(path: Path, results: Path | None = None) -> bool:
     text = path.read_text()
     new = _replace(text, START, END, config_reference(), str(path))
     results = results or path.parent / "bench" / "RESULTS.md"
-    new = _replace(new, FIGURES_START, FIGURES_END, speed_figures(results), str(path))
+    for name in FIGURE_BLOCKS:
+        start, end = block_markers(name)
+        new = _replace(new, start, end, figures(results, name), str(path))
     if new != text:
         path.write_text(new)
     return new != text

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from biogner.generation import Generation, Generator, read_model_metadata
+from biogner.generation.routing import ask_plan, type_groups
 from biogner.models.config import METADATA_FILE, GenerationConfig
 from biogner.serve.requests import RequestError
 from biogner.serve.schema import Entity, ModelRef, TextResult
@@ -62,6 +63,13 @@ class LoadedModel:
             )
         wanted = set(requested)
         return [t for t in self.entity_types if t in wanted]
+
+    def asked_types(self, types: Sequence[str]) -> list[str]:
+        """Every type the model is asked to answer `types`: the whole type groups they
+        belong to (`generation.routing`), in the model's order."""
+        plan = ask_plan(types, type_groups(self.metadata)) if self.metadata else [list(types)]
+        asked = {t for group in plan for t in group}
+        return [t for t in self.entity_types if t in asked] + sorted(asked - set(self.entity_types))
 
 
 def alias_version(model_uri: str, tracking: TrackingConfig) -> str:
@@ -142,7 +150,8 @@ def run_group(jobs: Sequence[Job], chunk_size: int) -> list[list[TextResult] | N
     Windows go to the model `chunk_size` at a time, shortest first (less padding); before
     each call the windows of jobs that are no longer live are dropped. Blocking: run it off
     the replica's event loop."""
-    model, types = jobs[0].model, jobs[0].types
+    model = jobs[0].model
+    types = model.asked_types(jobs[0].types)  # the same for every job of the group
     found: list[list[Generation | None]] = [
         [None] * sum(len(ws) for ws in job.windows) for job in jobs
     ]
@@ -176,13 +185,17 @@ def _results(job: Job, generations: list[Generation | None]) -> list[TextResult]
     done = [g for g in generations if g is not None]
     if len(done) < len(generations):
         return None
-    return assemble(job.texts, job.windows, done)
+    return assemble(job.texts, job.windows, done, set(job.types))
 
 
 def assemble(
-    texts: Sequence[str], windows: Sequence[Sequence[Window]], generations: Sequence[Generation]
+    texts: Sequence[str],
+    windows: Sequence[Sequence[Window]],
+    generations: Sequence[Generation],
+    labels: set[str] | None = None,
 ) -> list[TextResult]:
-    """Entities per text from the generations of its windows (flattened, in window order).
+    """Entities per text from the generations of its windows (flattened, in window order),
+    of the `labels` asked for (a group asked whole may answer more).
 
     Every entity's offsets index the text as sent and `text` is exactly `text[start:end]`.
     """
@@ -195,6 +208,8 @@ def assemble(
             gen = next(it)
             incomplete = incomplete or gen.truncated
             for span in gen.parse.spans:
+                if labels is not None and span.label not in labels:
+                    continue
                 mapped = window.to_original(span.start, span.end)
                 if mapped is not None:
                     found.add((mapped[0], mapped[1], span.label))

@@ -188,6 +188,19 @@ class Ingress:
             self._probe = asyncio.ensure_future(self._probe_model())
         return await asyncio.shield(self._probe)
 
+    async def _unknown_types(
+        self, requested: list[str] | None
+    ) -> tuple[list[str], list[str]] | None:
+        """(unknown, known) when the served model's card lacks a requested type: refused here,
+        before the request takes a place in the model's queue (the replica checks again: a
+        swap may have changed the model meanwhile)."""
+        if not requested:
+            return None
+        info = await self._readiness()
+        known = [str(t) for t in (info or {}).get("entity_types") or []]
+        unknown = sorted({t for t in requested if t not in known})
+        return (unknown, known) if known and unknown else None
+
     async def _probe_model(self) -> dict[str, Any] | None:
         try:
             info: dict[str, Any] | None = await _await_cancelling(
@@ -259,6 +272,14 @@ class Ingress:
             )
         except RequestError as exc:
             return error(exc.status, exc.code, exc.message, exc.field)
+        unknown = await self._unknown_types(req.entity_types)
+        if unknown:
+            return error(
+                422,
+                "unknown_entity_types",
+                f"unknown entity types {unknown[0]}; this model knows {unknown[1]}",
+                "entity_types",
+            )
         request_id = _request_id()
         left = deadline - time.monotonic()
         args = (req.texts, windows, req.entity_types, left, request_id)

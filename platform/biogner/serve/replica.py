@@ -313,11 +313,15 @@ class NERModel:
         return outcome
 
     async def _run_batch(self, jobs: list[engine.Job]) -> list[dict[str, Any]]:
-        """One batch: jobs grouped by (model, entity types), each group served in a thread
-        (a batch that straddles a swap serves each job on the model it was pinned to)."""
+        """One batch: jobs grouped by (model, the questions their types are asked in), each
+        group served in a thread (a batch that straddles a swap serves each job on the model
+        it was pinned to). Requests for different types of the same type groups share one
+        group: `Chemical` and `Disease` of a BC5CDR-trained model are one question."""
         groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
         for i, job in enumerate(jobs):
-            groups.setdefault((id(job.model), tuple(job.types)), []).append(i)
+            groups.setdefault((id(job.model), tuple(job.model.asked_types(job.types))), []).append(
+                i
+            )
         n_windows = sum(len(w) for job in jobs for w in job.windows)
         self.stats.record(len(jobs), n_windows)
         batch = BatchInfo(requests=len(jobs), windows=n_windows)
