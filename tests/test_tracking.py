@@ -354,3 +354,45 @@ def test_log_hf_model_refuses_pickled_weights(store: Path, tmp_path: Path) -> No
             log_hf_model(run_id, model_dir, metadata=METADATA, cfg=cfg)
         with pytest.raises(ValueError, match="not a HF model directory"):
             log_hf_model(run_id, tmp_path, metadata=METADATA, cfg=cfg)
+
+
+def test_an_alias_lookup_writes_nothing_and_keeps_mlflows_uri(
+    champion: tuple[TrackingConfig, str, str], tmp_path: Path
+) -> None:
+    """Replicas look the alias up every `follow_alias_s` from a thread: a lookup restored a
+    deleted experiment within a minute and moved MLflow's process-wide URI under downloads."""
+    cfg, _, version = champion
+    client = client_for(cfg)
+    experiment = client.get_experiment_by_name(cfg.experiment)
+    assert experiment is not None
+    elsewhere = f"sqlite:///{tmp_path / 'other.db'}"
+    mlflow.set_tracking_uri(elsewhere)
+    client.delete_experiment(experiment.experiment_id)
+    try:
+        found = get_alias_version(cfg, "tiny-ner", "champion")
+        assert found is not None and int(found.version) >= int(version)
+        assert client.get_experiment(experiment.experiment_id).lifecycle_stage == "deleted"
+        assert mlflow.get_tracking_uri() == elsewhere
+    finally:
+        client.restore_experiment(experiment.experiment_id)
+        mlflow.set_tracking_uri(cfg.uri)
+
+
+@pytest.mark.parametrize("escape", ["../outside", "/etc", ".", "hf/../../outside"])
+def test_a_model_whose_mlmodel_points_outside_itself_is_refused(tmp_path: Path, escape: str):
+    """The MLmodel's artifact path is data from the store: never a way to any directory."""
+    from biogner.tracking.models import HF_ARTIFACT_KEY, hf_dir_in
+
+    root = tmp_path / "model"
+    root.mkdir()
+    (tmp_path / "outside").mkdir()
+    (root / "MLmodel").write_text(
+        "flavors:\n  python_function:\n    loader_module: x\n    artifacts:\n"
+        f"      {HF_ARTIFACT_KEY}:\n        path: {escape}\n"
+    )
+    with pytest.raises(ValueError, match="not inside the model"):
+        hf_dir_in(root)
+    (root / "MLmodel").write_text(
+        (root / "MLmodel").read_text().replace(f"path: {escape}", "path: artifacts/hf")
+    )
+    assert hf_dir_in(root) == (root / "artifacts" / "hf").resolve()

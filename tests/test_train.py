@@ -234,3 +234,37 @@ def test_broken_config_leaves_failed_run_without_model(ray_session, data_dir, st
     assert "no_such_proj" in run.data.tags["error"]
     with pytest.raises(LookupError):
         register_champion(cfg.tracking, run.info.run_id, "broken-model")
+
+
+def test_a_failed_checkpoint_clean_up_leaves_the_run_finished(
+    ray_session, data_dir, store, monkeypatch
+):
+    """The model is logged before the clean-up: a clean-up error (busy `.nfs*` files on
+    shared storage) is reported aside, and the run stays selectable (FINISHED)."""
+    import shutil
+
+    from biogner.train import driver
+
+    cfg = tiny_cfg(
+        store,
+        "cleanup-fails",
+        "optim.max_steps=2",
+        "scaling.num_workers=1",
+        "deepspeed.zero_stage=0",
+    )
+    run_folder = Path(cfg.scaling.storage_path).resolve() / cfg.run_name
+    real_rmtree = shutil.rmtree
+
+    def busy(path, *args, **kwargs):  # only the run's folder is busy
+        if Path(path) == run_folder:
+            raise OSError(16, "Device or resource busy", f"{path}/.nfs0000000001")
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", busy)
+    outcome = run_training(cfg)
+    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    run = MlflowClient(cfg.tracking.uri).get_run(outcome.run_id)
+    assert outcome.status == "FINISHED" and run.info.status == "FINISHED"
+    assert "Device or resource busy" in run.data.tags[driver.CLEANUP_ERROR_TAG]
+    assert run.data.tags["checkpoint"] == outcome.checkpoint_path
+    assert (Path(cfg.scaling.storage_path) / cfg.run_name).is_dir()  # kept, as reported

@@ -184,7 +184,14 @@ def hf_dir_in(model_root: Path) -> Path:
         rel = flavor.get("artifacts", {}).get(HF_ARTIFACT_KEY, {}).get("path")
         if rel is None:
             raise ValueError(f"{mlmodel} is not a biogner model: no '{HF_ARTIFACT_KEY}' artifact")
-        return model_root / rel
+        root = model_root.resolve()
+        target = (root / str(rel)).resolve()
+        if target == root or not target.is_relative_to(root):
+            # an absolute path or `..` would make a replica load any directory of its machine
+            raise ValueError(
+                f"{mlmodel}: artifact {HF_ARTIFACT_KEY!r} path {rel!r} is not inside the model"
+            )
+        return target
     if (model_root / METADATA_FILE).is_file():
         return model_root
     raise ValueError(f"{model_root} holds neither an MLmodel file nor {METADATA_FILE}")

@@ -166,8 +166,11 @@ def logged_model_id(cfg: TrackingConfig, run_id: str, artifact_path: str = "mode
 
 
 def get_alias_version(cfg: TrackingConfig, model_name: str, alias: str) -> ModelVersion | None:
-    """The model version `alias` points to, or None when the model or alias does not exist."""
-    setup(cfg)
+    """The model version `alias` points to, or None when the model or alias does not exist.
+
+    Read-only and bound to cfg's store: replicas call it every `follow_alias_s` from a
+    thread, so it must neither create (or restore) an experiment nor move MLflow's
+    process-wide URI under a download running beside it."""
     try:
         return client_for(cfg).get_model_version_by_alias(model_name, alias)
     except MlflowException as e:
@@ -190,7 +193,6 @@ def model_version(cfg: TrackingConfig, uri: ModelUri) -> ModelVersion:
                 f"{uri.uri}: no registered model {uri.name!r} with alias {uri.alias!r}"
             )
         return mv
-    setup(cfg)
     return client_for(cfg).get_model_version(uri.name, str(uri.version))
 
 

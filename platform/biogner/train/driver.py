@@ -33,6 +33,7 @@ from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, tra
 from biogner.train.rerun import check_rerun, ray_run_folder
 
 log = logging.getLogger(__name__)
+CLEANUP_ERROR_TAG = "checkpoint_cleanup_error"  # the model is logged; its checkpoints stayed
 
 
 @dataclass
@@ -215,14 +216,20 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
             if not (model_dir / "config.json").is_file():
                 raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
             log_hf_model(run_id, model_dir, metadata=model_metadata(cfg), cfg=cfg.tracking)
-        checkpoint_path: str | None = result.checkpoint.path
-        if not cfg.scaling.keep_checkpoints and drop_local_checkpoints(cfg):
-            checkpoint_path = None
-        else:
-            client_for(cfg.tracking).set_tag(run_id, "checkpoint", result.checkpoint.path)
     except BaseException as exc:
         end_run(cfg.tracking, run_id, exc)
         raise
+    # The model is logged: the run is FINISHED whatever the clean-up of its checkpoints
+    # meets (busy `.nfs*` files on shared storage); a failed clean-up is reported aside.
+    checkpoint_path: str | None = result.checkpoint.path
+    try:
+        if not cfg.scaling.keep_checkpoints and drop_local_checkpoints(cfg):
+            checkpoint_path = None
+    except OSError as exc:
+        log.warning("run %s: its checkpoints stay in %s: %s", run_id, checkpoint_path, exc)
+        client_for(cfg.tracking).set_tag(run_id, CLEANUP_ERROR_TAG, f"{type(exc).__name__}: {exc}")
+    if checkpoint_path is not None:
+        client_for(cfg.tracking).set_tag(run_id, "checkpoint", checkpoint_path)
     end_run(cfg.tracking, run_id)
     return TrainOutcome(run_id, "FINISHED", total_steps, metrics, checkpoint_path)
 
