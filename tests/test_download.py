@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +50,9 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802 - http.server naming
         view, _, rest = self.path[1:].partition("/")
+        if view in ("endless", "drip"):
+            self._forever(view)
+            return
         if view not in ("truncated", "linecut", "length"):
             super().do_GET()
             return
@@ -69,6 +73,24 @@ class _Handler(SimpleHTTPRequestHandler):
         self.wfile.write(body)
         self.wfile.flush()
         self.close_connection = True
+
+    def _forever(self, view: str) -> None:
+        """/endless/: IOB2 lines without end and no Content-Length; /drip/: a byte at a time,
+        never finishing (each read gets something: no read timeout fires)."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/tab-separated-values")
+        self.end_headers()
+        line = b"Cancer\tB-Disease\n"
+        try:
+            while True:
+                if view == "endless":
+                    self.wfile.write(line * 4096)
+                else:
+                    self.wfile.write(b"O")
+                    self.wfile.flush()
+                    time.sleep(0.02)
+        except OSError:  # the client gave up
+            self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -332,3 +354,38 @@ def test_corpora_status_and_table(mirror: str, tmp_path: Path) -> None:
     # columns are aligned: every data cell of column 2 starts where the header's does
     col = table[0].index("ENTITY TYPES")
     assert all(line[col - 2 : col] == "  " and line[col] != " " for line in table[1:])
+
+
+def test_an_endless_body_is_cut_at_the_size_cap_and_nothing_left(
+    mirror: str, tmp_path: Path
+) -> None:
+    with pytest.raises(DownloadError, match="larger than 200000 bytes"):
+        download_corpus(
+            "NCBI-disease",
+            tmp_path / "d",
+            splits=["dev"],
+            base_url=f"{mirror}/endless",
+            max_bytes=200_000,
+        )
+    assert not (tmp_path / "d").exists()
+
+
+def test_a_dripping_body_meets_the_overall_deadline(mirror: str, tmp_path: Path) -> None:
+    with pytest.raises(DownloadError, match="not received within 1 s"):
+        download_corpus(
+            "NCBI-disease",
+            tmp_path / "d",
+            splits=["dev"],
+            base_url=f"{mirror}/drip",
+            deadline_s=1.0,
+        )
+    assert not (tmp_path / "d").exists()
+
+
+def test_an_overlong_line_is_refused_naming_it(tmp_path: Path) -> None:
+    from biogner.corpora.iob import MAX_LINE_BYTES, IOBError, read_iob2
+
+    path = tmp_path / "x.tsv"
+    path.write_bytes(b"Cancer\tB-Disease\n" + b"a" * (MAX_LINE_BYTES + 10) + b"\tO\n\n")
+    with pytest.raises(IOBError, match=f"x.tsv:2: line longer than {MAX_LINE_BYTES} bytes"):
+        list(read_iob2(path))

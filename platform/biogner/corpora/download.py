@@ -16,6 +16,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -35,6 +36,11 @@ USER_AGENT = "biogner-corpus-download"
 _CONTENT_LENGTH = re.compile(r"[0-9]+")
 # Bytes read from a file's end to see whether it ends with a blank line.
 _TAIL_BYTES = 64
+# One split at most this large (BC4CHEMD's train split, the largest, is ~25 MB), and fetched
+# within this long: an endless or dripping body must not fill the disk or hang the command
+# before its checksum can be compared.
+MAX_SPLIT_BYTES = 1 << 30
+SPLIT_DEADLINE_S = 1800.0
 
 
 class DownloadError(RuntimeError):
@@ -91,23 +97,42 @@ def _content_length(url: str, value: str | None) -> int | None:
     return int(value)
 
 
-def _stream(url: str, out: IO[bytes], timeout: float, desc: str, progress: bool) -> tuple[str, int]:
+def _stream(
+    url: str,
+    out: IO[bytes],
+    timeout: float,
+    desc: str,
+    progress: bool,
+    max_bytes: int = MAX_SPLIT_BYTES,
+    deadline_s: float = SPLIT_DEADLINE_S,
+) -> tuple[str, int]:
     """Copy the body at `url` into `out`; return its SHA-256 and size. Raise DownloadError on
-    any transport failure, a bad Content-Length or a body shorter than it announces."""
+    any transport failure, a bad Content-Length, a body shorter than it announces, larger
+    than `max_bytes` or not received within `deadline_s` (`timeout` bounds each read only)."""
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+    deadline = time.monotonic() + deadline_s
     try:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             expected_len = _content_length(url, resp.headers.get("Content-Length"))
+            if expected_len is not None and expected_len > max_bytes:
+                raise DownloadError(url, f"announces {expected_len} bytes; at most {max_bytes}")
             bar = _progress(expected_len, desc, progress)
             received = 0
             try:
-                for chunk in iter(lambda: resp.read(CHUNK_BYTES), b""):
+                # read1: whatever has arrived, so that a dripping body meets the deadline
+                for chunk in iter(lambda: resp.read1(CHUNK_BYTES), b""):
                     out.write(chunk)
                     digest.update(chunk)
                     received += len(chunk)
                     if bar is not None:
                         bar.update(len(chunk))
+                    if received > max_bytes:
+                        raise DownloadError(url, f"larger than {max_bytes} bytes: stopped")
+                    if time.monotonic() > deadline:
+                        raise DownloadError(
+                            url, f"not received within {deadline_s:.0f} s ({received} bytes)"
+                        )
             finally:
                 if bar is not None:
                     bar.close()
@@ -179,6 +204,8 @@ def _fetch_split(
     url: str,
     timeout: float,
     progress: bool,
+    max_bytes: int = MAX_SPLIT_BYTES,
+    deadline_s: float = SPLIT_DEADLINE_S,
 ) -> None:
     """Download one split into `target` atomically, or raise and leave nothing behind."""
     expected = corpus.sha256(split)
@@ -186,7 +213,8 @@ def _fetch_split(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            actual, received = _stream(url, out, timeout, f"{corpus.name}/{split}", progress)
+            desc = f"{corpus.name}/{split}"
+            actual, received = _stream(url, out, timeout, desc, progress, max_bytes, deadline_s)
             out.flush()
             os.fsync(out.fileno())  # the rename must not outlive the bytes in a crash
             written = os.fstat(out.fileno()).st_size
@@ -219,6 +247,8 @@ def download_corpus(
     allow_unverified: bool = False,
     timeout: float = 60,
     progress: bool = True,
+    max_bytes: int = MAX_SPLIT_BYTES,
+    deadline_s: float = SPLIT_DEADLINE_S,
 ) -> list[Path]:
     """Fetch a corpus' splits into `<to>/<folder>/<split>.tsv`; return their paths.
 
@@ -262,6 +292,8 @@ def download_corpus(
                 split_url(corpus, split, mirror),
                 timeout,
                 progress,
+                max_bytes,
+                deadline_s,
             )
         except BaseException:
             _remove_if_empty(created)

@@ -78,6 +78,9 @@ def spans_to_tags(
     return tags
 
 
+MAX_LINE_BYTES = 1 << 20  # a token and its tag; a longer line is not IOB2 (and is not read whole)
+
+
 def read_iob2(
     path: Path | str, id_prefix: str | None = None, stats: ReadStats | None = None
 ) -> Iterator[Sentence]:
@@ -97,7 +100,9 @@ def read_iob2(
         return Sentence.from_tokens(f"{prefix}-{stats.sentences - 1}", list(tokens), spans)
 
     with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+        for lineno, raw in enumerate(iter(lambda: fh.readline(MAX_LINE_BYTES + 1), b""), start=1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise IOBError(path, lineno, f"line longer than {MAX_LINE_BYTES} bytes")
             try:
                 line = raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError as exc:
