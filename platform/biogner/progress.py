@@ -29,20 +29,26 @@ class Progress:
         self.tty = bool(getattr(self.out, "isatty", lambda: False)())
         self.start = time.perf_counter()
         self._last_print = -float("inf")
+        self._first: float | None = None  # when the first unit was done
 
     def line(self) -> str:
-        elapsed = time.perf_counter() - self.start
-        rate = self.done / elapsed if elapsed > 0 else 0.0
-        left = (self.total - self.done) / rate if rate > 0 else float("nan")
-        eta = duration(left) if rate > 0 else "?"
+        """The rate and ETA count from the first unit done, not from the start: a stage's
+        start-up (a model loading) would make the first line promise hours."""
+        now = time.perf_counter()
+        elapsed = now - self.start
+        measured = now - self._first if self._first is not None else 0.0
+        rate = (self.done - 1) / measured if self.done > 1 and measured > 0 else 0.0
+        eta = duration((self.total - self.done) / rate) if rate > 0 else "?"
         return (
             f"[{self.label}] {self.done}/{self.total} {self.unit}, {rate:.1f}/s, "
             f"elapsed {duration(elapsed)}, eta {eta}"
         )
 
     def update(self, n: int = 1) -> None:
-        self.done += n
         now = time.perf_counter()
+        if self._first is None:
+            self._first = now
+        self.done += n
         finished = self.done >= self.total
         if self.tty:
             self.out.write("\r" + self.line() + ("\n" if finished else ""))

@@ -159,7 +159,21 @@ def allocator_env() -> dict[str, str]:
     if choice == "system" or os.environ.get("LD_PRELOAD"):
         return {}
     library = jemalloc_library()
+    if library is None:
+        _warn_no_jemalloc()
     return {"LD_PRELOAD": library} if library else {}
+
+
+@functools.cache  # once per process
+def _warn_no_jemalloc() -> None:
+    """Say it once: without jemalloc a CPU training run is ~1.6x slower (bench/RESULTS.md)."""
+    if sys.platform.startswith("linux"):
+        print(
+            "biogner: jemalloc not found: CPU training and generation run on glibc's allocator, "
+            "about 1.6x slower (bench/RESULTS.md). Fix: `sudo apt install libjemalloc2` "
+            f"({ALLOCATOR_ENV}=system silences this).",
+            file=sys.stderr,
+        )
 
 
 @functools.cache  # fixed when the process starts; evaluation actors report it per sentence

@@ -9,7 +9,7 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from biogner import console
+from biogner import __version__, console
 from biogner.cli.data import add_data_commands
 from biogner.cli.runs import add_run_commands
 from biogner.cli.serve import add_serve_command
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="biogner", description="Generative biomedical NER with lightweight LLMs on Ray."
     )
+    parser.add_argument("--version", action="version", version=f"biogner {__version__}")
     parser.add_argument(
         "--verbose",
         action="store_true",

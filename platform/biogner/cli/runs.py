@@ -56,14 +56,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from biogner.corpora import get_corpus
     from biogner.evaluate.runner import run_evaluations
 
     corpora = [c.strip() for c in args.corpus.split(",") if c.strip()]
-    overrides = [f"model={args.model}", f"corpus={corpora[0] if corpora else ''}"]
-    overrides.append(f"split={args.split}")
+    overrides = [f"model={args.model}", f"split={args.split}"]
+    if corpora and corpora != ["all"]:
+        overrides.append(f"corpus={corpora[0]}")
     if args.format:
         overrides.append(f"format={args.format}")
-    if args.limit:
+    if args.limit is not None:  # validated: `--limit 0` is an error, not "no limit"
         overrides.append(f"limit={args.limit}")
     if args.tracking_uri:
         overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
@@ -71,13 +73,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         cfg = load_config(EvalConfig, None, [*overrides, *args.overrides])
         if not corpora:
             raise ConfigError("--corpus: name a corpus, several (A,B) or `all`")
+        for name in corpora if corpora != ["all"] else []:  # before Ray starts
+            try:
+                get_corpus(name)
+            except KeyError as exc:
+                raise ConfigError(f"--corpus: {exc.args[0]}") from None
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
         results = run_evaluations(cfg, corpora)
     except (KeyError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return 2
     p = cfg.metric_prefix
     subset = f" (first {cfg.limit}: a subset, not selectable)" if cfg.limit else ""

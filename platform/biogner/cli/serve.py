@@ -45,6 +45,12 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
         help="override an application arg (dotted keys, e.g. batching.max_batch_size=8)",
     )
     p.add_argument("--check", action="store_true", help="validate and print the config; no serve")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="the same as --set: positional key=value, as every other command takes them",
+    )
     p.set_defaults(func=run_serve)
     return p
 
@@ -80,7 +86,9 @@ def run_serve(args: argparse.Namespace) -> int:
 
     try:
         http, entry = load_serve_file(args.config, args.app)
-        app_args = deep_merge(dict(entry.get("args") or {}), parse_overrides(args.set))
+        app_args = deep_merge(
+            dict(entry.get("args") or {}), parse_overrides([*args.set, *args.overrides])
+        )
         if args.model:
             app_args["model_uri"] = args.model
         for key in ("tracking_uri", "artifact_root"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from biogner.models.config import GenerationConfig
 from biogner.tracking.config import TrackingConfig
@@ -27,6 +27,7 @@ class EvalConfig(BaseModel):
     split: str = "test"
     limit: int | None = Field(
         None,
+        ge=1,
         description="first N sentences only: a quick look, tagged as a subset, never copied "
         "onto the training run and never eligible for champion selection",
     )
@@ -45,6 +46,29 @@ class EvalConfig(BaseModel):
         description="also log <split>_f1 ... on the parent run (whole splits only; free "
         "decoding as <split>_free_f1 ...)",
     )
+
+    @field_validator("corpus")
+    @classmethod
+    def _known_corpus(cls, name: str) -> str:
+        """Checked when the config loads: a typo fails before Ray starts or a model loads."""
+        from biogner.corpora.registry import get_corpus
+
+        try:
+            return get_corpus(name).name
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, name: str | None) -> str | None:
+        if name is None:
+            return None
+        from biogner.formats import get_format
+
+        try:
+            return get_format(name).name
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
 
     @property
     def metric_prefix(self) -> str:
