@@ -29,6 +29,7 @@ from biogner.tracking.runs import (
 from biogner.tracking.tags import CORPORA_TAG, FORMAT_TAG, KIND_TAG, MODEL_TAG, TRAIN_KIND
 from biogner.train.config import TrainConfig
 from biogner.train.dataset import training_dataset
+from biogner.train.lease import RunLease, check_live
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
 from biogner.train.rerun import check_rerun, ray_run_folder
 
@@ -126,9 +127,7 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
     `rows`, a Ray Dataset of tokenized rows (`id`, `input_ids`, `labels`), replaces the
     configured corpora: benchmarks and the GPU check train on fixed-length rows with it."""
     check_rerun(cfg)  # before Ray starts: a refused rerun costs nothing
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    check_live(cfg.tracking, cfg.run_name)  # nor a second driver of a live run
     init_ray()
     tags = {
         KIND_TAG: TRAIN_KIND,
@@ -144,6 +143,18 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
         config_yaml=to_yaml(cfg),
         resume=True,
     )
+    lease = RunLease(cfg.tracking, run_id).acquire()  # LiveRunConflict: the run is another's
+    try:
+        return _train(cfg, rows, run_id)
+    finally:
+        lease.release()
+
+
+def _train(cfg: TrainConfig, rows: Any | None, run_id: str) -> TrainOutcome:
+    """The body of `run_training`, with the run started and its lease held."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
     try:
         if rows is None:
             dataset, counts = training_data(cfg)
