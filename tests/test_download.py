@@ -389,3 +389,43 @@ def test_an_overlong_line_is_refused_naming_it(tmp_path: Path) -> None:
     path.write_bytes(b"Cancer\tB-Disease\n" + b"a" * (MAX_LINE_BYTES + 10) + b"\tO\n\n")
     with pytest.raises(IOBError, match=f"x.tsv:2: line longer than {MAX_LINE_BYTES} bytes"):
         list(read_iob2(path))
+
+
+def test_the_demo_corpus_is_fetched_when_missing_and_kept_after(
+    mirror: str, tmp_path: Path
+) -> None:
+    from biogner.corpora.download import ensure_corpus
+
+    folder, fetched = ensure_corpus("NCBI-disease", tmp_path / "data", f"{mirror}/good")
+    assert fetched and folder == tmp_path / "data"
+    assert sorted(p.name for p in (folder / "NCBI-disease").iterdir()) == [
+        "dev.tsv",
+        "test.tsv",
+        "train.tsv",
+    ]
+    assert ensure_corpus("NCBI-disease", tmp_path / "data", "http://127.0.0.1:1") == (
+        folder,
+        False,
+    )
+
+
+def test_an_offline_demo_says_in_one_line_what_to_run(tmp_path: Path, capsys) -> None:
+    """A clone with no corpus folder and no network: not a traceback, the command to run."""
+    from biogner.cli import main
+
+    code = main(
+        [
+            "demo",
+            "--tiny",
+            "--home",
+            str(tmp_path / "home"),
+            "--data-dir",
+            str(tmp_path / "none"),
+            "--mirror",
+            "http://127.0.0.1:1",
+        ]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: http://127.0.0.1:1/")
+    assert "biogner data download NCBI-disease --to DIR" in err[0]
+    assert not (tmp_path / "none" / "NCBI-disease").exists()

@@ -8,11 +8,13 @@ resumable: a second run reuses the conversion, the finished cells and the champi
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from biogner.corpora.download import DownloadError, ensure_corpus
 from biogner.corpora.registry import SPLITS
 from biogner.data import ConvertConfig, convert, shard_is_current
 from biogner.evaluate.config import EvalConfig
@@ -110,6 +112,7 @@ def run_demo(
     home: str | Path = ".biogner",
     serve_port: int = 8000,
     data_dir: str | None = None,
+    mirror: str | None = None,
 ) -> int:
 
     preset = PRESETS["tiny" if tiny else "full"]
@@ -120,6 +123,14 @@ def run_demo(
         tracking_uri=f"sqlite:///{home}/mlflow.db", artifact_root=str(home / "artifacts")
     )
     total = time.perf_counter()
+    try:  # before Ray starts: a machine without the corpus fails (or fetches) at once
+        folder, fetched = ensure_corpus(CORPUS, data_dir, mirror)
+    except DownloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if fetched:
+        print(f"fetched {CORPUS} (checksums verified) into {folder / CORPUS}")
+    data_dir = str(folder)
     init_ray()
 
     t = _stage(1, "convert NCBI-disease into all ten formats (Ray Data)")

@@ -135,7 +135,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from biogner.demo import run_demo
 
-    return run_demo(tiny=args.tiny, home=args.home, serve_port=args.port, data_dir=args.data_dir)
+    return run_demo(
+        tiny=args.tiny,
+        home=args.home,
+        serve_port=args.port,
+        data_dir=args.data_dir,
+        mirror=args.mirror,
+    )
 
 
 def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
@@ -265,6 +271,11 @@ def add_run_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port of the endpoint")
     p.add_argument(
         "--data-dir", help="corpora folder (default: $BIOGNER_DATA_DIR or the shared one)"
+    )
+    p.add_argument(
+        "--mirror",
+        help="fetch NCBI-disease from this mirror when the data folder lacks it "
+        "(default: $BIOGNER_DATA_MIRROR, else the canonical source)",
     )
     p.set_defaults(func=_cmd_demo)
 

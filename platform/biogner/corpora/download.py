@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from biogner.corpora.iob import IOBError, ReadStats, read_iob2
-from biogner.corpora.registry import SPLITS, Corpus, get_corpus
+from biogner.corpora.registry import SPLITS, Corpus, get_corpus, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -299,3 +299,26 @@ def download_corpus(
             _remove_if_empty(created)
             raise
     return paths
+
+
+def ensure_corpus(
+    name: str, data_dir: str | os.PathLike[str] | None = None, base_url: str | None = None
+) -> tuple[Path, bool]:
+    """(the data folder holding every split of `name`, whether they were fetched now): the
+    files already in the data folder (`resolve_data_dir`), else downloaded there, verified,
+    from the canonical source or a mirror (`base_url`, else $BIOGNER_DATA_MIRROR).
+    DownloadError when they cannot be fetched (offline): its message says what to run."""
+    corpus = get_corpus(name)
+    folder = resolve_data_dir(data_dir)
+    if all((folder / corpus.folder / f"{split}.tsv").is_file() for split in SPLITS):
+        return folder, False
+    try:
+        download_corpus(corpus.name, folder, base_url=base_url, progress=False)
+    except DownloadError as exc:
+        raise DownloadError(
+            exc.url,
+            f"{exc.reason}. {corpus.name} is not in {folder} and could not be fetched: put its "
+            f"files there, or run `biogner data download {corpus.name} --to DIR [--mirror URL]` "
+            f"and pass --data-dir DIR (or set {MIRROR_ENV} to a mirror)",
+        ) from None
+    return folder, True
