@@ -3,6 +3,8 @@
 
 import sys
 
+import shipped  # noqa: F401 - first: the submitted platform/ package, not an installed one
+
 from biogner.cli import main
 
 if __name__ == "__main__":

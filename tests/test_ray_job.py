@@ -123,7 +123,46 @@ def ray_head(data_dir: Path) -> Iterator[Head]:
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+DRIVER_MARK = "SHIPPED-DRIVER-CODE"
+
+
+def marked_copy(out: Path) -> Path:
+    """The working tree as `git ls-files` sees it (tracked and new files, not ignored ones),
+    its CLI printing a mark and its training workers logging a metric that no installed
+    biogner has: what the job runs is then visible in its logs and in MLflow."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    for rel in listed:
+        source = REPO / rel
+        if source.is_file():
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, out / rel)
+    cli = out / "platform" / "biogner" / "cli" / "__init__.py"
+    text = cli.read_text()
+    cli.write_text(
+        text.replace(
+            "    args = build_parser()", f"    print({DRIVER_MARK!r})\n    args = build_parser()", 1
+        )
+    )
+    loop = out / "platform" / "biogner" / "train" / "loop.py"
+    text = loop.read_text()
+    marked = text.replace(
+        '"worker_niceness": os.nice(0),', '"worker_niceness": os.nice(0), "shipped_code": 1.0,', 1
+    )
+    assert marked != text and DRIVER_MARK in cli.read_text()
+    loop.write_text(marked)
+    return out
+
+
 def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir: Path) -> None:
+    """Submitted with `--working-dir` a tree whose code differs from the installed biogner:
+    the job's driver and its training workers run the submitted code."""
+    tree = marked_copy(ray_head.temp_dir / "tree")
     store = ray_head.temp_dir / "store"
     uri = f"sqlite:///{store}/mlflow.db"
     cmd = [
@@ -133,7 +172,7 @@ def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir:
         "--address",
         ray_head.dashboard,
         "--working-dir",
-        str(REPO),
+        str(tree),
         "--",
         "python",
         "jobs/train.py",
@@ -152,6 +191,7 @@ def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir:
     )
     logs = done.stdout + done.stderr
     assert done.returncode == 0, logs[-5000:]
+    assert DRIVER_MARK in logs  # the job's driver ran the submitted code
     found = re.search(r"run ([0-9a-f]{32}): FINISHED after 4 steps", logs)
     assert found, f"no 'run <id>: FINISHED' line in the job logs:\n{logs[-5000:]}"
 
@@ -170,6 +210,7 @@ def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir:
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "job-test"
     assert run.data.params["optim.max_steps"] == "4"
+    assert run.data.metrics["shipped_code"] == 1.0  # and so did its Ray Train worker
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
     models = [client.get_logged_model(o.model_id) for o in run.outputs.model_outputs]
     assert [m.name for m in models] == ["model"]

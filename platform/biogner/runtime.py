@@ -221,6 +221,15 @@ def stop_local_ray(grace_s: float = 10.0) -> list[int]:
     return [p.pid for p in alive]
 
 
+def shipped_package() -> Path | None:
+    """This process's biogner package folder when it runs from a source tree (`platform/`, as
+    a `ray job submit --working-dir` ships it), None when it is an installed package."""
+    import biogner
+
+    package = Path(biogner.__file__).resolve().parent
+    return package if package.parent.name == "platform" else None
+
+
 def init_ray(num_cpus: int | None = None) -> None:
     """Join the cluster named by RAY_ADDRESS (set by `ray job submit`, or by the user to join
     a `ray start` cluster), else start a private local Ray with enough logical CPUs for
@@ -235,7 +244,7 @@ def init_ray(num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     quiet = not verbose()
-    runtime_env = {"env_vars": worker_env()}
+    runtime_env: dict[str, Any] = {"env_vars": worker_env()}
     # Quiet: workers' and Ray's own actors' output (Ray Train's PlacementGroupCleaner warns
     # every second without a dashboard) stays in Ray's session logs; the driver prints
     # training steps from MLflow (train.driver.StepPrinter) and evaluation progress itself.
@@ -245,6 +254,9 @@ def init_ray(num_cpus: int | None = None) -> None:
         if log is not None and console.wanted():  # before Ray starts: its C++ lines pass it
             console.start(log)
     if os.environ.get("RAY_ADDRESS"):
+        source = shipped_package()
+        if source is not None:  # workers import the code this driver runs, not an install
+            runtime_env["py_modules"] = [str(source)]
         ray.init(address=os.environ["RAY_ADDRESS"], **options)
     else:
         cpus = num_cpus or max(LOCAL_MIN_CPUS, os.cpu_count() or 1)
