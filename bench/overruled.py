@@ -24,8 +24,9 @@ import torch
 from biogner.corpora import get_corpus, load_split
 from biogner.evaluate.metrics import Scorer
 from biogner.formats import get_format
-from biogner.generation import Generator, read_model_metadata
+from biogner.generation import Generator
 from biogner.generation import constraints as constrain
+from biogner.models.card import read_card
 from biogner.models.config import GenerationConfig
 
 # An event: (position in the answer's tokens, the model's choice, the grammar's choice,
@@ -110,7 +111,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    fmt = str(read_model_metadata(Path(args.model))["format"])
+    fmt = read_card(Path(args.model)).format
     torch.manual_seed(0)
     rows, seconds, vocab = logged_pass(args.model, fmt, args.split, args.threads, args.corpus)
     types = list(get_corpus(args.corpus).entity_types)

@@ -6,8 +6,10 @@ import re
 import shlex
 from pathlib import Path
 
+import pytest
+
 from biogner.cli import build_parser
-from biogner.docs import END, FIGURES_END, FIGURES_START, START, config_reference, speed_figures
+from biogner.docs import END, FIGURE_BLOCKS, START, block_markers, config_reference, figures
 
 README = Path(__file__).parents[1] / "README.md"
 
@@ -22,14 +24,20 @@ def test_readme_config_reference_is_current():
     )
 
 
-def test_readme_speed_figures_are_those_of_the_results():
-    """The README quotes its speed figures from bench/RESULTS.md's marked section only."""
+@pytest.mark.parametrize(
+    ("block", "unit"),
+    [("study-figures", "dev F1"), ("speed-figures", "sentences/s"), ("corpora-figures", "F1")],
+)
+def test_readme_figures_are_those_of_the_results(block: str, unit: str):
+    """The README quotes its figures from bench/RESULTS.md's marked sections only."""
+    assert block in FIGURE_BLOCKS
+    start, end = block_markers(block)
     text = README.read_text()
-    section = text.split(FIGURES_START, 1)[1].split(FIGURES_END, 1)[0]
-    figures = speed_figures(README.parent / "bench" / "RESULTS.md")
-    assert "sentences/s" in figures
-    assert section.strip() == figures.strip(), (
-        "README speed figures differ from bench/RESULTS.md: run "
+    section = text.split(start, 1)[1].split(end, 1)[0]
+    quoted = figures(README.parent / "bench" / "RESULTS.md", block)
+    assert unit in quoted
+    assert section.strip() == quoted.strip(), (
+        f"README {block} differ from bench/RESULTS.md: run "
         'python -c "from biogner.docs import update_readme; from pathlib import Path; '
         "update_readme(Path('README.md'))\""
     )

@@ -12,7 +12,8 @@ from conftest import write_noise_model
 from biogner.corpora import load_split
 from biogner.formats import get_format
 from biogner.generation import Generator
-from biogner.generation.routing import ask_plan, type_groups
+from biogner.generation.routing import ask_plan
+from biogner.models.card import ModelCard
 from biogner.models.config import METADATA_FILE, GenerationConfig
 
 GROUPS = [["Chemical", "Disease"], ["Species"], ["protein", "DNA"]]
@@ -30,12 +31,10 @@ def test_ask_plan_asks_whole_groups_in_model_order() -> None:
 
 
 def test_type_groups_of_a_model_logged_before_groups_existed() -> None:
-    assert type_groups({"entity_types": ["Disease"]}) == [["Disease"]]
-    assert type_groups({"entity_types": ["A", "B"], "type_groups": [["A"], ["B"]]}) == [
-        ["A"],
-        ["B"],
-    ]
-    assert type_groups({}) == []
+    old = ModelCard.model_validate({"format": "multi_term", "entity_types": ["A", "B"]})
+    assert old.type_groups == [["A", "B"]]  # asked all its types together, as it was trained
+    new = ModelCard(format="multi_term", entity_types=["A", "B"], type_groups=[["A"], ["B"]])
+    assert new.type_groups == [["A"], ["B"]]
 
 
 @pytest.fixture(scope="module")

@@ -26,3 +26,26 @@ def test_a_run_uri_loads_from_the_configured_store(store: Path, tmp_path: Path) 
         assert loaded.format == META["format"] and loaded.entity_types == META["entity_types"]
     finally:
         loaded.close()
+
+
+def test_a_multi_format_model_is_served_in_a_format_it_learned_or_refused(
+    tmp_path: Path,
+) -> None:
+    """The format served is explicit: the card's own by default, another of its `formats`
+    on request, and one it was never trained in is refused when the model loads."""
+    import json
+
+    import pytest
+
+    from biogner.models.card import ModelCardError
+    from biogner.models.config import METADATA_FILE
+
+    model_dir = save_tiny_model(tmp_path / "mix")
+    card = {**META, "format": "multi_term", "formats": ["multi_term", "conv_term"]}
+    (model_dir / METADATA_FILE).write_text(json.dumps(card))
+    gen = GenerationConfig(device="cpu")
+    assert engine.load(str(model_dir), make_cfg(tmp_path, "e"), gen).format == "multi_term"
+    conv = engine.load(str(model_dir), make_cfg(tmp_path, "e"), gen, "conv_term")
+    assert conv.format == "conv_term" and conv.card.formats == ["multi_term", "conv_term"]
+    with pytest.raises(ModelCardError, match="not in 'multi_bio'"):
+        engine.load(str(model_dir), make_cfg(tmp_path, "e"), gen, "multi_bio")

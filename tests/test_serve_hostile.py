@@ -225,14 +225,17 @@ def test_requests_for_types_of_one_group_are_one_model_call() -> None:
     """Each distinct entity_types subset was its own batch group (batching defeated)."""
     import time
 
+    from biogner.models.card import ModelCard
     from biogner.serve.engine import Job, LoadedModel, run_group
     from biogner.serve.requests import check_request
     from biogner.serve.schema import ModelRef
 
     types = ["Chemical", "Disease", "Species"]
-    meta = {"entity_types": types, "type_groups": [["Chemical", "Disease"], ["Species"]]}
+    card = ModelCard(
+        format="multi_term", entity_types=types, type_groups=[["Chemical", "Disease"], ["Species"]]
+    )
     generator = Answers()
-    model = LoadedModel(generator, ModelRef(uri="m"), "multi_term", types, meta)  # type: ignore[arg-type]
+    model = LoadedModel(generator, ModelRef(uri="m"), card)  # type: ignore[arg-type]
     assert model.asked_types(["Disease"]) == model.asked_types(["Chemical"]) == types[:2]
     assert model.asked_types(["Species", "Chemical"]) == types
 

@@ -24,6 +24,7 @@ from starlette.requests import Request
 
 from biogner.formats import get_format
 from biogner.generation import Generation
+from biogner.models.card import ModelCard
 from biogner.serve.engine import Job, LoadedModel, run_group
 from biogner.serve.requests import RequestError, check_request
 from biogner.serve.schema import Limits, ModelRef
@@ -57,7 +58,8 @@ class Model:
 
 
 def loaded(generator: Any) -> LoadedModel:
-    return LoadedModel(generator, ModelRef(name="m", uri="/models/m"), "multi_term", TYPES, {})
+    card = ModelCard(format="multi_term", entity_types=TYPES)
+    return LoadedModel(generator, ModelRef(name="m", uri="/models/m"), card)
 
 
 def job(model: LoadedModel, texts: list[str], deadline_s: float = 60.0, rid: str = "r") -> Job:

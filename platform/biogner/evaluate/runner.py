@@ -24,7 +24,8 @@ from biogner.data import row_sentence, sentence_row
 from biogner.evaluate.config import FREE_DECODING, EvalConfig
 from biogner.evaluate.metrics import Scorer, Scores
 from biogner.formats.base import ParseResult
-from biogner.generation import Generator, read_model_metadata
+from biogner.generation import Generator
+from biogner.models.card import ModelCard, read_card
 from biogner.models.config import GenerationConfig
 from biogner.progress import Progress
 from biogner.runtime import compute_runtime_env, cpu_threads, init_ray, jemalloc_loaded
@@ -118,11 +119,10 @@ def _spans(items: Any) -> list[Span]:
     return [Span(int(s["start"]), int(s["end"]), str(s["label"])) for s in items]
 
 
-def resolve_model(model_uri: str, cfg: TrackingConfig) -> tuple[Path, dict[str, Any], str | None]:
-    """Local model dir, its metadata, and the MLflow run that logged it (if any)."""
+def resolve_model(model_uri: str, cfg: TrackingConfig) -> tuple[Path, ModelCard, str | None]:
+    """Local model dir, its card, and the MLflow run that logged it (if any)."""
     model_dir = download_model_dir(model_uri)
-    meta = read_model_metadata(model_dir)
-    return model_dir, meta, model_uri_run_id(model_uri, cfg)
+    return model_dir, read_card(model_dir), model_uri_run_id(model_uri, cfg)
 
 
 def error_analysis(
@@ -165,8 +165,9 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     """Generate, parse and score one (model, format, corpus split); log a nested MLflow run."""
     init_ray()
     setup(cfg.tracking)  # runs:/ and models:/ URIs resolve against this store
-    model_dir, meta, model_run = resolve_model(cfg.model, cfg.tracking)
-    fmt = cfg.format or str(meta["format"])
+    model_dir, card, model_run = resolve_model(cfg.model, cfg.tracking)
+    # any format may be scored (the study reads a model in others too: `@<format>` rows)
+    fmt = cfg.format or card.format
     corpus = get_corpus(cfg.corpus)
     types = list(corpus.entity_types)
     sentences = load_split(corpus, cfg.split, cfg.data_dir, cfg.limit)
@@ -221,9 +222,9 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
         }
     )
     parent = cfg.parent_run_id or model_run
-    run_id = _log_evaluation(cfg, fmt, corpus.name, meta, metrics, preds, gold, parent)
+    run_id = _log_evaluation(cfg, fmt, corpus.name, card, metrics, preds, gold, parent)
     if parent and cfg.log_to_parent and cfg.limit is None:
-        model_corpora = [str(c) for c in meta.get("corpora") or []]
+        model_corpora = list(card.corpora)
         client = client_for(cfg.tracking)
         for key, value in parent_metrics(metrics, corpus.name, model_corpora).items():
             client.log_metric(parent, key, value)
@@ -263,8 +264,8 @@ def run_evaluations(cfg: EvalConfig, corpora: list[str]) -> list[EvalResult]:
     setup(cfg.tracking)
     model = pinned_model_uri(cfg.model, cfg.tracking)
     if corpora == ["all"]:
-        _, meta, _ = resolve_model(model, cfg.tracking)
-        corpora = [str(c) for c in meta.get("corpora") or []]
+        _, card, _ = resolve_model(model, cfg.tracking)
+        corpora = list(card.corpora)
         if not corpora:
             raise ValueError(f"{cfg.model}: its metadata names no training corpora")
     for name in corpora:
@@ -286,7 +287,7 @@ def _log_evaluation(
     cfg: EvalConfig,
     fmt: str,
     corpus: str,
-    meta: dict[str, Any],
+    card: ModelCard,
     metrics: dict[str, float],
     preds: list[dict[str, Any]],
     gold: dict[str, Sentence],
@@ -294,7 +295,7 @@ def _log_evaluation(
 ) -> str:
     tags = {
         KIND_TAG: EVALUATE_KIND,
-        MODEL_TAG: meta.get("base_model", ""),
+        MODEL_TAG: card.base_model,
         MODEL_URI_TAG: cfg.model,
         FORMAT_TAG: fmt,
         CORPUS_TAG: corpus,

@@ -11,7 +11,6 @@ from biogner.generation.generator import (
     Generation,
     Generator,
     counts_items,
-    read_model_metadata,
 )
 
-__all__ = ["END_TOKENS", "Generation", "Generator", "Turn", "counts_items", "read_model_metadata"]
+__all__ = ["END_TOKENS", "Generation", "Generator", "Turn", "counts_items"]

@@ -11,11 +11,9 @@ under its writing's grammar for its sentence (`constraints`), by biogner's decod
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -27,8 +25,9 @@ from biogner.generation.answer import Turn
 from biogner.generation.constraints import RowConstraint, Vocabulary
 from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
-from biogner.generation.routing import ask_plan, type_groups
+from biogner.generation.routing import ask_plan
 from biogner.generation.speculation import CopyDrafter
+from biogner.models.card import read_card
 from biogner.models.config import METADATA_FILE, GenerationConfig, ModelConfig
 from biogner.models.load import load_model
 from biogner.prompts import render_chat
@@ -49,16 +48,6 @@ class Generation:
     generated_tokens: int
     truncated: bool = False  # an answer hit its token budget
     answer_tokens: list[list[int]] = field(default_factory=list)  # per turn, as generated
-
-
-def read_model_metadata(model_dir: Path) -> dict[str, Any]:
-    """The `biogner_model.json` written at training time (format, entity types, base)."""
-    path = Path(model_dir) / METADATA_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: not a biogner model directory (log it with biogner train)"
-        )
-    return dict(json.loads(path.read_text()))
 
 
 class Generator:
@@ -83,10 +72,11 @@ class Generator:
         self.answer_end_id = self._answer_end_id()
         self._vocabulary: Vocabulary | None = None
         self.prefixes = PrefixCache(self.model, self.device)
-        metadata_path = self.model_dir / METADATA_FILE
-        self.type_groups = (
-            type_groups(read_model_metadata(self.model_dir)) if metadata_path.is_file() else []
+        # a biogner model's card; a bare HF directory (benches, tests) has none
+        self.card = (
+            read_card(self.model_dir) if (self.model_dir / METADATA_FILE).is_file() else None
         )
+        self.type_groups = self.card.type_groups if self.card is not None else []
 
     def _end_ids(self) -> list[int]:
         tok = self.tokenizer

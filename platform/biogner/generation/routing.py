@@ -10,17 +10,6 @@ requested types only: the model never reads a type list it was not trained on.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-
-
-def type_groups(metadata: dict[str, Any]) -> list[list[str]]:
-    """The model's training groups; a model logged before groups were recorded was asked all
-    its types together."""
-    groups = metadata.get("type_groups")
-    if groups:
-        return [[str(t) for t in group] for group in groups]
-    types = metadata.get("entity_types")
-    return [[str(t) for t in types]] if types else []
 
 
 def ask_plan(requested: Sequence[str], groups: Sequence[Sequence[str]]) -> list[list[str]]:

@@ -13,11 +13,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from biogner.generation import Generation, Generator, read_model_metadata
-from biogner.generation.routing import ask_plan, type_groups
-from biogner.models.config import METADATA_FILE, GenerationConfig
+from biogner.generation import Generation, Generator
+from biogner.generation.routing import ask_plan
+from biogner.models.card import ModelCard, read_card
+from biogner.models.config import GenerationConfig
 from biogner.serve.requests import RequestError
 from biogner.serve.schema import Entity, ModelRef, TextResult
 from biogner.serve.text import Window
@@ -35,11 +35,20 @@ class LoadedModel:
 
     generator: Generator
     ref: ModelRef
-    format: str
-    entity_types: list[str]
-    metadata: dict[str, Any]
+    card: ModelCard
     loaded_at: float = field(default_factory=time.time)
     download_dir: Path | None = None
+    served_format: str | None = None  # checked against the card when loaded (`load`)
+
+    @property
+    def format(self) -> str:
+        """The format served: the one asked for, else the card's own; never a format the
+        model was not trained in (`ModelCard.serving_format`)."""
+        return self.served_format or self.card.format
+
+    @property
+    def entity_types(self) -> list[str]:
+        return self.card.entity_types
 
     def close(self) -> None:
         """Delete the downloaded copy (weights are already in memory)."""
@@ -67,7 +76,7 @@ class LoadedModel:
     def asked_types(self, types: Sequence[str]) -> list[str]:
         """Every type the model is asked to answer `types`: the whole type groups they
         belong to (`generation.routing`), in the model's order."""
-        plan = ask_plan(types, type_groups(self.metadata)) if self.metadata else [list(types)]
+        plan = ask_plan(types, self.card.type_groups)
         asked = {t for group in plan for t in group}
         return [t for t in self.entity_types if t in asked] + sorted(asked - set(self.entity_types))
 
@@ -98,8 +107,14 @@ def resolve_ref(model_uri: str, tracking: TrackingConfig) -> tuple[ModelRef, str
     )
 
 
-def load(model_uri: str, tracking: TrackingConfig, generation: GenerationConfig) -> LoadedModel:
-    """Resolve `model_uri` (registry, run or directory), download it and load it."""
+def load(
+    model_uri: str,
+    tracking: TrackingConfig,
+    generation: GenerationConfig,
+    fmt: str | None = None,
+) -> LoadedModel:
+    """Resolve `model_uri` (registry, run or directory), download it and load it, to answer
+    in `fmt` (default: the card's format; one it was not trained in: ModelCardError)."""
     ref, source = resolve_ref(model_uri, tracking)
     download_dir: Path | None = None
     if parse_model_uri(source).in_store:
@@ -107,10 +122,8 @@ def load(model_uri: str, tracking: TrackingConfig, generation: GenerationConfig)
         download_dir = Path(tempfile.mkdtemp(prefix="biogner-serve-"))
     try:
         model_dir = download_model_dir(source, download_dir)
-        meta = read_model_metadata(model_dir)
-        for key in ("format", "entity_types"):
-            if not meta.get(key):
-                raise ValueError(f"{model_dir}/{METADATA_FILE}: missing {key!r}")
+        card = read_card(model_dir)  # ModelCardError names the file and the field
+        served = card.serving_format(fmt)
         generator = Generator(model_dir, generation)
     except BaseException:
         if download_dir is not None:
@@ -119,10 +132,9 @@ def load(model_uri: str, tracking: TrackingConfig, generation: GenerationConfig)
     return LoadedModel(
         generator=generator,
         ref=ref,
-        format=str(meta["format"]),
-        entity_types=[str(t) for t in meta["entity_types"]],
-        metadata=meta,
+        card=card,
         download_dir=download_dir,
+        served_format=served,
     )
 
 

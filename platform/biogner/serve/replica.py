@@ -31,7 +31,6 @@ from typing import Any
 from ray import serve
 
 from biogner.formats import get_format
-from biogner.generation.routing import type_groups
 from biogner.models.config import GenerationConfig
 from biogner.runtime import jemalloc_loaded
 from biogner.serve import engine
@@ -169,7 +168,9 @@ class NERModel:
         uri = source.model_uri
         log.info("replica %s loading %s", self.replica, uri)
         try:
-            new = await asyncio.to_thread(engine.load, uri, source.tracking, self.generation)
+            new = await asyncio.to_thread(
+                engine.load, uri, source.tracking, self.generation, source.format
+            )
         except Exception as exc:
             self.last_reload = ReloadStatus(
                 ok=False, model_uri=uri, version=version, at=time.time(), error=_describe(exc)
@@ -261,9 +262,9 @@ class NERModel:
             model=model.ref,
             format=model.format,
             entity_types=model.entity_types,
-            type_groups=type_groups(model.metadata),
-            base_model=model.metadata.get("base_model"),
-            corpora=list(model.metadata.get("corpora") or []),
+            type_groups=model.card.type_groups,
+            base_model=model.card.base_model or None,
+            corpora=list(model.card.corpora),
             constrained=constrained,
             overruled=self.generation.overruled if constrained else None,
             loaded_at=model.loaded_at,

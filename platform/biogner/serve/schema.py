@@ -141,6 +141,11 @@ class ModelSource(BaseModel):
     model_uri: str
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     revision: str = ""
+    format: str | None = Field(
+        None,
+        description="the format to answer in: one the model was trained in (its card's "
+        "`formats`); default: the card's own. Another is refused when the model loads",
+    )
     follow_alias_s: float | None = Field(None, ge=0, description=FOLLOW_ALIAS_DOC)
 
     @property
@@ -168,6 +173,11 @@ class ServeConfig(BaseModel):
         "deploy); as an args change the replicas are replaced. follow_alias_s needs neither",
     )
     follow_alias_s: float | None = Field(None, ge=0, description=FOLLOW_ALIAS_DOC)
+    format: str | None = Field(
+        None,
+        description="the format to answer in: one the model was trained in (its card's "
+        "`formats`); default: the card's own. Another is refused when the model loads",
+    )
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(device="auto"))
     limits: Limits = Field(default_factory=Limits)
     batching: Batching = Field(default_factory=Batching)
@@ -216,6 +226,7 @@ class ServeConfig(BaseModel):
             model_uri=self.model_uri,
             tracking=self.tracking,
             revision=self.revision,
+            format=self.format,
             follow_alias_s=self.follow_alias_s,
         )
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from biogner.config import to_yaml
 from biogner.corpora import get_corpus
+from biogner.models.card import ModelCard
 from biogner.progress import duration
 from biogner.runtime import compute_runtime_env, init_ray, log_file, verbose
 from biogner.tracking.models import log_hf_model
@@ -96,8 +97,8 @@ class StepPrinter(threading.Thread):
         self._safe_poll()  # the steps logged since the last poll
 
 
-def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
-    """What serving and evaluation need to know about a logged model.
+def model_card(cfg: TrainConfig) -> ModelCard:
+    """What serving and evaluation need to know about a logged model (its card).
 
     `type_groups`: the sets of types the model was asked together in training (one per
     corpus); serving asks a request's types in these groups, never in a mix it never saw."""
@@ -110,15 +111,15 @@ def model_metadata(cfg: TrainConfig) -> dict[str, Any]:
         for t in group:
             if t not in types:
                 types.append(t)
-    return {
-        "base_model": cfg.model.spec,
-        "formats": cfg.data.formats,
-        "format": cfg.data.formats[0],
-        "entity_types": types,
-        "type_groups": groups,
-        "corpora": cfg.data.corpora,
-        "lora": cfg.model.lora,
-    }
+    return ModelCard(
+        base_model=cfg.model.spec,
+        formats=list(cfg.data.formats),
+        format=cfg.data.formats[0],
+        entity_types=types,
+        type_groups=groups,
+        corpora=list(cfg.data.corpora),
+        lora=cfg.model.lora,
+    )
 
 
 def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
@@ -226,7 +227,8 @@ def _train(cfg: TrainConfig, rows: Any | None, run_id: str) -> TrainOutcome:
             model_dir = Path(ckpt_dir) / MODEL_DIR
             if not (model_dir / "config.json").is_file():
                 raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
-            log_hf_model(run_id, model_dir, metadata=model_metadata(cfg), cfg=cfg.tracking)
+            card = model_card(cfg).model_dump(mode="json")
+            log_hf_model(run_id, model_dir, metadata=card, cfg=cfg.tracking)
     except BaseException as exc:
         end_run(cfg.tracking, run_id, exc)
         raise
