@@ -62,3 +62,28 @@ def test_a_multi_format_model_is_served_only_in_a_format_it_learned() -> None:
         ModelCardError, match="trained in \\['multi_inline', 'conv_term'\\], not in"
     ):
         card.serving_format("multi_bio")
+
+
+def test_open_model_pins_an_alias_once_and_reads_the_card(store: Path, tmp_path: Path) -> None:
+    """One resolution: the version the alias pointed to when opened, whatever moves later."""
+    from mlflow_store import make_cfg
+    from serve_support import META, log_version, save_tiny_model
+
+    from biogner.tracking.open import open_model
+    from biogner.tracking.registry import get_alias_version
+
+    model_dir = save_tiny_model(tmp_path / "tiny")
+    first, run = log_version(store, model_dir, "opened")
+    cfg = make_cfg(store, "serve-test")
+    model = open_model("models:/opened@champion", cfg, temporary=True)
+    log_version(store, model_dir, "opened")  # the alias moves on
+    assert (model.pinned, model.version, model.run_id) == (f"models:/opened/{first}", first, run)
+    assert model.card.entity_types == META["entity_types"] and (model.dir / "config.json").is_file()
+    moved = get_alias_version(cfg, "opened", "champion")
+    assert moved is not None and str(moved.version) != first
+    download = model.download_dir
+    assert download is not None and model.dir.is_relative_to(download)
+    model.close()
+    assert not download.exists()
+    local = open_model(str(model_dir), cfg)  # a directory: read in place, nothing downloaded
+    assert local.dir == model_dir.resolve() and local.download_dir is None

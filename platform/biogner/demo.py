@@ -28,6 +28,7 @@ from biogner.study.report import build_report
 from biogner.study.select import explain, select_champion
 from biogner.study.sweep import run_sweep, summary_table
 from biogner.tracking.config import TrackingConfig
+from biogner.tracking.models import run_model_uri
 from biogner.tracking.runs import client_for
 
 CORPUS = "NCBI-disease"
@@ -99,7 +100,7 @@ def champion_test_scores(
         return dict(metrics)
     result = run_evaluation(
         EvalConfig(
-            model=f"runs:/{run_id}/model", corpus=CORPUS, format=fmt, split="test",
+            model=run_model_uri(run_id), corpus=CORPUS, format=fmt, split="test",
             data_dir=data_dir, tracking=tracking, parent_run_id=run_id,
             generation=eval_generation(), num_actors=EVAL_ACTORS,
         )

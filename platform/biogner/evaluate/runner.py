@@ -25,13 +25,11 @@ from biogner.evaluate.config import FREE_DECODING, EvalConfig
 from biogner.evaluate.metrics import Scorer, Scores
 from biogner.formats.base import ParseResult
 from biogner.generation import Generator
-from biogner.models.card import ModelCard, read_card
+from biogner.models.card import ModelCard
 from biogner.models.config import GenerationConfig
 from biogner.progress import Progress
 from biogner.runtime import compute_runtime_env, cpu_threads, init_ray, jemalloc_loaded
-from biogner.tracking.config import TrackingConfig
-from biogner.tracking.models import download_model_dir
-from biogner.tracking.registry import model_uri_run_id, model_version
+from biogner.tracking.open import open_model, pin
 from biogner.tracking.runs import client_for, setup, tracked_run
 from biogner.tracking.tags import (
     CORPUS_TAG,
@@ -45,7 +43,6 @@ from biogner.tracking.tags import (
     SPLIT_TAG,
     SUBSET_TAG,
 )
-from biogner.tracking.uris import parse_model_uri
 from biogner.types import Sentence, Span
 
 
@@ -119,12 +116,6 @@ def _spans(items: Any) -> list[Span]:
     return [Span(int(s["start"]), int(s["end"]), str(s["label"])) for s in items]
 
 
-def resolve_model(model_uri: str, cfg: TrackingConfig) -> tuple[Path, ModelCard, str | None]:
-    """Local model dir, its card, and the MLflow run that logged it (if any)."""
-    model_dir = download_model_dir(model_uri)
-    return model_dir, read_card(model_dir), model_uri_run_id(model_uri, cfg)
-
-
 def error_analysis(
     rows: list[dict[str, Any]], gold: dict[str, Sentence], n: int, seed: int = 0
 ) -> str:
@@ -165,7 +156,8 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     """Generate, parse and score one (model, format, corpus split); log a nested MLflow run."""
     init_ray()
     setup(cfg.tracking)  # runs:/ and models:/ URIs resolve against this store
-    model_dir, card, model_run = resolve_model(cfg.model, cfg.tracking)
+    model = open_model(cfg.model, cfg.tracking)
+    model_dir, card, model_run = model.dir, model.card, model.run_id
     # any format may be scored (the study reads a model in others too: `@<format>` rows)
     fmt = cfg.format or card.format
     corpus = get_corpus(cfg.corpus)
@@ -262,10 +254,9 @@ def run_evaluations(cfg: EvalConfig, corpora: list[str]) -> list[EvalResult]:
     a registry alias is pinned to its version first, so an alias moved meanwhile cannot mix
     two models in one table."""
     setup(cfg.tracking)
-    model = pinned_model_uri(cfg.model, cfg.tracking)
+    model = pin(cfg.model, cfg.tracking)[0]
     if corpora == ["all"]:
-        _, card, _ = resolve_model(model, cfg.tracking)
-        corpora = list(card.corpora)
+        corpora = list(open_model(model, cfg.tracking).card.corpora)
         if not corpora:
             raise ValueError(f"{cfg.model}: its metadata names no training corpora")
     for name in corpora:
@@ -273,14 +264,6 @@ def run_evaluations(cfg: EvalConfig, corpora: list[str]) -> list[EvalResult]:
     return [
         run_evaluation(cfg.model_copy(update={"model": model, "corpus": name})) for name in corpora
     ]
-
-
-def pinned_model_uri(model_uri: str, tracking: TrackingConfig) -> str:
-    """`models:/name@alias` -> `models:/name/<version it points to now>`; others unchanged."""
-    uri = parse_model_uri(model_uri)
-    if not uri.in_store or uri.alias is None:
-        return model_uri
-    return f"models:/{uri.name}/{model_version(tracking, uri).version}"
 
 
 def _log_evaluation(

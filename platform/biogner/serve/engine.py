@@ -8,7 +8,6 @@ directly with real formats and real parsers.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,15 +15,14 @@ from pathlib import Path
 
 from biogner.generation import Generation, Generator
 from biogner.generation.routing import ask_plan
-from biogner.models.card import ModelCard, read_card
+from biogner.models.card import ModelCard
 from biogner.models.config import GenerationConfig
 from biogner.serve.requests import RequestError
 from biogner.serve.schema import Entity, ModelRef, TextResult
 from biogner.serve.text import Window
 from biogner.tracking.config import TrackingConfig
-from biogner.tracking.models import download_model_dir
+from biogner.tracking.open import open_model
 from biogner.tracking.registry import model_version
-from biogner.tracking.runs import setup
 from biogner.tracking.uris import parse_model_uri
 from biogner.types import Sentence
 
@@ -90,50 +88,27 @@ def alias_version(model_uri: str, tracking: TrackingConfig) -> str:
     return str(model_version(tracking, uri).version)
 
 
-def resolve_ref(model_uri: str, tracking: TrackingConfig) -> tuple[ModelRef, str]:
-    """The model's name/version/run and the URI to download (a registry alias is pinned to
-    the version it points to now, so a concurrent alias move cannot mix two versions)."""
-    uri = parse_model_uri(model_uri)
-    if not uri.in_store:
-        path = Path(model_uri).expanduser().resolve()
-        return ModelRef(name=path.name, uri=model_uri), str(path)
-    if uri.run_id is not None:
-        return ModelRef(uri=model_uri, run_id=uri.run_id), model_uri
-    mv = model_version(tracking, uri)
-    version = str(mv.version)
-    return (
-        ModelRef(name=uri.name, version=version, uri=model_uri, run_id=mv.run_id or None),
-        f"models:/{uri.name}/{version}",
-    )
-
-
 def load(
     model_uri: str,
     tracking: TrackingConfig,
     generation: GenerationConfig,
     fmt: str | None = None,
 ) -> LoadedModel:
-    """Resolve `model_uri` (registry, run or directory), download it and load it, to answer
-    in `fmt` (default: the card's format; one it was not trained in: ModelCardError)."""
-    ref, source = resolve_ref(model_uri, tracking)
-    download_dir: Path | None = None
-    if parse_model_uri(source).in_store:
-        setup(tracking)  # MLflow downloads runs:/ and models:/ from its process-wide store
-        download_dir = Path(tempfile.mkdtemp(prefix="biogner-serve-"))
+    """Resolve `model_uri` (registry, run or directory) once, download it and load it, to
+    answer in `fmt` (default: the card's format; one it was not trained in: ModelCardError)."""
+    model = open_model(model_uri, tracking, temporary=True)
     try:
-        model_dir = download_model_dir(source, download_dir)
-        card = read_card(model_dir)  # ModelCardError names the file and the field
-        served = card.serving_format(fmt)
-        generator = Generator(model_dir, generation)
+        served = model.card.serving_format(fmt)
+        generator = Generator(model.dir, generation)
     except BaseException:
-        if download_dir is not None:
-            shutil.rmtree(download_dir, ignore_errors=True)
+        model.close()
         raise
+    ref = ModelRef(name=model.name, version=model.version, uri=model_uri, run_id=model.run_id)
     return LoadedModel(
         generator=generator,
         ref=ref,
-        card=card,
-        download_dir=download_dir,
+        card=model.card,
+        download_dir=model.download_dir,
         served_format=served,
     )
 
@@ -246,6 +221,5 @@ __all__ = [
     "alias_version",
     "assemble",
     "load",
-    "resolve_ref",
     "run_group",
 ]

@@ -19,6 +19,7 @@ from biogner.evaluate.config import EvalConfig, split_prefix
 from biogner.evaluate.runner import run_evaluation
 from biogner.runtime import init_ray
 from biogner.study.config import Cell, SweepConfig
+from biogner.tracking.models import run_model_uri
 from biogner.tracking.runs import client_for, flatten_params, runs_named, setup
 from biogner.tracking.tags import EVALUATE_KIND, FORMAT_TAG, KIND_TAG, SUBSET_TAG
 from biogner.train.config import TrainConfig
@@ -122,7 +123,7 @@ def run_cell(cfg: SweepConfig, cell: Cell) -> CellOutcome:
                     continue
                 result = run_evaluation(
                     EvalConfig(
-                        model=f"runs:/{run_id}/model",
+                        model=run_model_uri(run_id),
                         corpus=cell.corpus,
                         format=fmt,
                         split=split,

@@ -130,10 +130,18 @@ def _pip_requirements() -> list[str]:
     return reqs
 
 
+MODEL_ARTIFACT = "model"  # where a training run logs its model
+
+
+def run_model_uri(run_id: str) -> str:
+    """The model a training run logged: `runs:/<id>/model` (built here only)."""
+    return f"runs:/{run_id}/{MODEL_ARTIFACT}"
+
+
 def log_hf_model(
     run_id: str,
     model_dir: Path,
-    artifact_path: str = "model",
+    artifact_path: str = MODEL_ARTIFACT,
     metadata: Mapping[str, Any] | None = None,
     cfg: TrackingConfig | None = None,
 ) -> str:
@@ -197,6 +205,12 @@ def hf_dir_in(model_root: Path) -> Path:
     raise ValueError(f"{model_root} holds neither an MLmodel file nor {METADATA_FILE}")
 
 
+def is_artifact_uri(uri: str) -> bool:
+    """The one rule telling a store or artifact URI (`runs:/`, `models:/`, `s3://`, `file:/`:
+    a scheme followed by `:/`) from a local path (`runs/x`, `./model`, `/srv/m`)."""
+    return bool(_URI_SCHEME.match(uri))
+
+
 def download_model_dir(model_uri: str, dst_path: Path | None = None) -> Path:
     """Resolve a model URI to a local HF directory holding the weights and biogner_model.json.
 
@@ -204,7 +218,7 @@ def download_model_dir(model_uri: str, dst_path: Path | None = None) -> Path:
     MLflow artifact URI, or a local directory (returned in place, nothing copied). Remote
     URIs use MLflow's current tracking/registry URI (call `setup(cfg)` first).
     """
-    if not _URI_SCHEME.match(model_uri):
+    if not is_artifact_uri(model_uri):
         local = Path(model_uri)
         if not local.is_dir():
             raise FileNotFoundError(f"model directory {local} does not exist")

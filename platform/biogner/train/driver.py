@@ -20,7 +20,7 @@ from biogner.corpora import get_corpus
 from biogner.models.card import ModelCard
 from biogner.progress import duration
 from biogner.runtime import compute_runtime_env, init_ray, log_file, verbose
-from biogner.tracking.models import log_hf_model
+from biogner.tracking.models import log_hf_model, run_model_uri
 from biogner.tracking.runs import (
     client_for,
     end_run,
@@ -45,6 +45,7 @@ class TrainOutcome:
     steps: int  # optimizer steps done (up to the last checkpoint when STOPPED)
     metrics: dict[str, Any]
     checkpoint_path: str | None
+    model_uri: str | None = None  # the logged model (FINISHED runs): open it with open_model
 
 
 class StepPrinter(threading.Thread):
@@ -244,7 +245,9 @@ def _train(cfg: TrainConfig, rows: Any | None, run_id: str) -> TrainOutcome:
     if checkpoint_path is not None:
         client_for(cfg.tracking).set_tag(run_id, "checkpoint", checkpoint_path)
     end_run(cfg.tracking, run_id)
-    return TrainOutcome(run_id, "FINISHED", total_steps, metrics, checkpoint_path)
+    return TrainOutcome(
+        run_id, "FINISHED", total_steps, metrics, checkpoint_path, run_model_uri(run_id)
+    )
 
 
 def drop_local_checkpoints(cfg: TrainConfig) -> bool:
