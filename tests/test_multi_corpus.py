@@ -17,6 +17,7 @@ from biogner.models.config import METADATA_FILE
 from biogner.study.anchors import load_anchors
 from biogner.study.report import build_report
 from biogner.tracking.models import download_model_dir
+from biogner.tracking.registry import logged_model_id
 from biogner.train.config import TrainConfig
 from biogner.train.dataset import sample_indices
 from biogner.train.driver import run_training
@@ -96,6 +97,10 @@ def test_scored_per_corpus_under_names_the_report_reads(trained, tmp_path: Path)
     assert metrics["dev_f1"] == pytest.approx(sum(per_corpus) / 3)  # the macro F1 select ranks
     assert metrics["dev_macro_corpora"] == 3
     assert {"BC5CDR/dev_f1_low_Chemical", "BC5CDR/dev_gold_mentions_Disease"} <= set(metrics)
+    # linked to the logged model too: the MLflow UI's model page shows the scores
+    client = MlflowClient(cfg.tracking.uri)
+    logged = client.get_logged_model(logged_model_id(cfg.tracking, outcome.run_id))
+    assert {"dev_f1", "BC5CDR/dev_f1", "s800/dev_f1"} <= {m.key for m in logged.metrics or []}
     # an unknown corpus fails before any work
     with pytest.raises(KeyError):
         run_evaluations(eval_cfg, ["NCBI-disease", "no-such-corpus"])

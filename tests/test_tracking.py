@@ -262,8 +262,46 @@ def test_pyfunc_loads_offline_and_exposes_hf_dir(champion: tuple[TrackingConfig,
     assert inner.hf_dir is not None and (inner.hf_dir / "config.json").is_file()
     assert inner.metadata == METADATA
     assert loaded.metadata.metadata["biogner"] == METADATA
-    with pytest.raises(NotImplementedError, match="biogner serve"):
-        loaded.predict(["Aspirin causes ulcers ."])
+
+
+def test_mlflows_own_pyfunc_predicts_entities_with_offsets(store: Path, tmp_path: Path) -> None:
+    """`mlflow.pyfunc.load_model(uri).predict` (what `mlflow models serve` and `spark_udf`
+    call) runs the model: one JSON list of entities per text, offsets into that text."""
+    import pandas as pd
+    from conftest import write_noise_model
+
+    cfg = make_cfg(store, "pyfunc")
+    model_dir = write_noise_model(tmp_path / "noise", seed=5)
+    card = {"format": "multi_term", "entity_types": ["Chemical", "Disease"], "base_model": "t"}
+    with tracked_run(cfg, "pyfunc") as run_id:
+        log_hf_model(run_id, model_dir, metadata=card, cfg=cfg)
+    setup(cfg)
+    loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+    signature = loaded.metadata.signature
+    assert signature is not None and signature.inputs.input_names() == ["text"]
+    assert {p.name for p in signature.params.params} == {"entity_types", "batch_size"}
+    texts = [
+        "Aspirin and ibuprofen relieve fever in patients with arthritis.",
+        "Cisplatin caused renal failure.",
+        "",
+    ]
+    out = loaded.predict(pd.DataFrame({"text": texts}))
+    rows = [json.loads(r) for r in out]
+    assert len(rows) == 3 and rows[2] == []
+    found = [e for row in rows for e in row]
+    assert found, "the noise model marks something under the grammar"
+    for text, row in zip(texts, rows, strict=True):
+        for e in row:
+            assert text[e["start"] : e["end"]] == e["text"] and e["label"] in card["entity_types"]
+    only = [
+        json.loads(r)
+        for r in loaded.predict(
+            pd.DataFrame({"text": texts[:2]}), params={"entity_types": ["Chemical"]}
+        )
+    ]
+    assert {e["label"] for row in only for e in row} <= {"Chemical"}
+    with pytest.raises(Exception, match="unknown entity types \\['Gene'\\]"):
+        loaded.predict(pd.DataFrame({"text": texts[:1]}), params={"entity_types": ["Gene"]})
 
 
 def test_a_model_logged_before_tracking_was_a_package_still_loads(

@@ -29,7 +29,9 @@ from biogner.models.card import ModelCard
 from biogner.models.config import GenerationConfig
 from biogner.progress import Progress
 from biogner.runtime import compute_runtime_env, cpu_threads, init_ray, jemalloc_loaded
+from biogner.tracking.config import TrackingConfig
 from biogner.tracking.open import open_model, pin
+from biogner.tracking.registry import logged_model_id
 from biogner.tracking.runs import client_for, setup, tracked_run
 from biogner.tracking.tags import (
     CORPUS_TAG,
@@ -218,13 +220,23 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     if parent and cfg.log_to_parent and cfg.limit is None:
         model_corpora = list(card.corpora)
         client = client_for(cfg.tracking)
-        for key, value in parent_metrics(metrics, corpus.name, model_corpora).items():
-            client.log_metric(parent, key, value)
+        # linked to the logged model too: the MLflow UI's model page shows its scores
+        model_id = _logged_model(cfg.tracking, parent)
+        on_parent = parent_metrics(metrics, corpus.name, model_corpora)
         if len(model_corpora) > 1:
-            logged = client.get_run(parent).data.metrics
-            for key, value in macro_metrics(logged, prefix, model_corpora).items():
-                client.log_metric(parent, key, value)
+            logged = {**client.get_run(parent).data.metrics, **on_parent}
+            on_parent.update(macro_metrics(logged, prefix, model_corpora))
+        for key, value in on_parent.items():
+            client.log_metric(parent, key, value, model_id=model_id)
     return EvalResult(corpus.name, run_id, parent, scores, metrics, preds)
+
+
+def _logged_model(tracking: TrackingConfig, run_id: str) -> str | None:
+    """The id of the model `run_id` logged, None when it logged none (a bare run)."""
+    try:
+        return logged_model_id(tracking, run_id)
+    except LookupError:
+        return None
 
 
 def parent_metrics(

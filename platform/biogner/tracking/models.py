@@ -43,15 +43,42 @@ mlflow.models.set_model(BiognerHFModel())
 '''
 
 
-class BiognerHFModel(PythonModel):
-    """The pyfunc face of a logged HF directory: loading gives the local directory path.
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
-    Inference lives in `biogner.serve` (batched generation + format parsing); this class only
-    makes `mlflow.pyfunc.load_model(uri)` work and expose `hf_dir` and `metadata`.
+    return ModelSignature(
+        inputs=Schema([ColSpec("string", "text")]),
+        outputs=Schema([ColSpec("string", "entities")]),
+        params=ParamSchema(
+            [
+                ParamSpec("entity_types", "string", [], shape=(-1,)),
+                ParamSpec("batch_size", "long", 64),
+            ]
+        ),
+    )
+
+
+PYFUNC_SIGNATURE = _signature()
+PYFUNC_INPUT_EXAMPLE = {"text": ["Cisplatin induced nephrotoxicity in rats."]}
+
+
+class BiognerHFModel(PythonModel):
+    """The pyfunc face of a logged biogner model: MLflow's own tools can run it.
+
+    `mlflow.pyfunc.load_model(uri).predict(texts)`, `mlflow models serve` and
+    `mlflow.pyfunc.spark_udf` get each text's entities with character offsets into it, by
+    the same pieces as the endpoint (its text windows, the shared `Generator` under the
+    format's grammar, its offset mapping). `hf_dir` and `metadata` stay exposed.
+    Input: a DataFrame with a `text` column (`mlflow models serve`: `{"dataframe_split":
+    {"columns": ["text"], "data": [[...], ...]}}`); params: `entity_types`
+    (default: all the model knows), `batch_size`. Output: one JSON string per text,
+    `[{"start", "end", "label", "text"}, ...]` (a string column works in every MLflow tool).
     """
 
     hf_dir: Path | None = None
     metadata: dict[str, Any] | None = None
+    _generator: Any = None
 
     def load_context(self, context: PythonModelContext) -> None:
         self.hf_dir = Path(context.artifacts[HF_ARTIFACT_KEY])
@@ -61,13 +88,64 @@ class BiognerHFModel(PythonModel):
     def predict(
         self,
         context: PythonModelContext,
-        model_input: list[str],
+        model_input: Any,
         params: dict[str, Any] | None = None,
     ) -> list[str]:
-        raise NotImplementedError(
-            "biogner models are served by `biogner serve` (Ray Serve), which loads the HF "
-            f"directory at {self.hf_dir}; pyfunc predict is not implemented"
+        from biogner.generation import Generator
+        from biogner.models.card import read_card
+        from biogner.models.config import GenerationConfig
+        from biogner.serve.engine import assemble
+        from biogner.serve.requests import prepare
+        from biogner.serve.schema import Limits
+
+        if self.hf_dir is None:
+            raise RuntimeError("load the model with mlflow.pyfunc.load_model first")
+        params = dict(params or {})
+        texts = _texts_of(model_input)
+        card = read_card(self.hf_dir)
+        wanted = params.get("entity_types") or card.entity_types
+        unknown = sorted(set(wanted) - set(card.entity_types))
+        if unknown:
+            raise ValueError(
+                f"unknown entity types {unknown}; this model knows {card.entity_types}"
+            )
+        if self._generator is None:  # loaded on first use: load_model stays cheap
+            self._generator = Generator(self.hf_dir, GenerationConfig(device="auto"))
+        self._generator.cfg = self._generator.cfg.model_copy(
+            update={"batch_size": int(params.get("batch_size") or self._generator.cfg.batch_size)}
         )
+        limits = Limits(max_windows=10**9, max_texts=max(len(texts), 1))
+        windows = prepare(texts, limits)
+        flat = [w.sentence for ws in windows for w in ws]
+        asked = [t for t in card.entity_types if t in set(wanted)]
+        generations = self._generator.extract(flat, card.format, asked) if flat else []
+        results = assemble(texts, windows, generations, set(asked))
+        return [
+            json.dumps([e.model_dump() for e in result.entities], ensure_ascii=False)
+            for result in results
+        ]
+
+
+def _texts_of(model_input: Any) -> list[str]:
+    """Texts from what MLflow hands `predict`: a DataFrame (its `text` column, else its only
+    column), a list or Series of strings, a dict with `text`, or one string."""
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, dict):
+        model_input = model_input.get("text", [])
+    columns = getattr(model_input, "columns", None)
+    if columns is not None:
+        if "text" in columns:
+            model_input = model_input["text"]
+        elif len(columns) == 1:
+            model_input = model_input[columns[0]]
+        else:
+            raise ValueError(f"expected a 'text' column, got columns {list(columns)}")
+    texts = list(model_input)
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
+    if bad:
+        raise ValueError(f"texts must be strings: row {bad[0]} is {type(texts[bad[0]]).__name__}")
+    return texts
 
 
 def _check_model_dir(model_dir: Path) -> None:
@@ -180,6 +258,8 @@ def log_hf_model(
             artifacts={HF_ARTIFACT_KEY: str(hf)},
             metadata={"biogner": meta},
             pip_requirements=_pip_requirements(),
+            signature=PYFUNC_SIGNATURE,
+            input_example=PYFUNC_INPUT_EXAMPLE,
         )
     return f"runs:/{run_id}/{artifact_path}"
 
