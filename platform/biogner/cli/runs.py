@@ -112,6 +112,41 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    from biogner.extract.config import ExtractConfig
+    from biogner.extract.job import run_extract
+
+    overrides = [
+        f"model={args.model}",
+        f"inputs=[{','.join(_yaml_str(p) for p in args.input)}]",
+        f"output={_yaml_str(args.output)}",
+        f"input_format={args.input_format}",
+        f"output_format={args.output_format}",
+    ]
+    if args.tracking_uri:
+        overrides.append(f"tracking.tracking_uri={args.tracking_uri}")
+    try:
+        cfg = load_config(ExtractConfig, None, [*overrides, *args.overrides])
+        summary = run_extract(cfg)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    rate = summary.sentences / summary.seconds if summary.seconds else 0.0
+    print(
+        f"{summary.documents} documents ({summary.bad_documents} bad: errors.jsonl), "
+        f"{summary.blocks} blocks: {summary.blocks_written} written, "
+        f"{summary.blocks_done_before} done before; {summary.sentences} sentences, "
+        f"{summary.entities} entities, {rate:.1f} sentences/s -> {summary.output} "
+        f"(MLflow run {summary.run_id})"
+    )
+    return 0 if summary.complete else 3
+
+
+def _yaml_str(value: str) -> str:
+    """A path as a YAML string in a key=value override (quotes, so `:` or `#` stay text)."""
+    return json.dumps(value)
+
+
 def _cmd_sweep(args: argparse.Namespace) -> int:
 
     from biogner.study.sweep import outcomes_json, run_sweep, summary_table
@@ -264,6 +299,16 @@ def add_run_commands(sub: Any) -> None:
     p.add_argument("overrides", nargs="*", help="dotted key=value")
     p.add_argument("--json", help="write the outcomes as JSON here")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("extract", help="entities of documents (JSONL, text, PubTator) to files")
+    p.add_argument("--model", required=True, help="models:/NAME@ALIAS, runs:/ID/model or a dir")
+    p.add_argument("--input", required=True, nargs="+", help="files or folders of documents")
+    p.add_argument("--output", required=True, help="folder: output blocks, manifest, errors")
+    p.add_argument("--input-format", default="auto", choices=["auto", "jsonl", "text", "pubtator"])
+    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "parquet", "pubtator"])
+    p.add_argument("--tracking-uri")
+    p.add_argument("overrides", nargs="*", help="ExtractConfig key=value overrides")
+    p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("demo", help="convert, train two formats, evaluate, select, serve")
     p.add_argument("--tiny", action="store_true", help="tiny-llama: the same path in ~a minute")

@@ -9,6 +9,8 @@ KIND_TAG = "biogner.kind"  # what a run is:
 TRAIN_KIND = "train"
 EVALUATE_KIND = "evaluate"
 REPORT_KIND = "report"
+EXTRACT_KIND = "extract"
+INPUTS_DIGEST_TAG = "inputs_digest"  # what an extraction job read (extract.job.inputs_digest)
 
 # On training runs (comma-joined lists) and evaluation runs (one value each).
 MODEL_TAG = "model"  # the base model spec

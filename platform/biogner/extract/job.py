@@ -1,0 +1,262 @@
+"""The extraction job: documents -> the endpoint's sentence windows -> the shared Generator in
+a Ray Data actor pool -> entities with offsets into each document, written per block.
+
+A job users can trust with a day of work: documents are cut into blocks in input order; each
+finished block is written whole (`writers.write_block`) and then recorded in the manifest, so
+a rerun into the same output skips finished blocks and a killed job, rerun, writes every
+document exactly once. A bad document goes to `errors.jsonl` with its id, source and reason,
+and the job goes on. One MLflow run per job: the model version, the inputs' digest, counts
+and throughput.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from biogner.extract.config import ExtractConfig
+from biogner.extract.documents import FORMATS_BY_SUFFIX, BadDocument, Document, read_documents
+from biogner.extract.writers import block_file, write_block
+from biogner.progress import Progress
+from biogner.tracking.tags import EXTRACT_KIND, INPUTS_DIGEST_TAG, KIND_TAG, MODEL_URI_TAG
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.jsonl"
+
+
+@dataclass
+class ExtractSummary:
+    output: Path
+    documents: int  # read and well-formed
+    bad_documents: int
+    blocks: int
+    blocks_done_before: int  # skipped: finished by an earlier run
+    blocks_written: int
+    sentences: int  # model inputs of the blocks written now
+    entities: int
+    seconds: float
+    run_id: str | None = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return self.blocks_done_before + self.blocks_written == self.blocks
+
+
+def input_files(inputs: Sequence[str], input_format: str) -> list[Path]:
+    """The files to read, in a stable order: files as given, folders' files sorted (those
+    with a known suffix unless the format is given). A missing path fails before any work."""
+    files: list[Path] = []
+    for item in inputs:
+        path = Path(item).expanduser()
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+            if input_format == "auto":
+                found = [p for p in found if p.suffix.lower() in FORMATS_BY_SUFFIX]
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise FileNotFoundError(f"input {path} not found")
+    if not files:
+        raise FileNotFoundError(f"no input files in {list(inputs)}")
+    return files
+
+
+def inputs_digest(docs: Sequence[Document]) -> str:
+    """What the blocks are made of: the same documents in the same order give the same
+    digest, so a rerun only skips blocks of the very same input."""
+    digest = hashlib.sha256()
+    for doc in docs:
+        digest.update(f"{doc.id}\x00{len(doc.text)}\x00".encode())
+        digest.update(hashlib.sha256(doc.text.encode()).digest())
+    return digest.hexdigest()
+
+
+class ExtractActor:
+    """Ray Data actor: holds one Generator; document rows -> rows with their entities."""
+
+    def __init__(self, model_dir: str, fmt: str, types: list[str], cfg: dict[str, Any]) -> None:
+        from biogner.generation import Generator
+        from biogner.models.config import GenerationConfig
+        from biogner.runtime import cpu_threads
+
+        job = ExtractConfig.model_validate(cfg)
+        gen = job.generation
+        if gen.threads is None:
+            gen = gen.model_copy(update={"threads": cpu_threads(job.num_actors)})
+        self.generator = Generator(model_dir, GenerationConfig.model_validate(gen.model_dump()))
+        self.fmt, self.types, self.job = fmt, types, job
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from biogner.serve.engine import assemble
+        from biogner.serve.text import iter_windows
+
+        texts = [str(t) for t in batch["text"]]
+        windows = [
+            list(iter_windows(text, self.job.window_tokens, self.job.window_chars, f"d{i}w"))
+            for i, text in enumerate(texts)
+        ]
+        flat = [w.sentence for ws in windows for w in ws]
+        gens = self.generator.extract(flat, self.fmt, self.types) if flat else []
+        results = assemble(texts, windows, gens, set(self.types))
+        out = {k: list(batch[k]) for k in ("block", "index", "id", "text", "title_length")}
+        out["entities"] = [
+            json.dumps([e.model_dump() for e in r.entities], ensure_ascii=False) for r in results
+        ]
+        out["sentences"] = [len(ws) for ws in windows]
+        return out
+
+
+def _load_manifest(path: Path, key: dict[str, Any]) -> dict[str, Any]:
+    """The manifest of an earlier run into this output, or a new one; an output made from
+    other inputs, another model or another output format is refused (not mixed)."""
+    if not path.is_file():
+        return {**key, "blocks": {}}
+    manifest = dict(json.loads(path.read_text()))
+    for name, value in key.items():
+        if manifest.get(name) != value:
+            raise ValueError(
+                f"{path.parent} holds the output of another job ({name}: "
+                f"{manifest.get(name)!r}, now {value!r}): use another --output"
+            )
+    return manifest
+
+
+def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _write_errors(path: Path, bad: Sequence[BadDocument]) -> None:
+    with path.open("w", encoding="utf-8") as fh:
+        for b in bad:
+            fh.write(json.dumps({"id": b.id, "source": b.source, "reason": b.reason}) + "\n")
+
+
+def run_extract(cfg: ExtractConfig) -> ExtractSummary:
+    """Run the job (see the module docstring); returns what it did."""
+    import ray
+
+    from biogner.runtime import compute_runtime_env, init_ray
+    from biogner.tracking.open import open_model
+    from biogner.tracking.runs import client_for, tracked_run
+
+    start = time.perf_counter()
+    files = input_files(cfg.inputs, cfg.input_format)
+    model = open_model(cfg.model, cfg.tracking)
+    card = model.card
+    types = [t for t in card.entity_types if cfg.entity_types is None or t in cfg.entity_types]
+    unknown = sorted(set(cfg.entity_types or []) - set(card.entity_types))
+    if unknown:
+        raise ValueError(f"unknown entity types {unknown}; this model knows {card.entity_types}")
+    docs: list[Document] = []
+    bad: list[BadDocument] = []
+    for path in files:
+        for item in read_documents(path, cfg.input_format, cfg.max_doc_chars):  # type: ignore[arg-type]
+            (docs if isinstance(item, Document) else bad).append(item)  # type: ignore[arg-type]
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_errors(out / ERRORS, bad)
+    key = {
+        "inputs_digest": inputs_digest(docs),
+        "model": model.pinned,
+        "format": card.format,
+        "entity_types": types,
+        "output_format": cfg.output_format,
+        "docs_per_block": cfg.docs_per_block,
+    }
+    manifest_path = out / MANIFEST
+    manifest = _load_manifest(manifest_path, key)
+    n = cfg.docs_per_block
+    blocks = [docs[i : i + n] for i in range(0, len(docs), n)]
+    done_before = [b for b in range(len(blocks)) if str(b) in manifest["blocks"]]
+    todo = [b for b in range(len(blocks)) if str(b) not in manifest["blocks"]]
+    if cfg.stop_after_blocks is not None:
+        todo = todo[: cfg.stop_after_blocks]
+    summary = ExtractSummary(out, len(docs), len(bad), len(blocks), len(done_before), 0, 0, 0, 0.0)
+    params = cfg.model_dump(mode="json")
+    tags = {
+        KIND_TAG: EXTRACT_KIND,
+        MODEL_URI_TAG: model.pinned,
+        INPUTS_DIGEST_TAG: key["inputs_digest"],
+    }
+    with tracked_run(cfg.tracking, f"extract-{out.name}", tags=tags, params=params) as run_id:
+        summary.run_id = run_id
+        if todo:
+            init_ray()
+            items = [
+                {
+                    "block": b,
+                    "index": j,
+                    "id": d.id,
+                    "text": d.text,
+                    "title_length": -1 if d.title_length is None else d.title_length,
+                }
+                for b in todo
+                for j, d in enumerate(blocks[b])
+            ]
+            actors = max(1, min(cfg.num_actors, len(items)))
+            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 32))
+            mapped = ds.map_batches(
+                ExtractActor,
+                fn_constructor_args=(str(model.dir), card.format, types, params),
+                batch_size=32,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_gpus=1 if cfg.use_gpu else 0,
+                runtime_env=compute_runtime_env(),
+            )
+            progress = Progress(f"extract {out.name}", len(items), "documents")
+            pending: dict[int, list[dict[str, Any]]] = {}
+            for row in mapped.iter_rows():
+                b = int(row["block"])
+                pending.setdefault(b, []).append(row)
+                progress.update()
+                if len(pending[b]) < len(blocks[b]):
+                    continue
+                rows = sorted(pending.pop(b), key=lambda r: int(r["index"]))
+                written = [_output_row(r) for r in rows]
+                path = block_file(out, b, cfg.output_format)  # type: ignore[arg-type]
+                write_block(path, written, cfg.output_format)  # type: ignore[arg-type]
+                manifest["blocks"][str(b)] = {"file": path.name, "documents": len(rows)}
+                _save_manifest(manifest_path, manifest)
+                summary.blocks_written += 1
+                summary.files.append(path)
+                summary.sentences += sum(int(r["sentences"]) for r in rows)
+                summary.entities += sum(len(w["entities"]) for w in written)
+        _save_manifest(manifest_path, manifest)
+        summary.seconds = time.perf_counter() - start
+        client = client_for(cfg.tracking)
+        docs_now = sum(len(blocks[b]) for b in todo)
+        metrics = {
+            "documents": float(len(docs)),
+            "bad_documents": float(len(bad)),
+            "blocks_written": float(summary.blocks_written),
+            "blocks_skipped": float(len(done_before)),
+            "sentences": float(summary.sentences),
+            "entities": float(summary.entities),
+            "documents_per_s": docs_now / summary.seconds if summary.seconds else 0.0,
+            "sentences_per_s": summary.sentences / summary.seconds if summary.seconds else 0.0,
+        }
+        for name, value in metrics.items():
+            client.log_metric(run_id, name, value)
+        client.log_artifact(run_id, str(manifest_path))
+        client.log_artifact(run_id, str(out / ERRORS))
+    return summary
+
+
+def _output_row(row: dict[str, Any]) -> dict[str, Any]:
+    title = int(row["title_length"])
+    return {
+        "id": str(row["id"]),
+        "text": str(row["text"]),
+        "entities": json.loads(str(row["entities"])),
+        "title_length": None if title < 0 else title,
+    }
