@@ -156,3 +156,59 @@ def test_pubtator_and_parquet_outputs_read_back(
     )
     table = pq.read_table(sorted((tmp_path / "pq").glob("part-*.parquet"))[0]).to_pylist()
     assert table and {"id", "text", "entities"} <= set(table[0])
+
+
+def test_bioc_in_and_out_keeps_passages_and_offsets(
+    ray_session, model_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """BioC XML and JSON read (passages at their own offsets) and written back with one
+    annotation per entity, which the `bioc` package reads with offsets into its passages."""
+    from bioc import BioCCollection, BioCDocument, BioCPassage, biocjson, biocxml
+
+    sentences = [s.text for s in load_split("NCBI-disease", "dev", data_dir, limit=24)]
+    texts = {}
+    for name, module in (("in.xml", biocxml), ("in.json", biocjson)):
+        collection = BioCCollection()
+        for i in range(6):
+            doc = BioCDocument()
+            doc.id = f"{name}-{i}"
+            title, abstract = sentences[2 * i], sentences[2 * i + 1]
+            for offset, text, kind in ((0, title, "title"), (len(title) + 1, abstract, "abstract")):
+                p = BioCPassage()
+                p.offset, p.text = offset, text
+                p.infons["type"] = kind
+                doc.add_passage(p)
+            collection.add_document(doc)
+            texts[doc.id] = f"{title} {abstract}"
+        (tmp_path / name).write_text(module.dumps(collection))
+    cfg = ExtractConfig(
+        model=str(model_dir),
+        inputs=[str(tmp_path / "in.xml"), str(tmp_path / "in.json")],
+        output=str(tmp_path / "out"),
+        output_format="bioc-xml",
+        generation={"max_new_tokens_cap": 24},
+        tracking={"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db"},
+    )
+    summary = run_extract(cfg)
+    assert summary.complete and summary.documents == 12 and summary.bad_documents == 0
+    back = [
+        d
+        for p in sorted((tmp_path / "out").glob("part-*.xml"))
+        for d in biocxml.loads(p.read_text()).documents
+    ]
+    assert sorted(d.id for d in back) == sorted(texts)
+    annotations = 0
+    for doc in back:
+        assert [p.infons["type"] for p in doc.passages] == ["title", "abstract"]
+        for passage in doc.passages:
+            assert (
+                texts[doc.id][passage.offset : passage.offset + len(passage.text)] == passage.text
+            )
+            for ann in passage.annotations:
+                loc = ann.locations[0]
+                assert passage.offset <= loc.offset and loc.end <= passage.offset + len(
+                    passage.text
+                )
+                assert texts[doc.id][loc.offset : loc.end] == ann.text
+                annotations += 1
+    assert annotations > 0

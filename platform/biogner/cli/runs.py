@@ -300,12 +300,20 @@ def add_run_commands(sub: Any) -> None:
     p.add_argument("--json", help="write the outcomes as JSON here")
     p.set_defaults(func=_cmd_sweep)
 
-    p = sub.add_parser("extract", help="entities of documents (JSONL, text, PubTator) to files")
+    p = sub.add_parser("extract", help="entities of documents (JSONL, text, PubTator, BioC)")
     p.add_argument("--model", required=True, help="models:/NAME@ALIAS, runs:/ID/model or a dir")
     p.add_argument("--input", required=True, nargs="+", help="files or folders of documents")
     p.add_argument("--output", required=True, help="folder: output blocks, manifest, errors")
-    p.add_argument("--input-format", default="auto", choices=["auto", "jsonl", "text", "pubtator"])
-    p.add_argument("--output-format", default="jsonl", choices=["jsonl", "parquet", "pubtator"])
+    p.add_argument(
+        "--input-format",
+        default="auto",
+        choices=["auto", "jsonl", "text", "pubtator", "bioc-xml", "bioc-json"],
+    )
+    p.add_argument(
+        "--output-format",
+        default="jsonl",
+        choices=["jsonl", "parquet", "pubtator", "bioc-xml", "bioc-json"],
+    )
     p.add_argument("--tracking-uri")
     p.add_argument("overrides", nargs="*", help="ExtractConfig key=value overrides")
     p.set_defaults(func=_cmd_extract)

@@ -3,7 +3,9 @@ from. Readers never stop at a bad document: it becomes a `BadDocument` (id, sour
 that the job writes to its errors file and goes on.
 
 Offsets: a PubTator document is its title, one space, its abstract (PubTator's own offsets);
-a JSONL document with a `title` likewise; a `.txt` file is one document, its whole text.
+a JSONL document with a `title` likewise; a `.txt` file is one document, its whole text; a
+BioC document is its passages placed at their own (document-level) offsets, the gaps between
+them spaces, so that BioC's offsets and the document's are the same.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-InputFormat = Literal["auto", "jsonl", "text", "pubtator"]
-FORMATS_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".txt": "text", ".pubtator": "pubtator"}
+InputFormat = Literal["auto", "jsonl", "text", "pubtator", "bioc-xml", "bioc-json"]
+FORMATS_BY_SUFFIX = {
+    ".jsonl": "jsonl",
+    ".txt": "text",
+    ".pubtator": "pubtator",
+    ".xml": "bioc-xml",
+    ".json": "bioc-json",  # a .json file is one JSON document (BioC), not JSON Lines
+}
+Passage = tuple[int, int, str]  # (offset, length, infons as JSON) of a BioC passage
 
 
 @dataclass(frozen=True)
@@ -24,6 +33,7 @@ class Document:
     text: str
     source: str  # file:line where it starts
     title_length: int | None = None  # characters of the title (title + " " + abstract)
+    passages: tuple[Passage, ...] = ()  # a BioC document's passages, to write them back
 
 
 @dataclass(frozen=True)
@@ -44,14 +54,20 @@ def input_format(path: Path, requested: InputFormat) -> str:
     if fmt is None:
         raise ValueError(
             f"{path}: cannot tell its format from the suffix {path.suffix!r}; pass "
-            "--input-format jsonl|text|pubtator"
+            "--input-format jsonl|text|pubtator|bioc-xml|bioc-json"
         )
     return fmt
 
 
 def read_documents(path: Path, fmt: InputFormat, max_chars: int) -> Iterator[Read]:
     """Every document of one input file, in order; bad ones as BadDocument."""
-    reader = {"jsonl": _jsonl, "text": _text, "pubtator": _pubtator}[input_format(path, fmt)]
+    reader = {
+        "jsonl": _jsonl,
+        "text": _text,
+        "pubtator": _pubtator,
+        "bioc-xml": _bioc,
+        "bioc-json": _bioc,
+    }[input_format(path, fmt)]
     for item in reader(path):
         if isinstance(item, Document):
             if not item.text.strip():
@@ -139,3 +155,36 @@ def _pubtator(path: Path) -> Iterator[Read]:
         title = None
     if title is not None:
         yield BadDocument(title[0], f"{path}:{title[2]}", "a title without its abstract")
+
+
+def _bioc(path: Path) -> Iterator[Read]:
+    """Every document of a BioC collection (XML or JSON, by the `bioc` package)."""
+    from bioc import biocjson, biocxml
+
+    module = biocjson if path.suffix.lower() == ".json" else biocxml
+    try:
+        with path.open("rb") as fh:
+            collection = module.load(fh)
+    except Exception as exc:  # the bioc package raises lxml's, json's and its own errors
+        yield BadDocument(path.name, str(path), f"not a BioC collection: {exc!s:.200}")
+        return
+    for n, doc in enumerate(collection.documents):
+        where = f"{path}#document{n}"
+        doc_id = str(doc.id or f"{path.name}#{n}")
+        text = ""
+        passages: list[Passage] = []
+        problem = None
+        for p in sorted(doc.passages, key=lambda p: int(p.offset)):
+            if p.text is None:
+                problem = "a passage without text (sentence-level BioC is not read)"
+                break
+            offset = int(p.offset)
+            if offset < len(text):
+                problem = f"passages overlap at offset {offset}"
+                break
+            text += " " * (offset - len(text)) + p.text
+            passages.append((offset, len(p.text), json.dumps(dict(p.infons), sort_keys=True)))
+        if problem is not None:
+            yield BadDocument(doc_id, where, problem)
+        else:
+            yield Document(doc_id, text, where, passages=tuple(passages))

@@ -106,7 +106,8 @@ class ExtractActor:
         flat = [w.sentence for ws in windows for w in ws]
         gens = self.generator.extract(flat, self.fmt, self.types) if flat else []
         results = assemble(texts, windows, gens, set(self.types))
-        out = {k: list(batch[k]) for k in ("block", "index", "id", "text", "title_length")}
+        keep = ("block", "index", "id", "text", "title_length", "passages")
+        out = {k: list(batch[k]) for k in keep}
         out["entities"] = [
             json.dumps([e.model_dump() for e in r.entities], ensure_ascii=False) for r in results
         ]
@@ -199,6 +200,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                     "id": d.id,
                     "text": d.text,
                     "title_length": -1 if d.title_length is None else d.title_length,
+                    "passages": json.dumps(d.passages),
                 }
                 for b in todo
                 for j, d in enumerate(blocks[b])
@@ -259,4 +261,5 @@ def _output_row(row: dict[str, Any]) -> dict[str, Any]:
         "text": str(row["text"]),
         "entities": json.loads(str(row["entities"])),
         "title_length": None if title < 0 else title,
+        "passages": [tuple(p) for p in json.loads(str(row["passages"]))],
     }

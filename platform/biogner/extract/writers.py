@@ -3,7 +3,9 @@ file renamed into place), so a killed job never leaves half a block that looks d
 
 JSONL: one line per document, `{"id", "text", "entities": [{"start", "end", "label",
 "text"}]}`; Parquet: the same columns (entities as a list of structs); PubTator: the
-document's title and abstract lines and one line per entity, tools of the field read it back.
+document's title and abstract lines and one line per entity; BioC (XML or JSON): a collection
+whose documents keep their passages (a BioC input's own, else title and abstract) with one
+annotation per entity. Tools of the field read the last two back.
 """
 
 from __future__ import annotations
@@ -14,8 +16,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-OutputFormat = Literal["jsonl", "parquet", "pubtator"]
-SUFFIX = {"jsonl": ".jsonl", "parquet": ".parquet", "pubtator": ".pubtator"}
+OutputFormat = Literal["jsonl", "parquet", "pubtator", "bioc-xml", "bioc-json"]
+SUFFIX = {
+    "jsonl": ".jsonl",
+    "parquet": ".parquet",
+    "pubtator": ".pubtator",
+    "bioc-xml": ".xml",
+    "bioc-json": ".json",
+}
 
 
 def block_file(out: Path, block: int, fmt: OutputFormat) -> Path:
@@ -29,7 +37,10 @@ def write_block(path: Path, rows: Sequence[dict[str, Any]], fmt: OutputFormat) -
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), tmp)
+        columns = ("id", "text", "entities")
+        pq.write_table(pa.Table.from_pylist([{k: r[k] for k in columns} for r in rows]), tmp)
+    elif fmt in ("bioc-xml", "bioc-json"):
+        _write_bioc(tmp, rows, fmt)
     else:
         with tmp.open("w", encoding="utf-8") as fh:
             for row in rows:
@@ -62,3 +73,53 @@ def _one_line(text: str) -> str:
     """PubTator is line-based: a line break inside a title or abstract becomes a space (one
     character for one: the offsets stay those of the text)."""
     return text.replace("\r", " ").replace("\n", " ")
+
+
+def _passages(row: dict[str, Any]) -> list[tuple[int, int, dict[str, str]]]:
+    """(offset, length, infons) of a document's passages: its own (BioC input), else its
+    title and abstract, else one passage of all its text."""
+    if row.get("passages"):
+        return [(int(o), int(n), dict(json.loads(i))) for o, n, i in row["passages"]]
+    split = row.get("title_length")
+    if split is None:
+        return [(0, len(row["text"]), {"type": "text"})]
+    rest = len(row["text"]) - split - 1
+    return [(0, split, {"type": "title"}), (split + 1, rest, {"type": "abstract"})]
+
+
+def _write_bioc(path: Path, rows: Sequence[dict[str, Any]], fmt: OutputFormat) -> None:
+    from bioc import (
+        BioCAnnotation,
+        BioCCollection,
+        BioCDocument,
+        BioCLocation,
+        BioCPassage,
+        biocjson,
+        biocxml,
+    )
+
+    collection = BioCCollection()
+    collection.source = "biogner extract"
+    for row in rows:
+        doc = BioCDocument()
+        doc.id = row["id"]
+        passages = []
+        for offset, length, infons in _passages(row):
+            passage = BioCPassage()
+            passage.offset = offset
+            passage.text = row["text"][offset : offset + length]
+            passage.infons.update(infons)
+            doc.add_passage(passage)
+            passages.append((offset, offset + length, passage))
+        for n, e in enumerate(row["entities"]):
+            home = next((p for s, t, p in passages if s <= e["start"] and e["end"] <= t), None)
+            target = home if home is not None else passages[0][2]
+            ann = BioCAnnotation()
+            ann.id = f"T{n}"
+            ann.infons["type"] = e["label"]
+            ann.text = e["text"]
+            ann.add_location(BioCLocation(offset=e["start"], length=e["end"] - e["start"]))
+            target.add_annotation(ann)
+        collection.add_document(doc)
+    with path.open("w", encoding="utf-8") as fh:
+        (biocjson if fmt == "bioc-json" else biocxml).dump(collection, fh)
