@@ -336,3 +336,41 @@ def test_deployments_get_bounded_queues() -> None:
     assert model_deployment.max_queued_requests == 7
     assert ingress_deployment.max_queued_requests == 9
     assert ingress_deployment.backpressure_config.retry_after_s == cfg.limits.retry_after_s
+
+
+def test_a_small_request_is_not_held_behind_a_big_neighbour() -> None:
+    """Head-of-line blocking (#29): a one-sentence request sent just after a 40-sentence one
+    was answered only when the big one was. Now a batch takes at most `max_batch_windows`
+    windows of a big request (it queues again for the rest) and answers each request as soon
+    as its own windows are done."""
+    from biogner.serve.replica import NERModel
+
+    cls = NERModel.func_or_class  # type: ignore[attr-defined]
+    replica = cls({"max_batch_windows": 8}, {}, {"device": "cpu", "batch_size": 4})
+    model = Model(lambda n: time.sleep(0.05))
+    replica.current = loaded(model)
+    big_texts = ["We saw cancer. " * 40]
+    big_windows = check_request(big_texts, None, Limits(window_tokens=8))
+    small_windows = check_request(["Fever."], None, Limits(window_tokens=8))
+    answered: dict[str, int] = {}  # request -> model calls made when it was answered
+
+    async def send(name: str, texts: list[str], windows: Any, after_s: float) -> Any:
+        await asyncio.sleep(after_s)
+        outcome = await replica.extract(texts, windows, None, 60.0, name)
+        answered[name] = len(model.calls)
+        return outcome
+
+    async def both() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                send("big", big_texts, big_windows, 0.0),
+                send("small", ["Fever."], small_windows, 0.02),
+            )
+        )
+
+    big, small = asyncio.run(both())
+    assert big["ok"] and small["ok"]
+    assert len(big["response"]["results"][0]["entities"]) == 40  # all of it, once
+    assert sum(len(c) for c in model.calls) == 41  # every window generated exactly once
+    assert answered["small"] <= 3 < answered["big"] == len(model.calls) == 11
+    assert max(len(c) for c in model.calls) <= 4

@@ -33,11 +33,17 @@ class AdaptiveBatcher(Generic[Item, Result]):
         max_batch_size: int,
         wait_s: float = 0.0,
         slots: int = 1,
+        weight: Callable[[Item], int] = lambda item: 1,
+        max_weight: int | None = None,
     ) -> None:
         self.run = run
         self.max_batch_size = max_batch_size
         self.wait_s = wait_s
         self.slots = slots
+        # a batch also stops growing when the next item's weight would pass max_weight (the
+        # first item always goes in): batches bounded by model inputs, not by requests
+        self.weight, self.max_weight = weight, max_weight
+        self._held: tuple[Item, asyncio.Future[Result]] | None = None  # opens the next batch
         self._queue: asyncio.Queue[tuple[Item, asyncio.Future[Result]]] | None = None
         self._free: asyncio.Semaphore | None = None
         self._worker: asyncio.Task[None] | None = None
@@ -56,25 +62,46 @@ class AdaptiveBatcher(Generic[Item, Result]):
         assert self._queue is not None and self._free is not None
         while True:
             await self._free.acquire()  # a model slot first: the batch forms when it is free
-            batch = [await self._queue.get()]
+            first = self._held if self._held is not None else await self._queue.get()
+            self._held = None
+            batch = [first]
+            load = self.weight(first[0])
             if self.wait_s > 0 and self._loaded:
                 deadline = asyncio.get_running_loop().time() + self.wait_s
-                while len(batch) < self.max_batch_size:
+                while len(batch) < self.max_batch_size and self._held is None:
                     left = deadline - asyncio.get_running_loop().time()
                     if left <= 0:
                         break
                     try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), left))
+                        load = self._add(
+                            batch, await asyncio.wait_for(self._queue.get(), left), load
+                        )
                     except TimeoutError:
                         break
-            while len(batch) < self.max_batch_size and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            while (
+                len(batch) < self.max_batch_size and self._held is None and not self._queue.empty()
+            ):
+                load = self._add(batch, self._queue.get_nowait(), load)
             live = [(item, future) for item, future in batch if not future.done()]
             self._loaded = len(live) > 1
             if not live:
                 self._free.release()
                 continue
             asyncio.create_task(self._run(live))
+
+    def _add(
+        self,
+        batch: list[tuple[Item, asyncio.Future[Result]]],
+        entry: tuple[Item, asyncio.Future[Result]],
+        load: int,
+    ) -> int:
+        """Put `entry` in the batch if its weight fits, else hold it to open the next one."""
+        weight = self.weight(entry[0])
+        if self.max_weight is not None and load + weight > self.max_weight:
+            self._held = entry
+            return load
+        batch.append(entry)
+        return load + weight
 
     async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
         assert self._free is not None

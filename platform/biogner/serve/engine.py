@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,7 +117,8 @@ def load(
 class Job:
     """One request's model work, pinned to the model it was validated on. The batch loop
     skips it once its client is gone (`cancelled`) or its deadline (monotonic) has passed,
-    so an abandoned request does not hold the replica."""
+    so an abandoned request does not hold the replica. A big job is served a slice at a
+    time (`run_group`'s budget): `found` keeps what is done between its batches."""
 
     model: LoadedModel
     texts: list[str]
@@ -126,30 +127,57 @@ class Job:
     deadline: float
     request_id: str = ""
     cancelled: bool = False
+    answered: bool = False  # its caller got its results before the rest of its batch
+    found: list[Generation | None] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.found:
+            self.found = [None] * sum(len(ws) for ws in self.windows)
 
     def live(self) -> bool:
         return not self.cancelled and time.monotonic() < self.deadline
 
+    @property
+    def left(self) -> int:
+        """Windows not generated yet."""
+        return sum(g is None for g in self.found)
 
-def run_group(jobs: Sequence[Job], chunk_size: int) -> list[list[TextResult] | None]:
-    """Results of jobs that share a model and entity types (None: dropped, not live).
 
-    Windows go to the model `chunk_size` at a time, shortest first (less padding); before
-    each call the windows of jobs that are no longer live are dropped. Blocking: run it off
-    the replica's event loop."""
+PARTIAL = "partial"  # run_group's word for a job whose windows are not all done yet
+
+
+def run_group(
+    jobs: Sequence[Job],
+    chunk_size: int,
+    on_done: Callable[[int, list[TextResult] | None], None] | None = None,
+    budget: int | None = None,
+) -> list[list[TextResult] | None | str]:
+    """Results of jobs that share a model and entity types: entities per text, None when a
+    job was dropped (not live), or PARTIAL when the window `budget` ran out before its
+    windows did (the caller queues it again; what is done stays in `job.found`).
+
+    Windows go to the model `chunk_size` at a time, the job with the fewest left first, so a
+    small request is done after the first model call whatever its neighbours hold, and a big
+    one takes at most `budget` windows a batch, so it cannot hold the model while others
+    wait; `on_done(k, results)` hands job k its results as soon as its own windows are done.
+    Before each call the windows of jobs no longer live are dropped. Blocking: run it off the
+    replica's event loop."""
     model = jobs[0].model
     types = model.asked_types(jobs[0].types)  # the same for every job of the group
-    found: list[list[Generation | None]] = [
-        [None] * sum(len(ws) for ws in job.windows) for job in jobs
-    ]
+    sizes = [job.left for job in jobs]
     queue = sorted(
         (
             (k, j, window.sentence)
             for k, job in enumerate(jobs)
             for j, window in enumerate(w for ws in job.windows for w in ws)
+            if job.found[j] is None
         ),
-        key=lambda item: len(item[2].text),
-    )
+        key=lambda item: (sizes[item[0]], item[0], len(item[2].text)),
+    )[:budget]
+    missing = list(sizes)
+    for k, n in enumerate(missing):
+        if n == 0 and on_done is not None:  # nothing to read: done before any model call
+            on_done(k, _results(jobs[k], jobs[k].found))
     pos = 0
     while pos < len(queue):
         live = [job.live() for job in jobs]
@@ -163,8 +191,11 @@ def run_group(jobs: Sequence[Job], chunk_size: int) -> list[list[TextResult] | N
         sentences = [sentence for _, _, sentence in chunk]
         generations = model.generator.extract(sentences, model.format, types) if chunk else []
         for (k, j, _), generation in zip(chunk, generations, strict=True):
-            found[k][j] = generation
-    return [_results(job, gens) for job, gens in zip(jobs, found, strict=True)]
+            jobs[k].found[j] = generation
+            missing[k] -= 1
+            if missing[k] == 0 and on_done is not None:
+                on_done(k, _results(jobs[k], jobs[k].found))
+    return [PARTIAL if job.live() and job.left else _results(job, job.found) for job in jobs]
 
 
 def _results(job: Job, generations: list[Generation | None]) -> list[TextResult] | None:

@@ -127,7 +127,11 @@ class NERModel:
             max_batch_size=self.batching.max_batch_size,
             wait_s=self.batching.batch_wait_timeout_s,
             slots=self.batching.max_concurrent_batches,
+            weight=lambda job: max(1, min(job.left, self.batching.max_batch_windows)),
+            max_weight=self.batching.max_batch_windows,
         )
+        # request id -> the future that answers it as soon as its own windows are done
+        self._early: dict[int, asyncio.Future[dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ model swaps
 
@@ -306,12 +310,27 @@ class NERModel:
         except RequestError as exc:
             return {"ok": False, **exc.to_dict()}
         job = engine.Job(model, texts, windows, types, deadline, request_id)
+        early: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._early[id(job)] = early
         try:
-            outcome: dict[str, Any] = await self._batched(job)
-        except asyncio.CancelledError:
-            job.cancelled = True  # the caller is gone: the batch loop drops its windows
-            raise
-        return outcome
+            while True:
+                # answered when its own windows are done, or with its batch (errors,
+                # refusals); a big job gets a slice a batch and queues again for the rest,
+                # behind the requests that came meanwhile
+                batched = asyncio.ensure_future(self._batched(job))
+                try:
+                    await asyncio.wait({batched, early}, return_when=asyncio.FIRST_COMPLETED)
+                except asyncio.CancelledError:
+                    job.cancelled = True  # the caller is gone: the batch loop drops its windows
+                    batched.cancel()
+                    raise
+                if early.done():
+                    return early.result()
+                outcome: dict[str, Any] = batched.result()
+                if not outcome.get(engine.PARTIAL):
+                    return outcome
+        finally:
+            self._early.pop(id(job), None)
 
     async def _run_batch(self, jobs: list[engine.Job]) -> list[dict[str, Any]]:
         """One batch: jobs grouped by (model, the questions their types are asked in), each
@@ -337,7 +356,18 @@ class NERModel:
         """Generation and assembly off the event loop; a failure answers the group with a 500
         that names the request (the details stay in the log)."""
         try:
-            results = await asyncio.to_thread(engine.run_group, jobs, self.generation.batch_size)
+            loop = asyncio.get_running_loop()
+
+            def done(k: int, result: list[TextResult] | None) -> None:  # from the thread
+                loop.call_soon_threadsafe(self._deliver, jobs[k], result, batch)
+
+            results = await asyncio.to_thread(
+                engine.run_group,
+                jobs,
+                self.generation.batch_size,
+                done,
+                self.batching.max_batch_windows,
+            )
         except Exception:  # the replica keeps serving; these requests get a 500
             ids = [job.request_id for job in jobs]
             log.exception("model failure in a batch of requests %s", ids)
@@ -346,7 +376,26 @@ class NERModel:
                 refusal(500, "model_error", "the model failed on this request", job.request_id)
                 for job in jobs
             ]
-        return [self._answer(job, res, batch) for job, res in zip(jobs, results, strict=True)]
+        return [self._final(job, res, batch) for job, res in zip(jobs, results, strict=True)]
+
+    def _final(
+        self, job: engine.Job, result: list[TextResult] | None | str, batch: BatchInfo
+    ) -> dict[str, Any]:
+        """A job's answer at the end of its group: none when it was answered early (its
+        caller has it: nothing is counted twice) or when it has windows left (it queues
+        again)."""
+        if job.answered:
+            return {"ok": True, "answered": "early"}
+        if isinstance(result, str):
+            return {"ok": True, engine.PARTIAL: True}
+        return self._answer(job, result, batch)
+
+    def _deliver(self, job: engine.Job, result: list[TextResult] | None, batch: BatchInfo) -> None:
+        """Answer one request of a running group (on the event loop)."""
+        early = self._early.get(id(job))
+        if early is not None and not early.done():
+            early.set_result(self._answer(job, result, batch))
+            job.answered = True
 
     def _answer(
         self, job: engine.Job, results: list[TextResult] | None, batch: BatchInfo

@@ -61,6 +61,13 @@ class Batching(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_batch_size: int = Field(16, ge=1)
+    max_batch_windows: int = Field(
+        128,
+        ge=1,
+        description="model inputs (sentence windows) a batch gathers at most: requests join a "
+        "batch while their windows fit (a bigger one forms a batch of its own), so a small "
+        "request never waits behind more than one bounded batch",
+    )
     batch_wait_timeout_s: float = Field(
         0.0,
         ge=0.0,

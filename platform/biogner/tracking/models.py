@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.models import Model
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
@@ -88,7 +89,7 @@ class BiognerHFModel(PythonModel):
     def predict(
         self,
         context: PythonModelContext,
-        model_input: Any,
+        model_input: pd.DataFrame,
         params: dict[str, Any] | None = None,
     ) -> list[str]:
         from biogner.generation import Generator
