@@ -87,3 +87,19 @@ def test_no_jemalloc_is_said_once(monkeypatch, capsys) -> None:
     assert runtime.allocator_env() == {} and runtime.allocator_env() == {}
     err = capsys.readouterr().err
     assert err.count("jemalloc not found") == 1 and "apt install libjemalloc2" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--corpus", "nope"], "unknown corpus 'nope'"),
+        (["--format", "multi_nope"], "unknown format 'multi_nope'"),
+    ],
+)
+def test_convert_refuses_bad_names_before_ray_starts(argv, says, capsys, tmp_path) -> None:
+    import ray
+
+    code = main(["convert", "--out", str(tmp_path), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and says in err
+    assert not ray.is_initialized()

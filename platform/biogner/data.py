@@ -34,7 +34,7 @@ class ConvertConfig(BaseModel):
     splits: list[str] = Field(default_factory=lambda: list(SPLITS))
     data_dir: str | None = None
     out: str = ".biogner/converted"
-    limit: int | None = Field(None, description="first N sentences per corpus split")
+    limit: int | None = Field(None, ge=1, description="first N sentences per corpus split")
     tokenizer: str | None = Field(None, description="model spec whose tokenizer counts tokens")
     overwrite: bool = True
 

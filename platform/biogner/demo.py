@@ -67,9 +67,11 @@ class DemoPreset:
 
 
 # `full`: the reference recipe (jobs/configs/ncbi_cpu.yaml: SmolLM2-135M fully fine-tuned,
-# lr 2e-4, bf16 where the CPU has it) for the CPU study's two best writings, 80 steps of 8
+# lr 2e-4, bf16 where the CPU has it) for two term writings, 80 steps of 8
 # sentences each from the whole train split; both are scored on the whole dev split, which
 # picks the champion, and the champion on the whole test split (bench/RESULTS.md: the demo).
+# Term writings, not the v4 study's leading inline pair: an inline answer copies the sentence
+# (6x the generated tokens), which a demo's scoring budget cannot afford on an AVX2 laptop.
 # `tiny`: the same path with tiny-llama in a few minutes.
 PRESETS = {
     "full": DemoPreset(

@@ -90,15 +90,19 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from biogner.data import ConvertConfig, convert
     from biogner.runtime import init_ray
 
-    cfg = ConvertConfig(
-        corpora=args.corpus.split(","),
-        formats=args.format.split(","),
-        splits=args.split.split(",") if args.split else list(SPLITS),
-        data_dir=args.data_dir,
-        out=args.out,
-        limit=args.limit,
-        tokenizer=args.tokenizer,
-    )
+    try:  # names checked before Ray starts: a typo is one line, not a traceback
+        cfg = ConvertConfig(
+            corpora=args.corpus.split(","),
+            formats=args.format.split(","),
+            splits=args.split.split(",") if args.split else list(SPLITS),
+            data_dir=args.data_dir,
+            out=args.out,
+            limit=args.limit,
+            tokenizer=args.tokenizer,
+        ).resolved()
+    except (KeyError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
     init_ray()
     summary = convert(cfg)
     print(summary.table())
