@@ -215,3 +215,49 @@ def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir:
     models = [client.get_logged_model(o.model_id) for o in run.outputs.model_outputs]
     assert [m.name for m in models] == ["model"]
     assert Path(run.info.artifact_uri.removeprefix("file://")).is_relative_to(store)
+
+
+def test_ray_job_extract_stopped_and_rerun_writes_every_document_once(
+    ray_head: Head, data_dir: Path
+) -> None:
+    """`jobs/extract.py` through `ray job submit --working-dir`: a job stopped half way (as
+    if killed: `stop_after_blocks`) and submitted again finishes the rest, each document once,
+    every entity's offsets into its document."""
+    import json
+
+    from conftest import write_noise_model
+
+    from biogner.corpora import load_split
+
+    work = ray_head.temp_dir / "extract"
+    model = write_noise_model(work / "model", seed=5)
+    card = {"format": "multi_term", "entity_types": ["Disease"], "base_model": "noise"}
+    (model / "biogner_model.json").write_text(json.dumps(card))
+    sentences = [s.text for s in load_split("NCBI-disease", "dev", data_dir, limit=80)]
+    docs = {f"d{i}": f"{sentences[2 * i]} {sentences[2 * i + 1]}" for i in range(40)}
+    source = work / "docs.jsonl"
+    source.write_text("".join(json.dumps({"id": k, "text": v}) + "\n" for k, v in docs.items()))
+    out = work / "out"
+    submit = [
+        RAY, "job", "submit", "--address", ray_head.dashboard, "--working-dir", str(REPO),
+        "--", "python", "jobs/extract.py", "--model", str(model), "--input", str(source),
+        "--output", str(out), "docs_per_block=10", "generation.max_new_tokens_cap=16",
+        f"tracking.tracking_uri=sqlite:///{work}/mlflow.db",
+    ]  # fmt: skip
+    first = subprocess.run(
+        [*submit, "stop_after_blocks=2"], env=client_env(), capture_output=True, text=True,
+        timeout=JOB_TIMEOUT_S,
+    )  # fmt: skip
+    assert "4 blocks: 2 written, 0 done before" in first.stdout + first.stderr
+    assert first.returncode != 0  # stopped short: the job says so
+    second = subprocess.run(
+        submit, env=client_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT_S
+    )
+    logs = second.stdout + second.stderr
+    assert second.returncode == 0, logs[-4000:]
+    assert "4 blocks: 2 written, 2 done before" in logs
+    rows = [json.loads(line) for p in sorted(out.glob("part-*.jsonl")) for line in p.open()]
+    assert sorted(r["id"] for r in rows) == sorted(docs)
+    for row in rows:
+        assert row["text"] == docs[row["id"]]
+        assert all(row["text"][e["start"] : e["end"]] == e["text"] for e in row["entities"])

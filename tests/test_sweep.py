@@ -157,7 +157,9 @@ def test_select_champion_and_report(study, small_data_dir, tmp_path, capsys):
     logged = client.get_run(version.run_id).data.metrics["test_f1"]
     assert f"F1 {logged:.4f}" in out and "40 sentences" in out
     exp = client.get_experiment_by_name(cfg.experiment)
-    (again,) = client.search_runs([exp.experiment_id], f"tags.model_uri = '{uri}'")
+    # the evaluation records the version the alias pointed to (resolved once, pinned)
+    pinned = f"models:/tiny-ner/{version.version}"
+    (again,) = client.search_runs([exp.experiment_id], f"tags.model_uri = '{pinned}'")
     assert again.data.metrics["test_f1"] == logged  # exactly, not approximately
 
     # A quick look at the first 5 sentences is tagged a subset and leaves the run's F1 alone.
