@@ -73,11 +73,14 @@ def validate(model: type[M], data: dict[str, Any], source: str) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"{source}: {fields}") from None
+        raise ConfigError(f"{source}: {describe_errors(exc, '<root>')}") from None
+
+
+def describe_errors(exc: ValidationError, root: str) -> str:
+    """Every error of `exc` as `field.path: message`, `root` naming the whole object."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or root}: {err['msg']}" for err in exc.errors()
+    )
 
 
 def to_yaml(cfg: BaseModel) -> str:

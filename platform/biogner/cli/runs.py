@@ -13,6 +13,7 @@ from typing import Any
 from biogner.config import ConfigError, load_config, to_yaml
 from biogner.corpora.registry import SPLITS
 from biogner.evaluate.config import EvalConfig
+from biogner.extract.config import INPUT_FORMATS, OUTPUT_FORMATS
 from biogner.study.config import (
     DEFAULT_ALIAS,
     DEFAULT_METRIC,
@@ -307,12 +308,12 @@ def add_run_commands(sub: Any) -> None:
     p.add_argument(
         "--input-format",
         default="auto",
-        choices=["auto", "jsonl", "text", "pubtator", "bioc-xml", "bioc-json"],
+        choices=INPUT_FORMATS,
     )
     p.add_argument(
         "--output-format",
         default="jsonl",
-        choices=["jsonl", "parquet", "pubtator", "bioc-xml", "bioc-json"],
+        choices=OUTPUT_FORMATS,
     )
     p.add_argument("--tracking-uri")
     p.add_argument("overrides", nargs="*", help="ExtractConfig key=value overrides")

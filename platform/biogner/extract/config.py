@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from biogner.models.config import GenerationConfig
 from biogner.tracking.config import TrackingConfig
+
+InputFormat = Literal["auto", "jsonl", "text", "pubtator", "bioc-xml", "bioc-json"]
+OutputFormat = Literal["jsonl", "parquet", "pubtator", "bioc-xml", "bioc-json"]
+INPUT_FORMATS: tuple[str, ...] = get_args(InputFormat)
+OUTPUT_FORMATS: tuple[str, ...] = get_args(OutputFormat)
 
 
 class ExtractConfig(BaseModel):
@@ -14,8 +21,8 @@ class ExtractConfig(BaseModel):
     model: str = Field(..., description="models:/<name>@<alias>, runs:/<id>/model, or a dir")
     inputs: list[str] = Field(..., min_length=1, description="files or folders of documents")
     output: str = Field(..., description="folder for the output blocks, manifest and errors")
-    input_format: str = Field("auto", pattern="^(auto|jsonl|text|pubtator|bioc-xml|bioc-json)$")
-    output_format: str = Field("jsonl", pattern="^(jsonl|parquet|pubtator|bioc-xml|bioc-json)$")
+    input_format: InputFormat = "auto"
+    output_format: OutputFormat = "jsonl"
     entity_types: list[str] | None = Field(None, description="default: all the model knows")
     docs_per_block: int = Field(
         256, ge=1, description="documents per output file: the unit a rerun skips when done"

@@ -14,9 +14,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-InputFormat = Literal["auto", "jsonl", "text", "pubtator", "bioc-xml", "bioc-json"]
+from biogner.extract.config import InputFormat
+
 FORMATS_BY_SUFFIX = {
     ".jsonl": "jsonl",
     ".txt": "text",

@@ -84,14 +84,13 @@ class ExtractActor:
 
     def __init__(self, model_dir: str, fmt: str, types: list[str], cfg: dict[str, Any]) -> None:
         from biogner.generation import Generator
-        from biogner.models.config import GenerationConfig
         from biogner.runtime import cpu_threads
 
         job = ExtractConfig.model_validate(cfg)
         gen = job.generation
         if gen.threads is None:
             gen = gen.model_copy(update={"threads": cpu_threads(job.num_actors)})
-        self.generator = Generator(model_dir, GenerationConfig.model_validate(gen.model_dump()))
+        self.generator = Generator(model_dir, gen)
         self.fmt, self.types, self.job = fmt, types, job
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -161,8 +160,11 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     docs: list[Document] = []
     bad: list[BadDocument] = []
     for path in files:
-        for item in read_documents(path, cfg.input_format, cfg.max_doc_chars):  # type: ignore[arg-type]
-            (docs if isinstance(item, Document) else bad).append(item)  # type: ignore[arg-type]
+        for item in read_documents(path, cfg.input_format, cfg.max_doc_chars):
+            if isinstance(item, Document):
+                docs.append(item)
+            else:
+                bad.append(item)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     _write_errors(out / ERRORS, bad)
@@ -225,8 +227,8 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                     continue
                 rows = sorted(pending.pop(b), key=lambda r: int(r["index"]))
                 written = [_output_row(r) for r in rows]
-                path = block_file(out, b, cfg.output_format)  # type: ignore[arg-type]
-                write_block(path, written, cfg.output_format)  # type: ignore[arg-type]
+                path = block_file(out, b, cfg.output_format)
+                write_block(path, written, cfg.output_format)
                 manifest["blocks"][str(b)] = {"file": path.name, "documents": len(rows)}
                 _save_manifest(manifest_path, manifest)
                 summary.blocks_written += 1

@@ -14,9 +14,10 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-OutputFormat = Literal["jsonl", "parquet", "pubtator", "bioc-xml", "bioc-json"]
+from biogner.extract.config import OutputFormat
+
 SUFFIX = {
     "jsonl": ".jsonl",
     "parquet": ".parquet",

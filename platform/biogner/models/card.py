@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from biogner.config import describe_errors
 from biogner.models.config import METADATA_FILE
 
 CARD_VERSION = 1
@@ -83,8 +84,4 @@ def read_card(model_dir: str | Path) -> ModelCard:
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<card>'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ModelCardError(f"{path}: {fields}") from None
+        raise ModelCardError(f"{path}: {describe_errors(exc, '<card>')}") from None
