@@ -17,6 +17,18 @@ from biogner.cli import main
 ROOT = Path(__file__).parents[1]
 
 
+def no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Starting Ray fails the test (whether or not another test's Ray runs in this process:
+    `ray.is_initialized()` depended on the order the tests ran in)."""
+    from biogner.evaluate import runner
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("Ray was started before the names were checked")
+
+    monkeypatch.setattr(runtime, "init_ray", refuse)
+    monkeypatch.setattr(runner, "init_ray", refuse)
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -26,13 +38,11 @@ ROOT = Path(__file__).parents[1]
         (["--limit", "0"], "limit: Input should be greater than or equal to 1"),
     ],
 )
-def test_evaluate_refuses_bad_names_before_ray_starts(argv, says, capsys) -> None:
-    import ray
-
+def test_evaluate_refuses_bad_names_before_ray_starts(argv, says, capsys, monkeypatch) -> None:
+    no_ray(monkeypatch)
     code = main(["evaluate", "--model", "/nowhere", *argv])
     err = capsys.readouterr().err
     assert code == 2 and says in err and "\"'" not in err and not err.startswith("error: '")
-    assert not ray.is_initialized()
 
 
 def test_version(capsys) -> None:
@@ -96,10 +106,10 @@ def test_no_jemalloc_is_said_once(monkeypatch, capsys) -> None:
         (["--format", "multi_nope"], "unknown format 'multi_nope'"),
     ],
 )
-def test_convert_refuses_bad_names_before_ray_starts(argv, says, capsys, tmp_path) -> None:
-    import ray
-
+def test_convert_refuses_bad_names_before_ray_starts(
+    argv, says, capsys, tmp_path, monkeypatch
+) -> None:
+    no_ray(monkeypatch)
     code = main(["convert", "--out", str(tmp_path), *argv])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and says in err
-    assert not ray.is_initialized()
