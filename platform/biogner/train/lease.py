@@ -14,6 +14,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import NoReturn
 
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_for, runs_named
@@ -71,16 +72,30 @@ class RunLease:
     def acquire(self, settle_s: float = 1.0) -> RunLease:
         """Beat once, wait, and check that the tag is still ours: of two drivers that passed
         `check_live` together, the one whose beat was overwritten gives up."""
-        self._write()
+        try:
+            self._write()
+        except Exception:
+            # two first writes of the tag at once: the store refuses one (SQLite: UNIQUE
+            # constraint); the driver that lost is the one whose beat is not there
+            if self._holder() in ("", self.owner):
+                raise
+            self._conflict()
         time.sleep(settle_s)
-        value = client_for(self.cfg).get_run(self.run_id).data.tags.get(HEARTBEAT_TAG, "")
-        if not value.endswith(f" {self.owner}"):
-            raise LiveRunConflict(
-                f"MLflow run {self.run_id}: another driver ({value.partition(' ')[2]}) took "
-                "this run name at the same moment; choose another run_name"
-            )
+        if self._holder() != self.owner:
+            self._conflict()
         self._thread.start()
         return self
+
+    def _holder(self) -> str:
+        """The owner named by the heartbeat tag now ("" when there is none)."""
+        value = client_for(self.cfg).get_run(self.run_id).data.tags.get(HEARTBEAT_TAG, "")
+        return value.partition(" ")[2]
+
+    def _conflict(self) -> NoReturn:
+        raise LiveRunConflict(
+            f"MLflow run {self.run_id}: another driver ({self._holder()}) took this run name "
+            "at the same moment; choose another run_name"
+        )
 
     def _write(self) -> None:
         client_for(self.cfg).set_tag(self.run_id, HEARTBEAT_TAG, f"{time.time():.3f} {self.owner}")
