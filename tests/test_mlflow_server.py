@@ -14,8 +14,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -59,16 +61,18 @@ def _mlflow_executable() -> str:
     return str(local) if local.is_file() else (shutil.which("mlflow") or "mlflow")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """`mlflow server` as a subprocess; stopped (SIGTERM, then SIGKILL) after the module."""
-    root = tmp_path_factory.mktemp("mlflow-server")
+@contextmanager
+def running_server(
+    root: Path, extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """`mlflow server` as a subprocess; stopped (SIGTERM, then SIGKILL) on exit."""
     artifacts = root / "artifacts"
     log = root / "server.log"
     port = _free_port()
     cmd = [
         _mlflow_executable(),
         "server",
+        *extra_args,
         "--host=127.0.0.1",
         f"--port={port}",
         "--workers=1",
@@ -77,6 +81,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         f"--artifacts-destination={artifacts.as_uri()}",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(extra_env or {})
     with log.open("wb") as out:
         proc = subprocess.Popen(
             cmd, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -108,6 +113,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
                 continue
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("mlflow-server")) as running:
+        yield running
 
 
 def test_train_evaluate_select_serve_through_an_mlflow_server(
@@ -196,3 +207,92 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
     for ent in result.entities:
         assert SENTENCE[ent.start : ent.end] == ent.text and ent.label == "Disease"
     assert all(len(g.answers) == 1 for g in generations)  # conv_term: one turn per type
+
+
+# --------------------------------------------------------------------------- basic auth
+
+INFRA_MLFLOW = Path(__file__).parents[1] / "infra" / "k8s" / "mlflow.yaml"
+ADMIN_PASSWORD = "admin-pass-for-tests-only"
+
+
+def _auth_env(root: Path) -> dict[str, str]:
+    """The auth settings of infra/k8s/mlflow.yaml's server container: the ini its init
+    container writes (its own script, run here; the auth database on SQLite instead of the
+    cluster's PostgreSQL), and a test value for each key it reads from the Secret mlflow-auth."""
+    import yaml
+
+    (deployment,) = [
+        d
+        for d in yaml.safe_load_all(INFRA_MLFLOW.read_text(encoding="utf-8"))
+        if d and d["kind"] == "Deployment"
+    ]
+    pod = deployment["spec"]["template"]["spec"]
+    secrets = {"admin-username": "admin", "admin-password": ADMIN_PASSWORD}
+    env = {}
+    for var in pod["containers"][0]["env"]:
+        ref = var.get("valueFrom", {}).get("secretKeyRef", {})
+        if ref.get("name") == "mlflow-auth":
+            env[var["name"]] = secrets.get(ref["key"], f"test-{ref['key']}")
+    env["MLFLOW_AUTH_CONFIG_PATH"] = str(_auth_ini(root, pod))
+    return env
+
+
+def _auth_ini(root: Path, pod: dict[str, Any]) -> Path:
+    import configparser
+
+    (init,) = pod["initContainers"]
+    (mount,) = init["volumeMounts"]
+    script = init["args"][0].replace(mount["mountPath"], str(root))
+    env = {"DB_USER": "u", "DB_PASSWORD": "p", "DB_NAME": "d"}
+    subprocess.run([*init["command"], script], env=env, check=True)
+    (ini,) = root.glob("*.ini")
+    config = configparser.ConfigParser()
+    config.read(ini)
+    config["mlflow"]["database_uri"] = f"sqlite:///{root / 'auth.db'}"
+    with ini.open("w") as f:
+        config.write(f)
+    return ini
+
+
+def test_basic_auth_keeps_the_champion_alias_to_its_owner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cluster's MLflow (infra/k8s/mlflow.yaml: basic auth, NO_PERMISSIONS by default): no
+    request without an account; biogner's own code, logged in through its environment, logs,
+    registers and moves the alias; another account can neither read nor move it."""
+    from serve_support import META, log_version, save_tiny_model
+
+    from biogner.tracking.registry import get_alias_version
+
+    root = tmp_path / "server"
+    root.mkdir()
+    with running_server(root, ("--app-name=basic-auth",), _auth_env(root)) as srv:
+        assert httpx.get(f"{srv.uri}/api/2.0/mlflow/experiments/search").status_code == 401
+        for user in ("biogner", "intruder"):  # as infra/README.md creates the pods' account
+            created = httpx.post(
+                f"{srv.uri}/api/2.0/mlflow/users/create",
+                json={"username": user, "password": f"{user}-password"},
+                auth=("admin", ADMIN_PASSWORD),
+            )
+            assert created.status_code == 200, created.text
+        for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+            monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "biogner")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "biogner-password")
+        store = tmp_path / "unused-store"
+        monkeypatch.setattr("serve_support.tracking_args", lambda _: {"tracking_uri": srv.uri})
+        version, run_id = log_version(store, save_tiny_model(tmp_path / "m"), "biogner", META)
+        cfg = TrackingConfig(tracking_uri=srv.uri)
+        champion = get_alias_version(cfg, "biogner", "champion")
+        assert champion is not None and str(champion.version) == version
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "intruder")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "intruder-password")
+        intruder = MlflowClient(tracking_uri=srv.uri, registry_uri=srv.uri)
+        with pytest.raises(mlflow.exceptions.MlflowException, match="Permission denied"):
+            intruder.set_registered_model_alias("biogner", "champion", version)
+        with pytest.raises(mlflow.exceptions.MlflowException, match="Permission denied"):
+            intruder.get_run(run_id)
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "wrong")
+        with pytest.raises(mlflow.exceptions.MlflowException, match="401|nauthorized"):
+            MlflowClient(tracking_uri=srv.uri).search_experiments()
