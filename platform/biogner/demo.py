@@ -1,26 +1,30 @@
 """`biogner demo`: the whole platform on one machine with embedded defaults.
 
-convert -> fine-tune two formats -> score both on the whole dev split -> select the champion
-(paired bootstrap; a tie goes to the cheaper format) -> score it on the whole test split ->
-serve it -> send an abstract -> print entities and the commands to go further. Every stage is
-resumable: a second run reuses the conversion, the finished cells and the champion.
+time this machine (`demo_plan`: what fits the time budget) -> convert -> fine-tune two
+formats -> score both on the whole dev split -> select the champion (paired bootstrap; a tie
+goes to the cheaper format) -> score it on the whole test split -> serve it -> send an
+abstract -> print entities and the commands to go further. Every stage is resumable: a second
+run reuses the plan, the conversion, the finished cells and the champion.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from biogner.corpora.download import DownloadError, ensure_corpus
-from biogner.corpora.registry import SPLITS
+from biogner.corpora.registry import SPLITS, load_split
 from biogner.data import ConvertConfig, convert, shard_is_current
+from biogner.demo_plan import Plan, choose_plan, describe, probe
 from biogner.evaluate.config import EvalConfig
 from biogner.evaluate.runner import run_evaluation
 from biogner.formats import FORMATS
-from biogner.models.config import GenerationConfig
+from biogner.models.config import GenerationConfig, ModelConfig
+from biogner.models.load import cpu_has_native_bf16, load_model
 from biogner.runtime import init_ray
 from biogner.serve.demo import serve_and_query
 from biogner.study.config import SweepConfig
@@ -92,6 +96,39 @@ def _done(start: float) -> None:
     print(f"    done in {time.perf_counter() - start:.1f} s", flush=True)
 
 
+PROBE_THREADS = 2  # the demo trains on one two-thread worker and scores on two one-thread actors
+PLAN_FILE = "plan.json"
+
+
+def demo_plan(preset: DemoPreset, home: Path, data_dir: str, budget_minutes: float) -> Plan:
+    """The formats and steps this machine can train within the budget: measured on the first
+    run and kept in `home`, so a rerun resumes the same cells (a changed step count would be a
+    different run, which the rerun guard refuses)."""
+    saved = home / PLAN_FILE
+    if saved.is_file():
+        data = json.loads(saved.read_text(encoding="utf-8"))
+        plan = Plan(
+            tuple(data["formats"]), int(data["steps"]), data["estimate_s"], data["budget_s"]
+        )
+        print(
+            f"    plan of the first run ({saved}): {' and '.join(plan.formats)}, {plan.steps} steps"
+        )
+        return plan
+    full = Plan(preset.formats, preset.steps, 0.0, 0.0)
+    if budget_minutes <= 0:
+        print("    no time budget (--budget-minutes 0): the full demo")
+        return full
+    model, _ = load_model(ModelConfig(spec=preset.model, lora=False), "cpu", for_training=True)
+    speed = probe(model, cpu_has_native_bf16(), PROBE_THREADS)
+    del model
+    n_dev, n_test = (len(load_split(CORPUS, split, data_dir)) for split in ("dev", "test"))
+    plan = choose_plan(preset.formats, preset.steps, speed, n_dev, n_test, budget_minutes * 60)
+    print(describe(plan, speed, preset.formats, preset.steps))
+    home.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(asdict(plan) | {"speed": asdict(speed)}), encoding="utf-8")
+    return plan
+
+
 def champion_test_scores(
     tracking: Any, run_id: str, fmt: str, data_dir: str | None = None
 ) -> dict[str, float]:
@@ -116,6 +153,7 @@ def run_demo(
     serve_port: int = 8000,
     data_dir: str | None = None,
     mirror: str | None = None,
+    budget_minutes: float = 20.0,
 ) -> int:
 
     preset = PRESETS["tiny" if tiny else "full"]
@@ -134,6 +172,12 @@ def run_demo(
     if fetched:
         print(f"fetched {CORPUS} (checksums verified) into {folder / CORPUS}")
     data_dir = str(folder)
+    if tiny:
+        formats, steps = preset.formats, preset.steps
+    else:
+        print(f"measuring this machine against the {budget_minutes:g}-minute budget")
+        plan = demo_plan(preset, home, data_dir, budget_minutes)
+        formats, steps = plan.formats, plan.steps
     init_ray()
 
     t = _stage(1, "convert NCBI-disease into all ten formats (Ray Data)")
@@ -153,7 +197,7 @@ def run_demo(
         print(f"    reusing {converted} (all {len(FORMATS)} formats x {len(SPLITS)} splits)")
     _done(t)
 
-    t = _stage(2, f"fine-tune {preset.model} in {' and '.join(preset.formats)} (Ray Train)")
+    t = _stage(2, f"fine-tune {preset.model} in {' and '.join(formats)}, {steps} steps (Ray Train)")
     sweep = SweepConfig(
         experiment=experiment,
         base=None,
@@ -162,19 +206,19 @@ def run_demo(
             *([f"data.limit={preset.train_limit}"] if preset.train_limit else []),
             f"data.converted_dir={converted}",
             *([f"data.data_dir={data_dir}"] if data_dir else []),
-            f"optim.max_steps={preset.steps}",
+            f"optim.max_steps={steps}",
             f"optim.per_device_batch_size={preset.batch_size}",
             f"optim.learning_rate={preset.learning_rate}",
             "optim.warmup_ratio=0.05",
             "optim.log_every_steps=5",
-            f"optim.checkpoint_every_steps={preset.steps}",
+            f"optim.checkpoint_every_steps={steps}",
             "scaling.num_workers=1",
             "scaling.cpus_per_worker=2",
             f"scaling.storage_path={home / 'ray_results'}",
             "deepspeed.zero_stage=0",
         ],
         models=[preset.model],
-        formats=list(preset.formats),
+        formats=list(formats),
         corpora=["NCBI-disease"],
         tracking=tracking,
     )

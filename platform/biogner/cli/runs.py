@@ -177,6 +177,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         serve_port=args.port,
         data_dir=args.data_dir,
         mirror=args.mirror,
+        budget_minutes=args.budget_minutes,
     )
 
 
@@ -330,6 +331,14 @@ def add_run_commands(sub: Any) -> None:
         "--mirror",
         help="fetch NCBI-disease from this mirror when the data folder lacks it "
         "(default: $BIOGNER_DATA_MIRROR, else the canonical source)",
+    )
+    p.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=20.0,
+        help="fit the demo to this many minutes on this machine: it times a training step and "
+        "generation first, then trains fewer steps or one writing if the full demo would not "
+        "fit; 0: the full demo whatever it takes (default: 20)",
     )
     p.set_defaults(func=_cmd_demo)
 
