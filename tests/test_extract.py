@@ -100,6 +100,10 @@ def test_a_stopped_job_reruns_to_every_document_exactly_once(
     run = MlflowClient(tracking["tracking_uri"]).get_run(second.run_id)
     assert run.data.metrics["blocks_skipped"] == 2 and run.data.metrics["documents"] == 36
     assert run.data.tags["biogner.kind"] == "extract"
+    (dataset_input,) = run.inputs.dataset_inputs  # mlflow.log_input's record: what it read
+    assert manifest["inputs_digest"].startswith(dataset_input.dataset.digest)
+    assert json.loads(dataset_input.dataset.profile)["documents"] == 36
+    assert str(root.resolve()) in dataset_input.dataset.source
     # the same output from other inputs is refused, not mixed
     with pytest.raises(ValueError, match="holds the output of another job"):
         run_extract(cfg.model_copy(update={"inputs": [str(root / "a.jsonl")]}))

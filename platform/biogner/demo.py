@@ -34,6 +34,7 @@ from biogner.study.sweep import run_sweep, summary_table
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.models import run_model_uri
 from biogner.tracking.runs import client_for
+from biogner.tracking.uris import alias_uri
 
 CORPUS = "NCBI-disease"
 SAMPLE_ABSTRACT = (
@@ -255,7 +256,7 @@ def run_demo(
     t = _stage(5, "serve the champion (Ray Serve on 127.0.0.1) and send an abstract")
 
     response = serve_and_query(
-        f"models:/{model_name}@champion", tracking, serve_port, SAMPLE_ABSTRACT
+        alias_uri(model_name, "champion"), tracking, serve_port, SAMPLE_ABSTRACT
     )
     entities = response["results"][0]["entities"]
     print(f"    abstract: {SAMPLE_ABSTRACT}")
@@ -268,7 +269,7 @@ def run_demo(
     print(f"    MLflow UI:   mlflow ui --backend-store-uri {tracking.uri}")
     print(
         f"    serve:       biogner serve --config serve_configs/local.yaml "
-        f"--model models:/{model_name}@champion --port {serve_port} "
+        f"--model {alias_uri(model_name, 'champion')} --port {serve_port} "
         f"--set tracking.tracking_uri={tracking.uri} "
         f"--set tracking.artifact_root={tracking.artifact_root}"
     )

@@ -11,7 +11,6 @@ fewer steps, then one writing. The estimate's constants come from timed demos (R
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -36,7 +35,8 @@ STEP_DECREMENT = 10
 
 @dataclass(frozen=True)
 class Speed:
-    """This machine's speed at the demo's shapes, in seconds per pass (median of three)."""
+    """This machine's speed at the demo's shapes, in seconds per pass (best of three: a
+    transient spike of other work must not shrink the demo)."""
 
     train_probe_s: float  # forward + backward, the training precision
     forward_probe_s: float  # forward only, the generation precision
@@ -88,14 +88,14 @@ def choose_plan(
     return next((p for p in plans if p.fits), plans[-1])
 
 
-def _median_s(run: Callable[[], object], repeats: int = 3) -> float:
+def _best_s(run: Callable[[], object], repeats: int = 3) -> float:
     run()  # warm-up: allocator, oneDNN kernels
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def probe(model: Any, bf16: bool, threads: int) -> Speed:
@@ -119,12 +119,12 @@ def probe(model: Any, bf16: bool, threads: int) -> Speed:
 
     try:
         model.train()
-        train_s = _median_s(train_pass)
+        train_s = _best_s(train_pass)
         model.eval()
         if bf16:
             model.to(torch.bfloat16)
         with torch.inference_mode():
-            forward_s = _median_s(lambda: model(input_ids=ids))
+            forward_s = _best_s(lambda: model(input_ids=ids))
     finally:
         torch.set_num_threads(previous)
     return Speed(train_s, forward_s, bf16, threads)

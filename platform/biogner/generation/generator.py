@@ -27,8 +27,8 @@ from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
 from biogner.generation.routing import ask_plan
 from biogner.generation.speculation import CopyDrafter
-from biogner.models.card import read_card
-from biogner.models.config import METADATA_FILE, GenerationConfig, ModelConfig
+from biogner.models.card import has_card, read_card
+from biogner.models.config import GenerationConfig, ModelConfig
 from biogner.models.load import load_model
 from biogner.prompts import render_chat
 from biogner.runtime import cpu_threads
@@ -73,9 +73,7 @@ class Generator:
         self._vocabulary: Vocabulary | None = None
         self.prefixes = PrefixCache(self.model, self.device)
         # a biogner model's card; a bare HF directory (benches, tests) has none
-        self.card = (
-            read_card(self.model_dir) if (self.model_dir / METADATA_FILE).is_file() else None
-        )
+        self.card = read_card(self.model_dir) if has_card(self.model_dir) else None
         self.type_groups = self.card.type_groups if self.card is not None else []
 
     def _end_ids(self) -> list[int]:

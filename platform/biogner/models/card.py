@@ -68,6 +68,11 @@ class ModelCard(BaseModel):
         return requested
 
 
+def has_card(model_dir: str | Path) -> bool:
+    """Whether `model_dir` is a biogner model (a bare HF directory, as benches use, is not)."""
+    return (Path(model_dir) / METADATA_FILE).is_file()
+
+
 def read_card(model_dir: str | Path) -> ModelCard:
     """The card of a biogner model directory; ModelCardError names the file and the field."""
     path = Path(model_dir) / METADATA_FILE

@@ -18,6 +18,7 @@ from biogner.tracking.config import TrackingConfig
 from biogner.tracking.registry import get_alias_version, register_champion
 from biogner.tracking.runs import client_for
 from biogner.tracking.tags import KIND_TAG, TRAIN_KIND
+from biogner.tracking.uris import alias_uri
 from biogner.types import Span
 
 # Below this probability that the best beats the runner-up (paired bootstrap over sentences),
@@ -264,7 +265,7 @@ def explain(selection: Selection) -> str:
                 " (a statistical tie; the runner-up is not cheaper by "
                 f"{CHEAPER_BY:.0%} or more: the better score keeps its place)"
             )
-    ref = f"models:/{selection.model_name}@{selection.alias}"
+    ref = alias_uri(selection.model_name, selection.alias)
     if selection.dry_run:
         now = f"version {selection.version}" if selection.version else "nothing yet"
         registry = f"dry run: nothing registered ({ref} points at {now})"

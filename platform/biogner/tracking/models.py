@@ -20,6 +20,7 @@ import pandas as pd
 from mlflow.models import Model
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
+from biogner.models.card import has_card, read_card
 from biogner.models.config import METADATA_FILE
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_at, setup
@@ -83,8 +84,8 @@ class BiognerHFModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.hf_dir = Path(context.artifacts[HF_ARTIFACT_KEY])
-        meta_file = self.hf_dir / METADATA_FILE
-        self.metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+        has = has_card(self.hf_dir)
+        self.metadata = read_card(self.hf_dir).model_dump(mode="json") if has else {}
 
     def predict(
         self,
@@ -242,7 +243,7 @@ def log_hf_model(
         hf = _stage_model_dir(model_dir, metadata, staging)
         code = staging / "biogner_pyfunc.py"
         code.write_text(_PYFUNC_CODE)
-        meta = json.loads((hf / METADATA_FILE).read_text())
+        meta = read_card(hf).model_dump(mode="json")
         logged = mlflow.initialize_logged_model(
             name=artifact_path,
             source_run_id=run_id,

@@ -18,7 +18,7 @@ from biogner.tracking.config import TrackingConfig
 from biogner.tracking.models import download_model_dir, is_artifact_uri
 from biogner.tracking.registry import model_version
 from biogner.tracking.runs import setup
-from biogner.tracking.uris import parse_model_uri
+from biogner.tracking.uris import parse_model_uri, version_uri
 
 
 @dataclass
@@ -51,7 +51,7 @@ def pin(uri: str, tracking: TrackingConfig) -> tuple[str, str | None, str | None
         return uri, None, None, None
     mv = model_version(tracking, parsed)
     version = str(mv.version)
-    return f"models:/{parsed.name}/{version}", parsed.name, version, mv.run_id or None
+    return version_uri(parsed.name, version), parsed.name, version, mv.run_id or None
 
 
 def open_model(uri: str, tracking: TrackingConfig, temporary: bool = False) -> ResolvedModel:

@@ -25,7 +25,7 @@ from mlflow.tracking import MlflowClient
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.models import hf_dir_in
 from biogner.tracking.runs import client_for, setup
-from biogner.tracking.uris import ModelUri, parse_model_uri
+from biogner.tracking.uris import ModelUri, logged_model_uri, parse_model_uri
 
 _READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)
 _PENDING = ModelVersionStatus.to_string(ModelVersionStatus.PENDING_REGISTRATION)
@@ -73,7 +73,7 @@ def register_version(
         if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
     mv = client.create_model_version(
-        model_name, f"models:/{model_id}", model_id=model_id, await_creation_for=0
+        model_name, logged_model_uri(model_id), model_id=model_id, await_creation_for=0
     )
     return str(mv.version)
 

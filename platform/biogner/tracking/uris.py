@@ -58,3 +58,18 @@ def alias_of(uri: str) -> tuple[str, str] | None:
     if parsed.name is None or parsed.alias is None:
         return None
     return parsed.name, parsed.alias
+
+
+def alias_uri(name: str, alias: str) -> str:
+    """`models:/<name>@<alias>`: URIs are built here only, beside their parser."""
+    return f"{MODELS_SCHEME}{name}@{alias}"
+
+
+def version_uri(name: str, version: str) -> str:
+    """`models:/<name>/<version>`: one version, pinned."""
+    return f"{MODELS_SCHEME}{name}/{version}"
+
+
+def logged_model_uri(model_id: str) -> str:
+    """`models:/<model id>`: an MLflow 3 logged model, as the registry links a version to it."""
+    return f"{MODELS_SCHEME}{model_id}"

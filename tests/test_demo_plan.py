@@ -1,0 +1,116 @@
+"""The demo's time budget: what it chooses for a machine's measured speed, the probe on a real
+(tiny) model, the CPU-flag override, and the plan kept for reruns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from biogner.demo import PLAN_FILE, PRESETS, demo_plan
+from biogner.demo_plan import (
+    MIN_STEPS,
+    Plan,
+    Speed,
+    choose_plan,
+    describe,
+    estimate_s,
+    probe,
+)
+from biogner.models.config import ModelConfig
+from biogner.models.load import CPU_BF16_ENV, cpu_bf16_override, cpu_has_native_bf16, load_model
+
+FORMATS = ("conv_term", "multi_term")
+N_DEV, N_TEST = 923, 940  # NCBI-disease
+BUDGET_S = 20 * 60
+
+
+def _speed(train_probe_s: float, forward_probe_s: float) -> Speed:
+    return Speed(train_probe_s, forward_probe_s, bf16=False, threads=2)
+
+
+def test_a_fast_machine_gets_the_full_demo() -> None:
+    plan = choose_plan(FORMATS, 80, _speed(1.0, 0.1), N_DEV, N_TEST, BUDGET_S)
+    assert plan == Plan(FORMATS, 80, plan.estimate_s, BUDGET_S) and plan.fits
+
+
+def test_slower_machines_get_fewer_steps_then_one_writing_then_the_smallest() -> None:
+    chosen = []
+    for train_probe_s, forward_probe_s in [(1.7, 0.3), (1.9, 0.3), (2.5, 0.75), (6.0, 2.0)]:
+        speed = _speed(train_probe_s, forward_probe_s)
+        plan = choose_plan(FORMATS, 80, speed, N_DEV, N_TEST, BUDGET_S)
+        chosen.append((len(plan.formats), plan.steps, plan.fits))
+        if plan.fits and plan.steps < 80:  # the largest option that fits: 10 steps more would not
+            bigger = estimate_s(len(plan.formats), plan.steps + 10, speed, N_DEV, N_TEST)
+            assert bigger > BUDGET_S, speed
+    assert chosen[0][:2] == (2, 80)
+    assert chosen[1][0] == 2 and chosen[1][1] < 80  # both writings, fewer steps
+    assert chosen[2][0] == 1  # one writing
+    assert chosen[3] == (1, MIN_STEPS, False)  # nothing fits: the smallest, which says so
+    for (f1, s1, _), (f2, s2, _) in zip(chosen, chosen[1:], strict=False):
+        assert (f2, s2) <= (f1, s1) or f2 < f1  # a slower machine never gets more
+
+
+def test_estimate_grows_with_steps_writings_and_slowness() -> None:
+    base = _speed(1.5, 0.3)
+    assert estimate_s(2, 80, base, N_DEV, N_TEST) > estimate_s(2, 70, base, N_DEV, N_TEST)
+    assert estimate_s(2, 80, base, N_DEV, N_TEST) > estimate_s(1, 80, base, N_DEV, N_TEST)
+    assert estimate_s(1, 80, _speed(3.0, 0.3), N_DEV, N_TEST) > estimate_s(
+        1, 80, base, N_DEV, N_TEST
+    )
+    assert estimate_s(1, 80, _speed(1.5, 0.6), N_DEV, N_TEST) > estimate_s(
+        1, 80, base, N_DEV, N_TEST
+    )
+
+
+def test_describe_says_what_was_measured_and_chosen() -> None:
+    speed = _speed(2.5, 0.75)
+    plan = choose_plan(FORMATS, 80, speed, N_DEV, N_TEST, BUDGET_S)
+    text = describe(plan, speed, FORMATS, 80)
+    assert "fp32 (no native bf16" in text and "sentences/s" in text
+    assert f"{plan.formats[0]}, {plan.steps} steps" in text and "over budget" in text
+    smallest = choose_plan(FORMATS, 80, _speed(6.0, 2.0), N_DEV, N_TEST, BUDGET_S)
+    assert "runs anyway" in describe(smallest, speed, FORMATS, 80)
+
+
+def test_cpu_bf16_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    flags = "flags\t\t: fpu avx2 avx512_bf16\n"
+    for value, expected in [("0", False), ("1", True), ("auto", None), ("", None)]:
+        monkeypatch.setenv(CPU_BF16_ENV, value)
+        assert cpu_bf16_override() is expected
+    monkeypatch.setenv(CPU_BF16_ENV, "0")
+    assert cpu_has_native_bf16() is False
+    assert cpu_has_native_bf16(flags) is True  # given flags are read as they are
+    monkeypatch.setenv(CPU_BF16_ENV, "1")
+    assert cpu_has_native_bf16() is True
+    monkeypatch.setenv(CPU_BF16_ENV, "yes")
+    with pytest.raises(ValueError, match=CPU_BF16_ENV):
+        cpu_has_native_bf16()
+
+
+def test_probe_times_a_real_model_and_restores_threads() -> None:
+    model, _ = load_model(ModelConfig(lora=False), "cpu", for_training=True)  # tiny-llama
+    threads = torch.get_num_threads()
+    speed = probe(model, bf16=False, threads=1)
+    assert torch.get_num_threads() == threads
+    assert 0 < speed.forward_probe_s < speed.train_probe_s < 30
+    assert speed.train_step_s > speed.train_probe_s and speed.score_rate > 0
+    assert all(p.grad is None for p in model.parameters())  # the probe trains nothing
+
+
+def test_the_plan_is_kept_for_reruns_and_budget_zero_is_the_full_demo(tmp_path: Path) -> None:
+    preset = PRESETS["full"]
+    full = demo_plan(preset, tmp_path / "a", "unused", budget_minutes=0)
+    assert (full.formats, full.steps) == (preset.formats, preset.steps)
+    saved = Plan(("conv_term",), 50, 1100.0, 1200.0)
+    home = tmp_path / "b"
+    home.mkdir()
+    (home / PLAN_FILE).write_text(
+        json.dumps(
+            {"formats": ["conv_term"], "steps": 50, "estimate_s": 1100.0, "budget_s": 1200.0}
+        )
+    )
+    # no probe, no corpus: the saved plan is what a rerun trains (same cells, same runs)
+    assert demo_plan(preset, home, "no-such-folder", budget_minutes=20) == saved
