@@ -19,14 +19,15 @@ from typing import Any
 
 import torch
 
-# Measured on the timed demos (bench/RESULTS.md, "The demo, timed on its budget"): a real
-# optimizer step (8 sentences, padding, AdamW, DeepSpeed) costs TRAIN_STEP_PER_PROBE times the
-# probe's forward+backward; whole-split scoring (two one-thread actors, constrained, answers
-# capped at 48 tokens) runs SCORE_RATE_X_PROBE / (forward probe seconds) sentences/s.
-TRAIN_STEP_PER_PROBE = 2.3
-SCORE_RATE_X_PROBE = 2.4
-FIXED_S = 60.0  # convert, Ray start, choose, report, serve and query
-PER_FORMAT_S = 75.0  # Ray Train + DeepSpeed start, export and logging, evaluation actors' start
+# Fitted on the timed demo of 2026-12-05 (bench/RESULTS.md, "The demo on its time budget";
+# 2-core bf16 box, probe 1.51 s / 0.240 s): a real optimizer step (8 sentences, padding,
+# AdamW, DeepSpeed) took 2.13 s, TRAIN_STEP_PER_PROBE times the probe's forward+backward;
+# whole-split scoring (two one-thread actors, constrained, answers capped at 48 tokens,
+# actors' start included) ran 14.4 sentences/s, SCORE_RATE_X_PROBE / (forward probe).
+TRAIN_STEP_PER_PROBE = 1.4
+SCORE_RATE_X_PROBE = 3.4
+FIXED_S = 45.0  # Ray start and the probe, convert, choose, report, serve and query
+PER_FORMAT_S = 40.0  # Ray Train + DeepSpeed start, export and logging
 PROBE_SHAPE = (8, 96)  # a demo batch: 8 sentences of a term writing's prompt and answer
 MIN_STEPS_TWO_WRITINGS = 60  # below this a second writing buys less than training the first
 MIN_STEPS = 40
