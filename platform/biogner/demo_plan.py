@@ -19,13 +19,17 @@ from typing import Any
 
 import torch
 
-# Fitted on the timed demo of 2026-12-05 (bench/RESULTS.md, "The demo on its time budget";
-# 2-core bf16 box, probe 1.51 s / 0.240 s): a real optimizer step (8 sentences, padding,
-# AdamW, DeepSpeed) took 2.13 s, TRAIN_STEP_PER_PROBE times the probe's forward+backward;
-# whole-split scoring (two one-thread actors, constrained, answers capped at 48 tokens,
-# actors' start included) ran 14.4 sentences/s, SCORE_RATE_X_PROBE / (forward probe).
-TRAIN_STEP_PER_PROBE = 1.4
-SCORE_RATE_X_PROBE = 3.4
+# Fitted on the timed demos of 2026-12-05 (bench/RESULTS.md, "The demo on its time budget"),
+# one per arithmetic, since the probe tracks a real step and a real scoring pass differently
+# in each: a real optimizer step (8 sentences, padding, AdamW, DeepSpeed) takes
+# TRAIN_STEP_PER_PROBE times the probe's forward+backward; whole-split scoring (two one-thread
+# actors, constrained, answers capped at 48 tokens, the actors' start included) runs
+# SCORE_RATE_X_PROBE / (forward probe seconds) sentences/s.
+#   bf16 (2-core AVX512-BF16/AMX box): probe 1.51 / 0.240 s; step 2.13 s, 14.4 sentences/s
+#   fp32 (the same box capped to AVX2, BIOGNER_CPU_BF16=0 ATEN_CPU_CAPABILITY=avx2
+#   ONEDNN_MAX_CPU_ISA=AVX2): probe 2.72 / 0.788 s; step 2.98 s, 6.4 sentences/s
+TRAIN_STEP_PER_PROBE = {True: 1.4, False: 1.1}
+SCORE_RATE_X_PROBE = {True: 3.4, False: 5.0}
 FIXED_S = 45.0  # Ray start and the probe, convert, choose, report, serve and query
 PER_FORMAT_S = 40.0  # Ray Train + DeepSpeed start, export and logging
 PROBE_SHAPE = (8, 96)  # a demo batch: 8 sentences of a term writing's prompt and answer
@@ -46,12 +50,12 @@ class Speed:
 
     @property
     def train_step_s(self) -> float:
-        return TRAIN_STEP_PER_PROBE * self.train_probe_s
+        return TRAIN_STEP_PER_PROBE[self.bf16] * self.train_probe_s
 
     @property
     def score_rate(self) -> float:
         """Whole-split scoring, sentences/s."""
-        return SCORE_RATE_X_PROBE / self.forward_probe_s
+        return SCORE_RATE_X_PROBE[self.bf16] / self.forward_probe_s
 
 
 @dataclass(frozen=True)
@@ -139,7 +143,8 @@ def describe(plan: Plan, speed: Speed, preset_formats: Sequence[str], preset_ste
         f"sentences ~{speed.train_step_s:.1f} s, scoring ~{speed.score_rate:.1f} sentences/s",
     ]
     full = plan.formats == tuple(preset_formats) and plan.steps == preset_steps
-    chosen = f"{' and '.join(plan.formats)}, {plan.steps} steps each"
+    each = " each" if len(plan.formats) > 1 else ""
+    chosen = f"{' and '.join(plan.formats)}, {plan.steps} steps{each}"
     budget = f"{plan.estimate_s / 60:.0f} of its {plan.budget_s / 60:.0f} minutes"
     if full:
         lines.append(f"    plan: the full demo ({chosen}), estimated {budget}")
