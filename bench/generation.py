@@ -3,7 +3,7 @@ path before it on the same model, sentences and batches, with the answers compar
 
 Modes (`--modes`, in this order by default):
   before   transformers' generate, one token per forward pass, the grammar's mask at every
-           step (`generation.decoder: hf`): the path before this bench's mechanisms
+           step (`generation.decoder: hf`), no scores: the path before this bench's mechanisms
   loop     biogner's loop with every mechanism off
   +prefix  ... the shared-prefix cache
   +forced  ... and forced tokens
@@ -11,6 +11,7 @@ Modes (`--modes`, in this order by default):
   after    every mechanism on (rows leave too): the default
   int8     after, with dynamic int8 Linear layers (`generation.quantize`; --dtype float32)
   free     after, decoding free (`generation.constrained: false`): what constraining costs
+  unscored after without entity scores (`generation.scores: false`): what scoring costs
 Per format and mode: sentences/s, generated tokens/s, forward passes, tokens through the
 model body and LM-head rows (from hooks on the model), GFLOP computed and achieved GFLOP/s
 (2 x parameters x tokens: body and head apart; attention's length term left out), strict F1
@@ -39,7 +40,7 @@ from common import table, write_json  # noqa: E402
 
 OFF = {"prefix_cache": False, "forced_tokens": False, "copy_draft_tokens": 0, "rows_leave": False}
 MODES: dict[str, dict[str, Any]] = {
-    "before": {"decoder": "hf"},
+    "before": {"decoder": "hf", "scores": False},
     "loop": OFF,
     "+prefix": {**OFF, "prefix_cache": True},
     "+forced": {**OFF, "prefix_cache": True, "forced_tokens": True},
@@ -47,6 +48,7 @@ MODES: dict[str, dict[str, Any]] = {
     "after": {},
     "int8": {"quantize": "int8"},  # after + int8 Linear layers (needs --dtype float32)
     "free": {"constrained": False},  # after, decoding free: what constraining costs
+    "unscored": {"scores": False},  # after without entity scores: what scoring costs
 }
 COLUMNS = [
     "mode",
@@ -198,7 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None, help="first N only (a quick look)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--modes", default=",".join(m for m in MODES if m not in ("int8", "free")))
+    parser.add_argument(
+        "--modes",
+        default=",".join(m for m in MODES if m not in ("int8", "free", "unscored")),
+    )
     parser.add_argument("--name", default="generation")
     args = parser.parse_args(argv)
 

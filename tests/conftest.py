@@ -6,8 +6,12 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from biogner.types import Sentence
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -126,3 +130,51 @@ def write_noise_model(out: Path, seed: int) -> Path:
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(source).save_pretrained(out)
     return out
+
+
+COPIER_TYPES = ["Chemical", "Disease"]
+
+
+def fit_copy_model(out: Path, sentences: list[Sentence], steps: int = 300) -> Path:
+    """tiny-llama fitted to answer in inline, bio and term (multi): it learns to restate."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from biogner.chat_tokens import tokenize_chat
+    from biogner.formats import get_format
+    from biogner.models.load import resolve_model_dir
+
+    source = resolve_model_dir("tiny-llama")
+    assert source is not None
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    examples = [
+        tokenize_chat(tokenizer, get_format(f).render(s, COPIER_TYPES), max_length=256)
+        for s in sentences
+        for f in ("multi_inline", "multi_bio", "multi_term")
+    ]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(steps):
+        batch = [examples[int(i)] for i in torch.randint(len(examples), (8,), generator=gen)]
+        width = max(len(e["input_ids"]) for e in batch)
+        ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch])
+        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in batch])
+        mask = torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in batch])
+        loss = model(input_ids=ids, attention_mask=mask.long(), labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def copier_model(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """tiny-llama fitted on the first 24 sentences of BC5CDR dev (once per session)."""
+    from biogner.corpora import load_split
+
+    sentences = load_split("BC5CDR", "dev", data_dir, limit=24)
+    return fit_copy_model(tmp_path_factory.mktemp("copier"), sentences)

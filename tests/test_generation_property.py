@@ -16,53 +16,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import write_noise_model
+from conftest import COPIER_TYPES, write_noise_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biogner.chat_tokens import tokenize_chat
 from biogner.corpora import load_split
-from biogner.formats import FORMATS, get_format
+from biogner.formats import FORMATS
 from biogner.generation import Generator
 from biogner.models.config import GenerationConfig
 from biogner.types import Sentence, Span
 
-TYPES = ["Chemical", "Disease"]
+TYPES = COPIER_TYPES
 OFF = {"prefix_cache": False, "forced_tokens": False, "copy_draft_tokens": 0, "rows_leave": False}
-
-
-def fit_copy_model(out: Path, sentences: list[Sentence], steps: int = 300) -> Path:
-    """tiny-llama fitted to answer in inline, bio and term (multi): it learns to restate."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from biogner.models.load import resolve_model_dir
-
-    source = resolve_model_dir("tiny-llama")
-    assert source is not None
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
-    examples = [
-        tokenize_chat(tokenizer, get_format(f).render(s, TYPES), max_length=256)
-        for s in sentences
-        for f in ("multi_inline", "multi_bio", "multi_term")
-    ]
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(steps):
-        batch = [examples[int(i)] for i in torch.randint(len(examples), (8,), generator=gen)]
-        width = max(len(e["input_ids"]) for e in batch)
-        ids = torch.tensor([e["input_ids"] + [0] * (width - len(e["input_ids"])) for e in batch])
-        labels = torch.tensor([e["labels"] + [-100] * (width - len(e["labels"])) for e in batch])
-        mask = torch.arange(width)[None] < torch.tensor([[len(e["input_ids"])] for e in batch])
-        loss = model(input_ids=ids, attention_mask=mask.long(), labels=labels).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +36,10 @@ def corpus(data_dir) -> list[Sentence]:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory, corpus: list[Sentence]) -> dict[str, Path]:
+def models(tmp_path_factory: pytest.TempPathFactory, copier_model: Path) -> dict[str, Path]:
     return {
         "noise": write_noise_model(tmp_path_factory.mktemp("noise"), seed=3),
-        "copier": fit_copy_model(tmp_path_factory.mktemp("copier"), corpus[:24]),
+        "copier": copier_model,  # fitted on corpus[:24]
     }
 
 
@@ -96,6 +61,11 @@ def assert_same(reference, fast) -> None:
         assert out.answers == ref.answers
         assert (out.parse.overruled, out.parse.dropped) == (ref.parse.overruled, ref.parse.dropped)
         assert out.generated_tokens == ref.generated_tokens and out.truncated == ref.truncated
+        # the entity scores too: each token's probability where it was chosen, the same
+        # definition in both loops (forced tokens 1.0), up to float rounding
+        assert out.parse.scores.keys() == ref.parse.scores.keys() == set(ref.parse.spans)
+        for span, score in ref.parse.scores.items():
+            assert out.parse.scores[span] == pytest.approx(score, abs=1e-4), span
 
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))

@@ -52,7 +52,7 @@ def boundary_problems(source: str, module: str) -> list[str]:
             name = node.id if isinstance(node, ast.Name) else node.attr
             if name == "METADATA_FILE" and module not in CARD_FILE_MODULES:
                 problems.append(f"{module}:{node.lineno}: uses METADATA_FILE")
-            if name == "read_card" and module not in CARD_READERS:
+            if name in ("read_card", "card_json") and module not in CARD_READERS:
                 problems.append(f"{module}:{node.lineno}: reads a card itself")
     return problems
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,7 +24,15 @@ import httpx
 import pytest
 import yaml
 from conftest import write_noise_model
-from serve_support import API_KEY, META, app_config, free_port, log_version, save_tiny_model
+from serve_support import (
+    API_KEY,
+    META,
+    app_config,
+    free_port,
+    log_version,
+    save_tiny_model,
+    tracking_args,
+)
 
 from biogner.cli.serve import add_serve_command
 from biogner.config import ConfigError
@@ -416,6 +427,41 @@ def test_a_multi_corpus_model_routes_the_requested_types(client, service) -> Non
     r = client.post("/v1/extract", json={"texts": ["Fever."], "entity_types": ["Species", "GENE"]})
     error = r.json()["error"]
     assert r.status_code == 422 and error["field"] == "entity_types" and "GENE" in error["message"]
+
+
+FRESH_PROCESS_PREDICT = """
+import json, sys
+import mlflow, pandas as pd
+texts, types, cap = json.loads(sys.argv[1])
+model = mlflow.pyfunc.load_model("models:/ner-tiny@champion")
+frame = pd.DataFrame({"text": texts, "entity_types": [types] * len(texts)})
+print(json.dumps([json.loads(r) for r in model.predict(frame, params={"max_new_tokens_cap": cap})]))
+"""
+
+
+def test_mlflows_pyfunc_in_a_fresh_process_answers_as_the_endpoint(client, service) -> None:
+    """After the redeploy above, the champion through MLflow's own loader, in a new Python
+    process that has biogner installed, gives the endpoint's entities for the same texts."""
+    info = client.get("/v1/model").json()
+    assert info["model"]["uri"] == "models:/ner-tiny@champion"
+    cap = 16  # the endpoint's generation.max_new_tokens_cap (serve_support.app_config)
+    for types in (["Chemical", "Disease"], ["Species"]):
+        r = client.post("/v1/extract", json={"texts": TYPED_TEXTS, "entity_types": types})
+        assert r.status_code == 200, r.text
+        served = [res["entities"] for res in r.json()["results"]]
+        env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_args(service["store"])["tracking_uri"]}
+        env.pop("MLFLOW_REGISTRY_URI", None)
+        done = subprocess.run(
+            [sys.executable, "-c", FRESH_PROCESS_PREDICT, json.dumps([TYPED_TEXTS, types, cap])],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        predicted = json.loads(done.stdout.strip().splitlines()[-1])
+        assert predicted == served, types
+        assert any(predicted), "the noise champion marks something"
 
 
 def test_killed_replica_is_replaced(client, service) -> None:

@@ -278,8 +278,14 @@ def test_mlflows_own_pyfunc_predicts_entities_with_offsets(store: Path, tmp_path
     setup(cfg)
     loaded = mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
     signature = loaded.metadata.signature
-    assert signature is not None and signature.inputs.input_names() == ["text"]
-    assert {p.name for p in signature.params.params} == {"entity_types", "batch_size"}
+    assert signature is not None and signature.inputs.input_names() == ["text", "entity_types"]
+    assert {p.name for p in signature.params.params} == {
+        "entity_types",
+        "batch_size",
+        "max_new_tokens_cap",
+        "min_score",
+    }
+    assert "entity_types" in [c.name for c in signature.inputs.inputs]  # optional column
     texts = [
         "Aspirin and ibuprofen relieve fever in patients with arthritis.",
         "Cisplatin caused renal failure.",
@@ -288,6 +294,8 @@ def test_mlflows_own_pyfunc_predicts_entities_with_offsets(store: Path, tmp_path
     out = loaded.predict(pd.DataFrame({"text": texts}))
     rows = [json.loads(r) for r in out]
     assert len(rows) == 3 and rows[2] == []
+    # a dict of columns, as `{"inputs": {"text": [...]}}` sends it (MLflow packs it in a row)
+    assert len(loaded.predict({"text": texts[:2]})) == 2
     found = [e for row in rows for e in row]
     assert found, "the noise model marks something under the grammar"
     for text, row in zip(texts, rows, strict=True):
@@ -300,6 +308,16 @@ def test_mlflows_own_pyfunc_predicts_entities_with_offsets(store: Path, tmp_path
         )
     ]
     assert {e["label"] for row in only for e in row} <= {"Chemical"}
+    # each row its own types (a column), rows without any get the default (every type)
+    frame = pd.DataFrame(
+        {"text": texts[:2] * 2, "entity_types": [["Chemical"], ["Disease"], None, []]}
+    )
+    per_row = [json.loads(r) for r in loaded.predict(frame)]
+    assert {e["label"] for e in per_row[0]} <= {"Chemical"}
+    assert {e["label"] for e in per_row[1]} <= {"Disease"}
+    assert {e["label"] for row in per_row[2:] for e in row} <= set(card["entity_types"])
+    for text, row in zip(texts[:2] * 2, per_row, strict=True):
+        assert all(text[e["start"] : e["end"]] == e["text"] for e in row)
     with pytest.raises(Exception, match="unknown entity types \\['Gene'\\]"):
         loaded.predict(pd.DataFrame({"text": texts[:1]}), params={"entity_types": ["Gene"]})
 

@@ -21,6 +21,7 @@ import ray
 
 from biogner.corpora import get_corpus, load_split
 from biogner.data import row_sentence, sentence_row
+from biogner.evaluate.calibration import Calibration, calibrate, calibration_figure
 from biogner.evaluate.config import FREE_DECODING, EvalConfig
 from biogner.evaluate.metrics import Scorer, Scores
 from biogner.formats.base import ParseResult
@@ -99,7 +100,15 @@ class ExtractActor:
             out["sentence_id"].append(g.sentence.id)
             out["answers"].append(g.answers)
             out["pred_spans"].append(
-                [{"start": s.start, "end": s.end, "label": s.label} for s in g.parse.spans]
+                [
+                    {
+                        "start": s.start,
+                        "end": s.end,
+                        "label": s.label,
+                        "score": g.parse.scores.get(s, -1.0),  # -1: not scored
+                    }
+                    for s in g.parse.spans
+                ]
             )
             out["problems"].append(g.parse.problems)
             out["predicted_mentions"].append(g.parse.predicted_mentions)
@@ -215,8 +224,11 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
             f"{prefix}worker_jemalloc": float(all(r["worker_jemalloc"] for r in preds)),
         }
     )
+    calibration = split_calibration(preds, gold)
+    if calibration is not None:
+        metrics[f"{prefix}ece"] = calibration.ece
     parent = cfg.parent_run_id or model_run
-    run_id = _log_evaluation(cfg, fmt, corpus.name, card, metrics, preds, gold, parent)
+    run_id = _log_evaluation(cfg, fmt, corpus.name, card, metrics, preds, gold, parent, calibration)
     if parent and cfg.log_to_parent and cfg.limit is None:
         model_corpora = list(card.corpora)
         client = client_for(cfg.tracking)
@@ -287,6 +299,7 @@ def _log_evaluation(
     preds: list[dict[str, Any]],
     gold: dict[str, Sentence],
     parent: str | None,
+    calibration: Calibration | None = None,
 ) -> str:
     tags = {
         KIND_TAG: EVALUATE_KIND,
@@ -324,6 +337,10 @@ def _log_evaluation(
                         "text": sent.text,
                         "gold": [[s.start, s.end, s.label] for s in sent.spans],
                         "pred": [[s["start"], s["end"], s["label"]] for s in row["pred_spans"]],
+                        "pred_scores": [
+                            None if s["score"] < 0 else round(s["score"], 6)
+                            for s in row["pred_spans"]
+                        ],
                         "answers": list(row["answers"]),
                         "problems": list(row["problems"]),
                     }
@@ -331,4 +348,30 @@ def _log_evaluation(
             (Path(tmp) / "errors.md").write_text(error_analysis(preds, gold, cfg.error_sample))
             client.log_artifact(run_id, str(path))
             client.log_artifact(run_id, str(Path(tmp) / "errors.md"))
+            if calibration is not None:
+                _log_calibration(client, run_id, calibration, Path(tmp), f"{fmt} {corpus}")
     return run_id
+
+
+def split_calibration(preds: list[dict[str, Any]], gold: dict[str, Sentence]) -> Calibration | None:
+    """The calibration of the split's entity scores (None: the generation was not scored)."""
+    pairs = []
+    for row in preds:
+        truth = set(gold[row["sentence_id"]].spans)
+        for s in row["pred_spans"]:
+            if s["score"] >= 0:
+                span = Span(int(s["start"]), int(s["end"]), str(s["label"]))
+                pairs.append((float(s["score"]), span in truth))
+    if not pairs:
+        return None
+    return calibrate(pairs, sum(len(g.spans) for g in gold.values()))
+
+
+def _log_calibration(
+    client: Any, run_id: str, calibration: Calibration, folder: Path, title: str
+) -> None:
+    (folder / "calibration.json").write_text(json.dumps(calibration.as_dict(), indent=1))
+    (folder / "calibration.md").write_text(calibration.markdown())
+    calibration_figure(calibration, title).savefig(folder / "calibration.png", dpi=100)
+    for name in ("calibration.json", "calibration.md", "calibration.png"):
+        client.log_artifact(run_id, str(folder / name))

@@ -24,6 +24,9 @@ class ExtractConfig(BaseModel):
     input_format: InputFormat = "auto"
     output_format: OutputFormat = "jsonl"
     entity_types: list[str] | None = Field(None, description="default: all the model knows")
+    min_score: float = Field(
+        0.0, ge=0.0, le=1.0, description="leave out entities scored below this (0: keep all)"
+    )
     docs_per_block: int = Field(
         256, ge=1, description="documents per output file: the unit a rerun skips when done"
     )

@@ -104,7 +104,7 @@ class ExtractActor:
         ]
         flat = [w.sentence for ws in windows for w in ws]
         gens = self.generator.extract(flat, self.fmt, self.types) if flat else []
-        results = assemble(texts, windows, gens, set(self.types))
+        results = assemble(texts, windows, gens, set(self.types), self.job.min_score)
         keep = ("block", "index", "id", "text", "title_length", "passages")
         out = {k: list(batch[k]) for k in keep}
         out["entities"] = [

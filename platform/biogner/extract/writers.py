@@ -2,10 +2,11 @@
 file renamed into place), so a killed job never leaves half a block that looks done.
 
 JSONL: one line per document, `{"id", "text", "entities": [{"start", "end", "label",
-"text"}]}`; Parquet: the same columns (entities as a list of structs); PubTator: the
-document's title and abstract lines and one line per entity; BioC (XML or JSON): a collection
-whose documents keep their passages (a BioC input's own, else title and abstract) with one
-annotation per entity. Tools of the field read the last two back.
+"text", "score"}]}`; Parquet: the same columns (entities as a list of structs); PubTator: the
+document's title and abstract lines and one line per entity (the format has no score
+column); BioC (XML or JSON): a collection whose documents keep their passages (a BioC
+input's own, else title and abstract) with one annotation per entity, its score in the
+annotation's `score` infon. Tools of the field read the last two back.
 """
 
 from __future__ import annotations
@@ -118,6 +119,8 @@ def _write_bioc(path: Path, rows: Sequence[dict[str, Any]], fmt: OutputFormat) -
             ann = BioCAnnotation()
             ann.id = f"T{n}"
             ann.infons["type"] = e["label"]
+            if e.get("score") is not None:
+                ann.infons["score"] = f"{e['score']:.4f}"
             ann.text = e["text"]
             ann.add_location(BioCLocation(offset=e["start"], length=e["end"] - e["start"]))
             target.add_annotation(ann)

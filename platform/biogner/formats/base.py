@@ -29,14 +29,29 @@ class ParseResult:
     # (`biogner.generation.constraints`), and how many of them it dropped before parsing; free: none
     overruled: int = 0
     dropped: int = 0
+    # where in the answers each span was written: (answer index, start, end) in the answer
+    # text the parser read (a line, an object, a bracket, a run of tagged words); the
+    # generator scores a span by the model's probabilities of the tokens written there
+    sources: dict[Span, tuple[int, int, int]] = field(default_factory=dict)
+    scores: dict[Span, float] = field(default_factory=dict)  # confidence, in [0, 1]
 
-    def extend(self, other: ParseResult) -> None:
+    def add(self, span: Span, start: int, end: int) -> None:
+        """A span read from answer[start:end] (the first source of a repeated span stays)."""
+        self.spans.append(span)
+        self.sources.setdefault(span, (0, start, end))
+
+    def extend(self, other: ParseResult, answer: int = 0) -> None:
+        """Take `other`'s spans and counts; its sources move to answer index `answer` on."""
         self.spans.extend(other.spans)
         self.problems.extend(other.problems)
         self.predicted_mentions += other.predicted_mentions
         self.hallucinated += other.hallucinated
         self.overruled += other.overruled
         self.dropped += other.dropped
+        for span, (a, start, end) in other.sources.items():
+            self.sources.setdefault(span, (a + answer, start, end))
+        for span, score in other.scores.items():
+            self.scores[span] = max(score, self.scores.get(span, 0.0))
 
     def finish(self) -> ParseResult:
         """Deduplicate and sort spans (a model may repeat itself)."""
@@ -96,7 +111,21 @@ class MentionPlacer:
         self.result = result
         self.used: set[Span] = set()
 
-    def place(self, mention: str, label: str, occurrence: int | None = None) -> Span | None:
+    def place(
+        self,
+        mention: str,
+        label: str,
+        occurrence: int | None = None,
+        source: tuple[int, int] | None = None,
+    ) -> Span | None:
+        """The span `mention` names (None: not in the text, or listed too often); `source`:
+        where in the answer it was written."""
+        span = self._place(mention, label, occurrence)
+        if span is not None and source is not None:
+            self.result.sources.setdefault(span, (0, *source))
+        return span
+
+    def _place(self, mention: str, label: str, occurrence: int | None) -> Span | None:
         result = self.result
         result.predicted_mentions += 1
         mention = mention.strip()
@@ -150,9 +179,20 @@ def unescape_line(line: str) -> str:
 
 def answer_lines(answer: str) -> list[str]:
     """Non-empty lines of an answer, or [] for the empty answer."""
-    lines = [ln.strip() for ln in answer.strip().splitlines()]
-    lines = [ln for ln in lines if ln]
-    if len(lines) == 1 and lines[0] == NONE_ANSWER:
+    return [line for line, _, _ in located_lines(answer)]
+
+
+def located_lines(answer: str) -> list[tuple[str, int, int]]:
+    """Non-empty lines of an answer, stripped, each with where it is in `answer` (its
+    ending newline included); [] for the empty answer."""
+    lines: list[tuple[str, int, int]] = []
+    start = 0
+    for raw in answer.splitlines(keepends=True):
+        end = start + len(raw)
+        if raw.strip():
+            lines.append((raw.strip(), start, end))
+        start = end
+    if len(lines) == 1 and lines[0][0] == NONE_ANSWER:
         return []
     return lines
 

@@ -6,6 +6,7 @@ that contain parentheses or look like tags (`B-Disease`, `O`) are still unambigu
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from biogner.corpora.iob import spans_to_tags, tags_to_spans
@@ -32,6 +33,7 @@ class BioWriting(Writing):
         result = ParseResult()
         words: list[str] = []
         tags: list[str] = []
+        places = [(m.start(), m.end()) for m in re.finditer(r"\S+", answer)]
         for item in answer.split():
             cut = item.rfind("(")
             if cut <= 0 or not item.endswith(")"):
@@ -42,14 +44,27 @@ class BioWriting(Writing):
             words.append(item[:cut])
             tags.append(self._tag(item[cut + 1 : -1], types, result))
         tokens = list(sentence.tokens)
+        item_of: dict[int, int] = {j: j for j in range(min(len(words), len(tokens)))}
         if words != tokens:
             result.problems.append("the repeated words differ from the input")
             aligned = ["O"] * len(tokens)
+            item_of = {}
             for i, j in position_map(words, tokens).items():
                 aligned[j] = tags[i]
+                item_of[j] = i
             tags = aligned
         spans, _ = tags_to_spans(tokens, tags)
-        result.spans.extend(spans)
+        first_token = {start: j for j, (start, _) in enumerate(sentence.token_offsets())}
+        last_token = {end: j for j, (_, end) in enumerate(sentence.token_offsets())}
+        located = len(places) == len(words)
+        for span in spans:
+            first, last = first_token.get(span.start), last_token.get(span.end)
+            a = item_of.get(first) if first is not None else None
+            b = item_of.get(last) if last is not None else None
+            if a is None or b is None or not located:
+                result.spans.append(span)
+            else:  # the tagged words that wrote it
+                result.add(span, places[a][0], places[b][1])
         result.predicted_mentions = len(spans)
         return result.finish()
 

@@ -90,7 +90,9 @@ class InlineWriting(Writing):
         result = ParseResult()
         plain: list[str] = []
         open_at: list[int] = []
-        found: list[tuple[int, int, str]] = []
+        opened: list[int] = []  # where in the answer each open bracket is
+        found: list[tuple[int, int, str, int, int]] = []
+        lead = len(answer) - len(answer.lstrip())
         i = 0
         answer = answer.strip()
         while i < len(answer):
@@ -101,6 +103,7 @@ class InlineWriting(Writing):
                 continue
             if ch == "[":
                 open_at.append(len(plain))
+                opened.append(i)
             elif ch == "|" and open_at:
                 close = _closing_bracket(answer, i + 1)
                 if close < 0:
@@ -110,12 +113,13 @@ class InlineWriting(Writing):
                 if len(plain) > start and plain[-1] == " ":
                     plain.pop()  # the space of the ' | ' separator
                 type_name = answer[i + 1 : close]
-                found.append((start, len(plain), type_name))
+                found.append((start, len(plain), type_name, lead + opened.pop(), lead + close + 1))
                 i = close + 1
                 continue
             elif ch == "]":
                 if open_at:
                     open_at.pop()
+                    opened.pop()
                 result.problems.append("']' without '| type'")
             elif ch == "|":
                 result.problems.append("'|' outside brackets")
@@ -131,7 +135,7 @@ class InlineWriting(Writing):
             result.problems.append("the rewritten text differs from the input")
             mapping = position_map(rewritten, sentence.text)
         offset = len(rewritten) - len(rewritten.lstrip())
-        for start, end, type_name in found:
+        for start, end, type_name, written_from, written_to in found:
             label = canonical_type(type_name, types)
             if label is None:
                 result.problems.append(f"unknown type {type_name.strip()!r}")
@@ -154,7 +158,7 @@ class InlineWriting(Writing):
                     result.problems.append(f"entity {rewritten[start:end]!r} not in the text")
                     continue
                 span = Span(s, e + 1, label)
-            result.spans.append(span)
+            result.add(span, written_from, written_to)
         return result.finish()
 
 

@@ -93,7 +93,13 @@ class JsonWriting(Writing):
     def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
         result = ParseResult()
         placer = MentionPlacer(sentence, result)
-        for item in _items(answer, result):
+        items = _items(answer, result)
+        # where each item was written: the answer's objects in order, when they are the items
+        objects = [(m.start(), m.end()) for m in _OBJECT.finditer(answer)]
+        places: list[tuple[int, int] | None] = (
+            list(objects) if len(objects) == len(items) else [None] * len(items)
+        )
+        for item, place in zip(items, places, strict=True):
             if not isinstance(item, dict) or not isinstance(item.get("text"), str):
                 result.problems.append(f"item {item!r} has no string 'text'")
                 continue
@@ -102,7 +108,7 @@ class JsonWriting(Writing):
             if label is None:
                 result.problems.append(f"unknown type {type_name!r}")
                 continue
-            placer.place(item["text"], label)
+            placer.place(item["text"], label, source=place)
         return result.finish()
 
     item_end = "}"

@@ -14,9 +14,9 @@ from biogner.formats.base import (
     ParseResult,
     TokenIndex,
     Writing,
-    answer_lines,
     canonical_type,
     escape_line,
+    located_lines,
     ordered,
     unescape_line,
     without_lines,
@@ -54,7 +54,7 @@ class TermWriting(Writing):
     def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
         result = ParseResult()
         placer = MentionPlacer(sentence, result)
-        for line in answer_lines(answer):
+        for line, start, end in located_lines(answer):
             if len(types) > 1:
                 head, sep, mention = line.partition(TYPE_SEP)
                 label = canonical_type(head, types) if sep else None
@@ -63,7 +63,7 @@ class TermWriting(Writing):
             if label is None:
                 result.problems.append(f"line {line!r} does not start with a known type")
                 continue
-            placer.place(mention, label)
+            placer.place(mention, label, source=(start, end))
         return result.finish()
 
     item_end = "\n"

@@ -11,8 +11,8 @@ from biogner.formats.base import (
     ParseResult,
     TokenIndex,
     Writing,
-    answer_lines,
     canonical_type,
+    located_lines,
     ordered,
     without_lines,
 )
@@ -49,7 +49,7 @@ class TripleWriting(Writing):
     def parse(self, answer: str, sentence: Sentence, types: Sequence[str]) -> ParseResult:
         result = ParseResult()
         placer = MentionPlacer(sentence, result)
-        for line in answer_lines(answer):
+        for line, start, end in located_lines(answer):
             parts = line.rsplit(SEP.strip(), 2)
             occurrence: int | None = None
             if len(parts) == 3:
@@ -68,7 +68,7 @@ class TripleWriting(Writing):
             if label is None:
                 result.problems.append(f"unknown type {type_name.strip()!r}")
                 continue
-            placer.place(mention.strip(), label, occurrence)
+            placer.place(mention.strip(), label, occurrence, source=(start, end))
         return result.finish()
 
     def without_items(self, answer: str, ranges: Sequence[tuple[int, int]]) -> tuple[str, int]:

@@ -70,9 +70,9 @@ class Format:
         result = ParseResult()
         if len(answers) != len(turns):
             result.problems.append(f"expected {len(turns)} answers, got {len(answers)}")
-        for answer, turn in zip(answers, turns, strict=False):
+        for index, (answer, turn) in enumerate(zip(answers, turns, strict=False)):
             try:
-                result.extend(self.writing.parse(answer, sentence, turn))
+                result.extend(self.writing.parse(answer, sentence, turn), answer=index)
             except Exception as exc:  # a parser bug must not lose a whole evaluation
                 result.problems.append(f"parser error: {type(exc).__name__}: {exc}")
         return result.finish()

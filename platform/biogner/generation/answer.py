@@ -9,7 +9,7 @@ computed the tokens.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from biogner.generation.constraints import RowConstraint
 
@@ -25,6 +25,10 @@ class Turn:
     hit_budget: bool
     overruled: int = 0
     dropped: int = 0
+    # per token of `tokens`: its probability under the distribution it was chosen from (the
+    # model's, restricted to what the grammar allowed: 1.0 for a token the grammar forced)
+    probs: list[float] = field(default_factory=list)
+    end_prob: float = 1.0  # the probability of the end token that ended it (the last decision)
 
 
 def read_turn(
@@ -33,10 +37,12 @@ def read_turn(
     end_ids: Sequence[int],
     constraint: RowConstraint | None,
     tokenizer: object,
+    probs: Sequence[float] = (),
 ) -> Turn:
     """The answer in `tokens` (what a row generated, at most `budget` of them counted; an
     end token ends it): under a constraint, whole or completed (`RowConstraint.finish`);
-    free, decoded as it is."""
+    free, decoded as it is. `probs`: each token's probability, kept for the answer's tokens
+    (a token the writing completed was not generated: 1.0)."""
     toks = list(tokens[:budget])
     end = next((k for k, t in enumerate(toks) if t in end_ids), None)
     answer = toks if end is None else toks[:end]
@@ -46,4 +52,7 @@ def read_turn(
     else:
         text = tokenizer.decode(answer, skip_special_tokens=True)  # type: ignore[attr-defined]
     hit = end is None and len(toks) >= budget
-    return Turn(text.strip(), answer, hit, overruled, dropped)
+    kept = list(probs[: len(answer)])
+    kept += [1.0] * (len(answer) - len(kept))
+    end_prob = probs[end] if end is not None and end < len(probs) else 1.0
+    return Turn(text.strip(), answer, hit, overruled, dropped, kept, end_prob)

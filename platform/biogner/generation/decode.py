@@ -61,6 +61,7 @@ class Row:
         self.constraint = constraint
         self.drafter = drafter
         self.tokens: list[int] = []  # generated this turn (an end token included)
+        self.probs: list[float] = []  # each token's probability where it was chosen
         self.cols: list[int] = []  # cache columns of `tokens` fed so far
         self.ended = False
         self.reach = 0  # how many tokens to draft next (0: the configured length)
@@ -76,8 +77,9 @@ class Row:
         must fit the budget."""
         return self.budget - len(self.tokens) - 1
 
-    def commit(self, token: int) -> None:
+    def commit(self, token: int, prob: float = 1.0) -> None:
         self.tokens.append(token)
+        self.probs.append(prob)
         if self.constraint is not None and not self.constraint.done:
             self.constraint.consume(token)
         self.ended = token in self.end_ids
@@ -92,16 +94,29 @@ class Row:
         last = len(self.feed) - 1
         return [j - 1 for j in self.checks] + [last + a for a in range(len(self.drafts) + 1)]
 
-    def choose(self, scores: torch.Tensor, wanted: int) -> int:
+    def choose(self, scores: torch.Tensor, wanted: int, scored: bool) -> tuple[int, float]:
         """Greedy choice under the grammar: the model's top token `wanted` when allowed,
-        else the top allowed one (an overrule, recorded)."""
+        else the top allowed one (an overrule, recorded); with its probability among the
+        allowed tokens when `scored` (else 1.0)."""
         c = self.constraint
-        if c is None or c.done or c.allows(wanted):
-            return wanted
+        if c is None or c.done:
+            return wanted, token_prob(scores, wanted, None) if scored else 1.0
+        if c.allows(wanted):
+            if not scored:
+                return wanted, 1.0
+            return wanted, token_prob(scores, wanted, c.allowed().to(scores.device))
         allowed = c.allowed().to(scores.device)
         chosen = int(scores.masked_fill(~allowed, float("-inf")).argmax())
         c.overrule(wanted, chosen)
-        return chosen
+        return chosen, token_prob(scores, chosen, allowed) if scored else 1.0
+
+
+def token_prob(scores: torch.Tensor, token: int, allowed: torch.Tensor | None) -> float:
+    """softmax(scores)[token], over the `allowed` tokens only where a grammar restricts the
+    choice: the probability of the token in the distribution greedy decoding chose from."""
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return float(torch.exp(scores[token] - torch.logsumexp(scores, 0)))
 
 
 @functools.cache
@@ -171,10 +186,16 @@ def forward(gen: Generator, kv: BatchKV, rows: Sequence[Row]) -> tuple[torch.Ten
 
 
 def settle(
-    row: Row, b: int, kv: BatchKV, base: int, logits: dict[int, tuple[torch.Tensor, int]]
+    row: Row,
+    b: int,
+    kv: BatchKV,
+    base: int,
+    logits: dict[int, tuple[torch.Tensor, int]],
+    scored: bool = True,
 ) -> None:
     """Read one row's logits: check its forced tokens, keep the drafts greedy decoding
-    confirms, choose its next token; mask the drafts it did not confirm."""
+    confirms, choose its next token (`scored`: with its probability); mask the drafts it
+    did not confirm."""
     fed = row.split or len(row.feed)
     if row.fed_generated:
         row.cols.extend(base + j for j in range(fed))
@@ -193,8 +214,8 @@ def settle(
     j, kept = fed - 1, 0
     while True:
         scores, wanted = logits[j]
-        choice = row.choose(scores, wanted)
-        row.commit(choice)
+        choice, prob = row.choose(scores, wanted, scored)
+        row.commit(choice, prob)
         confirmed = kept < len(row.drafts) and choice == row.drafts[kept]
         if confirmed:
             row.cols.append(base + fed + kept)
@@ -304,7 +325,7 @@ def conversation(
             logits = step_logits(gen, hidden, live)
             for b, row in enumerate(live):
                 if row.feed:
-                    settle(row, b, kv, base, logits[b])
+                    settle(row, b, kv, base, logits[b], gen.cfg.scores)
                     if not row.finished:
                         prepare(row, gen, checked, len(slots))
             done = [b for b, i in enumerate(slots) if rows[i].finished]
@@ -322,7 +343,9 @@ def conversation(
                 if rows[i].finished:
                     rows[i].feed, rows[i].drafts, rows[i].checks = [], [], []
         for i, row in enumerate(rows):
-            result = read_turn(row.tokens, row.budget, gen.end_ids, row.constraint, gen.tokenizer)
+            result = read_turn(
+                row.tokens, row.budget, gen.end_ids, row.constraint, gen.tokenizer, row.probs
+            )
             results[i].append(result)
             chats[i].append({"role": "assistant", "content": result.text})
         if not more:

@@ -26,6 +26,7 @@ from biogner.generation.constraints import RowConstraint, Vocabulary
 from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
 from biogner.generation.routing import ask_plan
+from biogner.generation.scores import span_scores
 from biogner.generation.speculation import CopyDrafter
 from biogner.models.card import has_card, read_card
 from biogner.models.config import GenerationConfig, ModelConfig
@@ -210,13 +211,14 @@ class Generator:
 
         return drafter_for
 
-    @staticmethod
     def _generation(
-        sentence: Sentence, result: list[Turn], fmt: Format, types: list[str]
+        self, sentence: Sentence, result: list[Turn], fmt: Format, types: list[str]
     ) -> Generation:
         parse = fmt.parse([t.text for t in result], sentence, types)
         parse.overruled = sum(t.overruled for t in result)
         parse.dropped = sum(t.dropped for t in result)
+        if self.cfg.scores:
+            parse.scores = span_scores(parse, result, self.vocabulary())
         return Generation(
             sentence,
             [t.text for t in result],
@@ -233,10 +235,13 @@ def join_generations(parts: list[Generation], types: list[str]) -> Generation:
     requested `types` (a group asked whole may answer types nobody requested)."""
     wanted = set(types)
     parse = ParseResult()
+    answers = 0
     for part in parts:
-        parse.extend(part.parse)
+        parse.extend(part.parse, answer=answers)
+        answers += len(part.answers)
     unrequested = [s for s in parse.spans if s.label not in wanted]
     parse.spans = [s for s in parse.spans if s.label in wanted]
+    parse.scores = {s: v for s, v in parse.scores.items() if s.label in wanted}
     parse.predicted_mentions = max(0, parse.predicted_mentions - len(unrequested))
     return Generation(
         parts[0].sentence,

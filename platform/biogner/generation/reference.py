@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
-from transformers import LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from biogner.chat_tokens import prompt_ids
 from biogner.generation.answer import Turn, read_turn
@@ -70,8 +70,11 @@ def conversation(
         cache: dict[str, Any] = {} if past is None else {"past_key_values": past}
         rows = [constraint_for(r, turn) if constraint_for else None for r in range(len(chats))]
         processor = ConstrainedLogits(rows, ids.shape[1])
-        if any(r is not None for r in rows):
-            cache["logits_processor"] = LogitsProcessorList([processor])
+        probs = TokenProbs(ids.shape[1])
+        processors: list[LogitsProcessor] = [processor] if any(r is not None for r in rows) else []
+        processors += [probs] if gen.cfg.scores else []  # after the mask: what was chosen from
+        if processors:
+            cache["logits_processor"] = LogitsProcessorList(processors)
         out = gen.model.generate(
             input_ids=ids.to(gen.device),
             attention_mask=mask.to(gen.device),
@@ -88,12 +91,50 @@ def conversation(
         # is read here: an answer cut by the batch's longest budget keeps it, as others do.
         processor.consume_last(sequences[:, ids.shape[1] :])
         new = sequences[:, ids.shape[1] :]
+        probs.read_last(new)
         new_mask = torch.zeros_like(new)
         for row, chat in enumerate(chats):
-            result = read_turn(new[row].tolist(), budgets[row], gen.end_ids, rows[row], tokenizer)
+            result = read_turn(
+                new[row].tolist(),
+                budgets[row],
+                gen.end_ids,
+                rows[row],
+                tokenizer,
+                probs.probs[row] if gen.cfg.scores else (),
+            )
             new_mask[row, : len(result.tokens)] = 1
             results[row].append(result)
             chat.append({"role": "assistant", "content": result.text})
         ids, mask = sequences, torch.cat([mask, new_mask], 1)
         past = out.past_key_values if gen.cfg.reuse_kv_cache else None
     return results
+
+
+class TokenProbs(LogitsProcessor):
+    """Each chosen token's probability in the distribution `generate` chose it from (the
+    scores after the grammar's mask): a step's log-softmax is kept until the next step shows
+    the token chosen from it."""
+
+    def __init__(self, prompt_width: int) -> None:
+        self.prompt_width = prompt_width
+        self.probs: list[list[float]] = []
+        self._last: torch.Tensor | None = None
+
+    def _read(self, chosen: torch.Tensor) -> None:
+        assert self._last is not None
+        index = chosen.to(self._last.device).long().unsqueeze(1)
+        for row, p in enumerate(self._last.gather(1, index).squeeze(1).exp().tolist()):
+            self.probs[row].append(float(p))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if not self.probs:
+            self.probs = [[] for _ in range(scores.shape[0])]
+        if input_ids.shape[1] > self.prompt_width and self._last is not None:
+            self._read(input_ids[:, -1])
+        self._last = torch.log_softmax(scores.float(), -1)
+        return scores
+
+    def read_last(self, generated: torch.Tensor) -> None:
+        """After `generate`: the last token, chosen at the last step (no step read it)."""
+        if self._last is not None and self.probs and len(self.probs[0]) < generated.shape[1]:
+            self._read(generated[:, -1])

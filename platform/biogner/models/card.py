@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -73,9 +74,16 @@ def has_card(model_dir: str | Path) -> bool:
     return (Path(model_dir) / METADATA_FILE).is_file()
 
 
-def read_card(model_dir: str | Path) -> ModelCard:
-    """The card of a biogner model directory; ModelCardError names the file and the field."""
-    path = Path(model_dir) / METADATA_FILE
+def card_json(model_dir: str | Path) -> dict[str, Any]:
+    """The card as written (its JSON object, keys as the writer put them), checked against
+    the schema first: for callers that pass it on (the pyfunc's `metadata`, a logged
+    model's metadata) rather than read it."""
+    data = _load(Path(model_dir) / METADATA_FILE)
+    read_card(model_dir)
+    return data
+
+
+def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ModelCardError(
             f"{path} not found: not a biogner model directory (log it with biogner train)"
@@ -86,6 +94,13 @@ def read_card(model_dir: str | Path) -> ModelCard:
         raise ModelCardError(f"{path}: not readable JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ModelCardError(f"{path}: must be a JSON object")
+    return data
+
+
+def read_card(model_dir: str | Path) -> ModelCard:
+    """The card of a biogner model directory; ModelCardError names the file and the field."""
+    path = Path(model_dir) / METADATA_FILE
+    data = _load(path)
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:

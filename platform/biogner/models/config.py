@@ -134,6 +134,12 @@ class GenerationConfig(BaseModel):
         description="a finished answer leaves its batch: it stops costing compute while the "
         "longest one goes on",
     )
+    scores: bool = Field(
+        True,
+        description="a confidence per entity: each chosen token's probability among the tokens "
+        "the grammar allowed, multiplied over the tokens that wrote the entity (a mask and a "
+        "softmax per chosen token; the answers are the same either way)",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="int8: dynamic int8 quantization of the Linear layers for generation on a "

@@ -126,6 +126,7 @@ class Job:
     types: list[str]
     deadline: float
     request_id: str = ""
+    min_score: float = 0.0
     cancelled: bool = False
     answered: bool = False  # its caller got its results before the rest of its batch
     found: list[Generation | None] = field(default_factory=list)
@@ -203,7 +204,7 @@ def _results(job: Job, generations: list[Generation | None]) -> list[TextResult]
     done = [g for g in generations if g is not None]
     if len(done) < len(generations):
         return None
-    return assemble(job.texts, job.windows, done, set(job.types))
+    return assemble(job.texts, job.windows, done, set(job.types), job.min_score)
 
 
 def assemble(
@@ -211,16 +212,18 @@ def assemble(
     windows: Sequence[Sequence[Window]],
     generations: Sequence[Generation],
     labels: set[str] | None = None,
+    min_score: float = 0.0,
 ) -> list[TextResult]:
     """Entities per text from the generations of its windows (flattened, in window order),
-    of the `labels` asked for (a group asked whole may answer more).
+    of the `labels` asked for (a group asked whole may answer more), scored at least
+    `min_score` (an entity found in two overlapping windows keeps its best score).
 
     Every entity's offsets index the text as sent and `text` is exactly `text[start:end]`.
     """
     results: list[TextResult] = []
     it = iter(generations)
     for text, text_windows in zip(texts, windows, strict=True):
-        found: set[tuple[int, int, str]] = set()
+        found: dict[tuple[int, int, str], float | None] = {}
         incomplete = False
         for window in text_windows:
             gen = next(it)
@@ -229,10 +232,16 @@ def assemble(
                 if labels is not None and span.label not in labels:
                     continue
                 mapped = window.to_original(span.start, span.end)
-                if mapped is not None:
-                    found.add((mapped[0], mapped[1], span.label))
+                if mapped is None:
+                    continue
+                key = (mapped[0], mapped[1], span.label)
+                score = gen.parse.scores.get(span)
+                best = found.get(key)
+                found[key] = score if best is None or (score or 0.0) > best else best
         entities = [
-            Entity(start=s, end=e, label=lab, text=text[s:e]) for s, e, lab in sorted(found)
+            Entity(start=s, end=e, label=lab, text=text[s:e], score=score)
+            for (s, e, lab), score in sorted(found.items())
+            if score is None or score >= min_score
         ]
         results.append(
             TextResult(

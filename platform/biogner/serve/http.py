@@ -282,7 +282,7 @@ class Ingress:
             )
         request_id = _request_id()
         left = deadline - time.monotonic()
-        args = (req.texts, windows, req.entity_types, left, request_id)
+        args = (req.texts, windows, req.entity_types, left, request_id, req.min_score)
         outcome = await self._call(request_id, left, "extract", *args)
         if isinstance(outcome, JSONResponse):
             return outcome

@@ -297,6 +297,7 @@ class NERModel:
         entity_types: list[str] | None,
         timeout_s: float,
         request_id: str,
+        min_score: float = 0.0,
     ) -> dict[str, Any]:
         """Entities for `texts`, whose windows the ingress prepared and counted (off this
         replica's event loop); `timeout_s` is what is left of the request's deadline.
@@ -309,7 +310,7 @@ class NERModel:
             types = model.select_types(entity_types)
         except RequestError as exc:
             return {"ok": False, **exc.to_dict()}
-        job = engine.Job(model, texts, windows, types, deadline, request_id)
+        job = engine.Job(model, texts, windows, types, deadline, request_id, min_score=min_score)
         early: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._early[id(job)] = early
         try:

@@ -254,6 +254,12 @@ class ExtractRequest(BaseModel):
     entity_types: list[str] | None = Field(
         None, description="subset of the model's entity types; default: all of them"
     )
+    min_score: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="leave out entities scored below this (trade recall for precision)",
+    )
 
 
 class Entity(BaseModel):
@@ -261,6 +267,13 @@ class Entity(BaseModel):
     end: int = Field(description="character offset in the text (exclusive)")
     label: str
     text: str = Field(description="text[start:end]")
+    score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="confidence: the model's probability of the tokens that wrote this entity "
+        "(among those its grammar allowed); None when the generation config turns scores off",
+    )
 
 
 class TextResult(BaseModel):

@@ -16,11 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import Model
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from biogner.models.card import has_card, read_card
+from biogner.models.card import card_json, has_card, read_card
 from biogner.models.config import METADATA_FILE
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_at, setup
@@ -47,22 +48,26 @@ mlflow.models.set_model(BiognerHFModel())
 
 def _signature() -> Any:
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec("string", "text")]),
+        inputs=Schema(
+            [ColSpec("string", "text"), ColSpec(Array("string"), "entity_types", required=False)]
+        ),
         outputs=Schema([ColSpec("string", "entities")]),
         params=ParamSchema(
             [
                 ParamSpec("entity_types", "string", [], shape=(-1,)),
                 ParamSpec("batch_size", "long", 64),
+                ParamSpec("max_new_tokens_cap", "long", 0),
+                ParamSpec("min_score", "double", 0.0),
             ]
         ),
     )
 
 
 PYFUNC_SIGNATURE = _signature()
-PYFUNC_INPUT_EXAMPLE = {"text": ["Cisplatin induced nephrotoxicity in rats."]}
+PYFUNC_INPUT_EXAMPLE = pd.DataFrame({"text": ["Cisplatin induced nephrotoxicity in rats."]})
 
 
 class BiognerHFModel(PythonModel):
@@ -72,10 +77,14 @@ class BiognerHFModel(PythonModel):
     `mlflow.pyfunc.spark_udf` get each text's entities with character offsets into it, by
     the same pieces as the endpoint (its text windows, the shared `Generator` under the
     format's grammar, its offset mapping). `hf_dir` and `metadata` stay exposed.
-    Input: a DataFrame with a `text` column (`mlflow models serve`: `{"dataframe_split":
-    {"columns": ["text"], "data": [[...], ...]}}`); params: `entity_types`
-    (default: all the model knows), `batch_size`. Output: one JSON string per text,
-    `[{"start", "end", "label", "text"}, ...]` (a string column works in every MLflow tool).
+    Input: a DataFrame with a `text` column and an optional `entity_types` column (each
+    row's types: a list, empty or missing for the default) (`mlflow models serve`:
+    `{"dataframe_split": {"columns": ["text"], "data": [[...], ...]}}`); params:
+    `entity_types` (the default of rows that name none; default: all the model knows),
+    `batch_size`, `max_new_tokens_cap` (0: the generation default; an endpoint's own cap
+    gives its answers), `min_score` (leave out entities scored below it). Output: one JSON
+    string per text, `[{"start", "end", "label", "text", "score"}, ...]` (a string column
+    works in every MLflow tool).
     """
 
     hf_dir: Path | None = None
@@ -84,8 +93,7 @@ class BiognerHFModel(PythonModel):
 
     def load_context(self, context: PythonModelContext) -> None:
         self.hf_dir = Path(context.artifacts[HF_ARTIFACT_KEY])
-        has = has_card(self.hf_dir)
-        self.metadata = read_card(self.hf_dir).model_dump(mode="json") if has else {}
+        self.metadata = card_json(self.hf_dir) if has_card(self.hf_dir) else {}
 
     def predict(
         self,
@@ -94,7 +102,6 @@ class BiognerHFModel(PythonModel):
         params: dict[str, Any] | None = None,
     ) -> list[str]:
         from biogner.generation import Generator
-        from biogner.models.card import read_card
         from biogner.models.config import GenerationConfig
         from biogner.serve.engine import assemble
         from biogner.serve.requests import prepare
@@ -103,40 +110,53 @@ class BiognerHFModel(PythonModel):
         if self.hf_dir is None:
             raise RuntimeError("load the model with mlflow.pyfunc.load_model first")
         params = dict(params or {})
-        texts = _texts_of(model_input)
+        texts, per_row = _rows_of(model_input)
         card = read_card(self.hf_dir)
-        wanted = params.get("entity_types") or card.entity_types
-        unknown = sorted(set(wanted) - set(card.entity_types))
+        default = list(params.get("entity_types") or card.entity_types)
+        wanted = [row or default for row in per_row]
+        unknown = sorted({t for row in wanted for t in row} - set(card.entity_types))
         if unknown:
             raise ValueError(
                 f"unknown entity types {unknown}; this model knows {card.entity_types}"
             )
         if self._generator is None:  # loaded on first use: load_model stays cheap
             self._generator = Generator(self.hf_dir, GenerationConfig(device="auto"))
-        self._generator.cfg = self._generator.cfg.model_copy(
-            update={"batch_size": int(params.get("batch_size") or self._generator.cfg.batch_size)}
-        )
-        limits = Limits(max_windows=10**9, max_texts=max(len(texts), 1))
-        windows = prepare(texts, limits)
-        flat = [w.sentence for ws in windows for w in ws]
-        asked = [t for t in card.entity_types if t in set(wanted)]
-        generations = self._generator.extract(flat, card.format, asked) if flat else []
-        results = assemble(texts, windows, generations, set(asked))
-        return [
-            json.dumps([e.model_dump() for e in result.entities], ensure_ascii=False)
-            for result in results
-        ]
+        update: dict[str, int] = {"batch_size": int(params.get("batch_size") or 64)}
+        if int(params.get("max_new_tokens_cap") or 0) > 0:
+            update["max_new_tokens_cap"] = int(params["max_new_tokens_cap"])
+        self._generator.cfg = GenerationConfig(device="auto").model_copy(update=update)
+        out: list[str] = [""] * len(texts)
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, row in enumerate(wanted):  # rows asking the same types are generated together
+            groups.setdefault(tuple(t for t in card.entity_types if t in set(row)), []).append(i)
+        for asked, rows in groups.items():
+            group_texts = [texts[i] for i in rows]
+            limits = Limits(max_windows=10**9, max_texts=max(len(group_texts), 1))
+            windows = prepare(group_texts, limits)
+            flat = [w.sentence for ws in windows for w in ws]
+            generations = self._generator.extract(flat, card.format, list(asked)) if flat else []
+            min_score = float(params.get("min_score") or 0.0)
+            results = assemble(group_texts, windows, generations, set(asked), min_score)
+            for i, result in zip(rows, results, strict=True):
+                out[i] = json.dumps([e.model_dump() for e in result.entities], ensure_ascii=False)
+        return out
 
 
-def _texts_of(model_input: Any) -> list[str]:
-    """Texts from what MLflow hands `predict`: a DataFrame (its `text` column, else its only
-    column), a list or Series of strings, a dict with `text`, or one string."""
+def _rows_of(model_input: Any) -> tuple[list[str], list[list[str]]]:
+    """(texts, each text's requested types, [] for the default) from what MLflow hands
+    `predict`: a DataFrame (its `text` column, else its only column; an optional
+    `entity_types` column), a list or Series of strings, a dict of columns, or one string.
+    MLflow packs a dict of columns (`{"inputs": {"text": [...]}}`) into one row holding the
+    lists: such a row is unpacked."""
     if isinstance(model_input, str):
-        return [model_input]
+        return [model_input], [[]]
     if isinstance(model_input, dict):
-        model_input = model_input.get("text", [])
+        model_input = pd.DataFrame({k: list(np.atleast_1d(v)) for k, v in model_input.items()})
     columns = getattr(model_input, "columns", None)
+    types_column: list[Any] = []
     if columns is not None:
+        if "entity_types" in columns:
+            types_column = list(model_input["entity_types"])
         if "text" in columns:
             model_input = model_input["text"]
         elif len(columns) == 1:
@@ -144,10 +164,24 @@ def _texts_of(model_input: Any) -> list[str]:
         else:
             raise ValueError(f"expected a 'text' column, got columns {list(columns)}")
     texts = list(model_input)
+    if len(texts) == 1 and isinstance(texts[0], list | tuple | np.ndarray):  # a packed row
+        texts = list(texts[0])
+        types_column = types_column * len(texts)
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
     if bad:
         raise ValueError(f"texts must be strings: row {bad[0]} is {type(texts[bad[0]]).__name__}")
-    return texts
+    types = [_row_types(v, i) for i, v in enumerate(types_column)] or [[] for _ in texts]
+    return [str(t) for t in texts], types
+
+
+def _row_types(value: Any, row: int) -> list[str]:
+    """One row's `entity_types` cell: a list of names, one name, or missing ([])."""
+    if value is None or (isinstance(value, float) and value != value):  # missing / NaN
+        return []
+    items = [value] if isinstance(value, str) else list(value)
+    if not all(isinstance(t, str) for t in items):
+        raise ValueError(f"entity_types of row {row} must be strings, got {items!r}")
+    return [str(t) for t in items]
 
 
 def _check_model_dir(model_dir: Path) -> None:
@@ -243,7 +277,7 @@ def log_hf_model(
         hf = _stage_model_dir(model_dir, metadata, staging)
         code = staging / "biogner_pyfunc.py"
         code.write_text(_PYFUNC_CODE)
-        meta = read_card(hf).model_dump(mode="json")
+        meta = card_json(hf)
         logged = mlflow.initialize_logged_model(
             name=artifact_path,
             source_run_id=run_id,
