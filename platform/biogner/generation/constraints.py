@@ -35,6 +35,7 @@ import codecs
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor
 
@@ -159,6 +160,12 @@ class RowConstraint:
         """The next token's mask as booleans over the vocabulary."""
         bits = (self._bitmask().unsqueeze(-1) >> torch.arange(32, dtype=torch.int32)) & 1
         return bits.reshape(-1)[: self.vocab.vocab_size].bool()
+
+    def allowed_bits(self) -> np.ndarray:
+        """The next token's mask as 0/1 bytes over the vocabulary (numpy: a dot product with
+        a probability row costs microseconds, where a boolean tensor costs tens)."""
+        bits = np.unpackbits(self._bitmask().numpy().view(np.uint8), bitorder="little")
+        return bits[: self.vocab.vocab_size]
 
     def only_allowed(self) -> int | None:
         """The one token the grammar allows next, if it allows exactly one: greedy decoding

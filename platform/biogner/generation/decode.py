@@ -25,6 +25,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from biogner.chat_tokens import prompt_ids
@@ -94,29 +95,36 @@ class Row:
         last = len(self.feed) - 1
         return [j - 1 for j in self.checks] + [last + a for a in range(len(self.drafts) + 1)]
 
-    def choose(self, scores: torch.Tensor, wanted: int, scored: bool) -> tuple[int, float]:
+    def choose(
+        self, scores: torch.Tensor, wanted: int, probs: np.ndarray | None
+    ) -> tuple[int, float]:
         """Greedy choice under the grammar: the model's top token `wanted` when allowed,
         else the top allowed one (an overrule, recorded); with its probability among the
-        allowed tokens when `scored` (else 1.0)."""
+        allowed tokens, from the row's softmax `probs` (None: not scored, 1.0)."""
         c = self.constraint
         if c is None or c.done:
-            return wanted, token_prob(scores, wanted, None) if scored else 1.0
+            return wanted, 1.0 if probs is None else float(probs[wanted])
         if c.allows(wanted):
-            if not scored:
+            if probs is None:
                 return wanted, 1.0
-            return wanted, token_prob(scores, wanted, c.allowed().to(scores.device))
+            return wanted, allowed_prob(probs, wanted, c.allowed_bits(), scores)
         allowed = c.allowed().to(scores.device)
         chosen = int(scores.masked_fill(~allowed, float("-inf")).argmax())
         c.overrule(wanted, chosen)
-        return chosen, token_prob(scores, chosen, allowed) if scored else 1.0
+        if probs is None:
+            return chosen, 1.0
+        return chosen, allowed_prob(probs, chosen, allowed.cpu().numpy(), scores)
 
 
-def token_prob(scores: torch.Tensor, token: int, allowed: torch.Tensor | None) -> float:
-    """softmax(scores)[token], over the `allowed` tokens only where a grammar restricts the
-    choice: the probability of the token in the distribution greedy decoding chose from."""
-    if allowed is not None:
-        scores = scores.masked_fill(~allowed, float("-inf"))
-    return float(torch.exp(scores[token] - torch.logsumexp(scores, 0)))
+def allowed_prob(probs: np.ndarray, token: int, allowed: np.ndarray, scores: torch.Tensor) -> float:
+    """softmax(scores)[token] among the `allowed` tokens only: the probability of the token
+    in the distribution greedy decoding chose it from. From the row's softmax (a dot
+    product); where every allowed token underflowed there, from the scores themselves."""
+    mass = float(np.dot(probs, allowed))
+    if mass > 1e-30:
+        return float(probs[token]) / mass
+    masked = scores.masked_fill(~torch.from_numpy(allowed.astype(bool)).to(scores.device), -1e30)
+    return float(torch.exp(masked[token] - torch.logsumexp(masked, 0)))
 
 
 @functools.cache
@@ -190,12 +198,11 @@ def settle(
     b: int,
     kv: BatchKV,
     base: int,
-    logits: dict[int, tuple[torch.Tensor, int]],
-    scored: bool = True,
+    logits: dict[int, tuple[torch.Tensor, int, np.ndarray | None]],
 ) -> None:
     """Read one row's logits: check its forced tokens, keep the drafts greedy decoding
-    confirms, choose its next token (`scored`: with its probability); mask the drafts it
-    did not confirm."""
+    confirms, choose its next token (with its probability where the logits carry the row's
+    softmax); mask the drafts it did not confirm."""
     fed = row.split or len(row.feed)
     if row.fed_generated:
         row.cols.extend(base + j for j in range(fed))
@@ -213,8 +220,8 @@ def settle(
         return
     j, kept = fed - 1, 0
     while True:
-        scores, wanted = logits[j]
-        choice, prob = row.choose(scores, wanted, scored)
+        scores, wanted, probs = logits[j]
+        choice, prob = row.choose(scores, wanted, probs)
         row.commit(choice, prob)
         confirmed = kept < len(row.drafts) and choice == row.drafts[kept]
         if confirmed:
@@ -256,13 +263,15 @@ def prepare(row: Row, gen: Generator, checked: bool, rows: int) -> None:
         row.drafts = row.drafter.draft(row.tokens, min(reach, row.draft_room))
 
 
-def step_logits(
-    gen: Generator, hidden: torch.Tensor, rows: Sequence[Row]
-) -> list[dict[int, tuple[torch.Tensor, int]]]:
+Logits = dict[int, tuple[torch.Tensor, int, np.ndarray | None]]
+
+
+def step_logits(gen: Generator, hidden: torch.Tensor, rows: Sequence[Row]) -> list[Logits]:
     """The LM head only where a row chooses or checks a token: per row, index -> (float
-    scores, the model's top token)."""
+    scores, the model's top token, their softmax as numpy when entities are scored: one
+    batched softmax per pass, not one per token)."""
     where = [(b, j) for b, row in enumerate(rows) for j in row.needs()]
-    per_row: list[dict[int, tuple[torch.Tensor, int]]] = [{} for _ in rows]
+    per_row: list[Logits] = [{} for _ in rows]
     if not where:
         return per_row
     bs = torch.tensor([b for b, _ in where], device=hidden.device)
@@ -270,8 +279,9 @@ def step_logits(
     head = gen.model.get_output_embeddings()
     scores = head(hidden[bs, js]).float()
     tops = scores.argmax(-1).tolist()
+    probs = torch.softmax(scores, -1).cpu().numpy() if gen.cfg.scores else None
     for k, (b, j) in enumerate(where):
-        per_row[b][j] = (scores[k], int(tops[k]))
+        per_row[b][j] = (scores[k], int(tops[k]), None if probs is None else probs[k])
     return per_row
 
 
@@ -325,7 +335,7 @@ def conversation(
             logits = step_logits(gen, hidden, live)
             for b, row in enumerate(live):
                 if row.feed:
-                    settle(row, b, kv, base, logits[b], gen.cfg.scores)
+                    settle(row, b, kv, base, logits[b])
                     if not row.finished:
                         prepare(row, gen, checked, len(slots))
             done = [b for b, i in enumerate(slots) if rows[i].finished]
