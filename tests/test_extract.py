@@ -89,6 +89,7 @@ def test_a_stopped_job_reruns_to_every_document_exactly_once(
         for e in row["entities"]:
             assert row["text"][e["start"] : e["end"]] == e["text"]  # offsets into the document
             assert e["label"] in CARD["entity_types"]
+            assert 0.0 <= e["score"] <= 1.0
             found += 1
     assert found > 0
     errors = {e["id"]: e for e in map(json.loads, (tmp_path / "out" / ERRORS).open())}

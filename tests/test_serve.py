@@ -180,6 +180,7 @@ def assert_entities_index_texts(texts: list[str], body: dict[str, Any]) -> None:
             assert 0 <= ent["start"] < ent["end"] <= len(text)
             assert text[ent["start"] : ent["end"]] == ent["text"]
             assert ent["label"] in body["entity_types"]
+            assert 0.0 <= ent["score"] <= 1.0  # every entity is scored
 
 
 async def post_many(url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
@@ -424,6 +425,15 @@ def test_a_multi_corpus_model_routes_the_requested_types(client, service) -> Non
         assert found and found <= set(wanted)
         assert r.json()["entity_types"] == [t for t in info["entity_types"] if t in wanted]
         assert_entities_index_texts(TYPED_TEXTS, r.json())
+    # min_score keeps the surer entities of the same answers
+    every = client.post("/v1/extract", json={"texts": TYPED_TEXTS}).json()["results"]
+    scores = sorted(e["score"] for res in every for e in res["entities"])
+    cut = scores[len(scores) // 2]
+    r = client.post("/v1/extract", json={"texts": TYPED_TEXTS, "min_score": cut})
+    kept = [e for res in r.json()["results"] for e in res["entities"]]
+    assert kept == [e for res in every for e in res["entities"] if e["score"] >= cut]
+    bad = client.post("/v1/extract", json={"texts": TYPED_TEXTS, "min_score": 2})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "min_score"
     r = client.post("/v1/extract", json={"texts": ["Fever."], "entity_types": ["Species", "GENE"]})
     error = r.json()["error"]
     assert r.status_code == 422 and error["field"] == "entity_types" and "GENE" in error["message"]
