@@ -6,6 +6,7 @@ allocator a CPU run falls back to, said once."""
 from __future__ import annotations
 
 import functools
+import io
 import tomllib
 from pathlib import Path
 
@@ -78,6 +79,20 @@ def test_the_eta_counts_from_the_first_unit_not_from_a_model_load(monkeypatch) -
     assert "eta ?" in out.lines[-1]  # one unit says nothing about the rate
     bar.update()
     assert "1.0/s" in out.lines[-1] and "eta 0m08s" in out.lines[-1]
+
+
+def test_a_second_unit_is_counted_with_its_own_rate(monkeypatch) -> None:
+    """Extraction counts documents and the sentences in them: both rates on one line."""
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    out = io.StringIO()
+    docs = progress.Progress("extract", 10, "documents", every_s=0.0, out=out, also="sentences")
+    now[0] = 30.0  # the model loads
+    docs.update(also=7)
+    assert "1/10 documents, 0.0/s (7 sentences, 0.0/s)" in out.getvalue().splitlines()[-1]
+    now[0] = 32.0
+    docs.update(also=9)
+    assert "2/10 documents, 0.5/s (16 sentences, 4.5/s)" in out.getvalue().splitlines()[-1]
 
 
 def test_the_cpu_requirements_name_the_cpu_wheel_index_and_tqdm_is_declared() -> None:

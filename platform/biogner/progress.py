@@ -20,9 +20,20 @@ def duration(seconds: float) -> str:
 
 class Progress:
     def __init__(
-        self, label: str, total: int, unit: str, every_s: float = 15.0, out: TextIO | None = None
+        self,
+        label: str,
+        total: int,
+        unit: str,
+        every_s: float = 15.0,
+        out: TextIO | None = None,
+        also: str | None = None,
     ) -> None:
+        """`also`: a second unit counted alongside (documents, and the sentences in them),
+        shown with its own rate."""
         self.label, self.total, self.unit = label, total, unit
+        self.also = also
+        self.also_done = 0
+        self._also_first = 0  # counted with the first unit, before the rate's clock starts
         self.done = 0
         self.every_s = every_s
         self.out = out or sys.stdout
@@ -39,15 +50,21 @@ class Progress:
         measured = now - self._first if self._first is not None else 0.0
         rate = (self.done - 1) / measured if self.done > 1 and measured > 0 else 0.0
         eta = duration((self.total - self.done) / rate) if rate > 0 else "?"
+        also = ""
+        if self.also is not None:
+            also_rate = (self.also_done - self._also_first) / measured if measured > 0 else 0.0
+            also = f" ({self.also_done} {self.also}, {also_rate:.1f}/s)"
         return (
-            f"[{self.label}] {self.done}/{self.total} {self.unit}, {rate:.1f}/s, "
+            f"[{self.label}] {self.done}/{self.total} {self.unit}, {rate:.1f}/s{also}, "
             f"elapsed {duration(elapsed)}, eta {eta}"
         )
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: int = 1, also: int = 0) -> None:
         now = time.perf_counter()
+        self.also_done += also
         if self._first is None:
             self._first = now
+            self._also_first = self.also_done
         self.done += n
         finished = self.done >= self.total
         if self.tty:

@@ -247,12 +247,12 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                 num_gpus=1 if cfg.use_gpu else 0,
                 runtime_env=compute_runtime_env(),
             )
-            progress = Progress(f"extract {out.name}", len(items), "documents")
+            progress = Progress(f"extract {out.name}", len(items), "documents", also="sentences")
             pending: dict[int, list[dict[str, Any]]] = {}
             for row in mapped.iter_rows():
                 b = int(row["block"])
                 pending.setdefault(b, []).append(row)
-                progress.update()
+                progress.update(also=int(row["sentences"]))
                 if len(pending[b]) < len(blocks[b]):
                     continue
                 rows = sorted(pending.pop(b), key=lambda r: int(r["index"]))
