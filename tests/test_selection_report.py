@@ -114,7 +114,13 @@ def train_run(
         log_metrics_from_worker(run_id, metrics, 0, cfg.uri)
     if log_model:
         model_dir = tiny_model(tmp / name)
-        meta = {"base_model": "tiny-llama", "format": formats[0], "formats": formats, "run": name}
+        meta = {
+            "base_model": "tiny-llama",
+            "format": formats[0],
+            "formats": formats,
+            "entity_types": ["Disease"],
+            "run": name,
+        }
         log_hf_model(run_id, model_dir, metadata=meta, cfg=cfg)
         study.model_dirs[run_id] = model_dir
     if status == "FAILED":

@@ -283,8 +283,9 @@ def test_ingress_sends_prepared_windows_and_the_time_left(monkeypatch) -> None:
     app = ingress(handle, monkeypatch, request_timeout_s=30)
     r = asyncio.run(app.extract(request({"texts": ["Cancer. Fever."]})))
     assert r.status_code == 200
-    [(method, (texts, windows, types, left, rid))] = handle.calls
+    [(method, (texts, windows, types, left, rid, min_score))] = handle.calls
     assert method == "extract" and texts == ["Cancer. Fever."] and types is None
+    assert min_score == 0.0  # the request's default: every entity
     assert [w.sentence.text for w in windows[0]] == ["Cancer .", "Fever ."]
     assert 25 < left <= 30 and len(rid) == 16
 
