@@ -20,24 +20,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import table, write_json  # noqa: E402
+from common import cpu_flags, table, write_json  # noqa: E402
 
 from biogner.corpora import load_split  # noqa: E402
 from biogner.corpora.registry import resolve_data_dir  # noqa: E402
 from biogner.extract.config import ExtractConfig  # noqa: E402
 from biogner.extract.job import run_extract  # noqa: E402
-
-
-def cpu_flags() -> list[str]:
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "avx512_vnni")
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next(
-        (ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []
-    )
-    return [f for f in wanted if f in flags]
 
 
 def build_documents(data_dir: str | None, documents: int, per_document: int, out: Path) -> int:

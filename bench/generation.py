@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_json  # noqa: E402
+from common import cpu_flags, table, write_json  # noqa: E402
 
 OFF = {"prefix_cache": False, "forced_tokens": False, "copy_draft_tokens": 0, "rows_leave": False}
 MODES: dict[str, dict[str, Any]] = {
@@ -217,11 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     corpus = CORPORA[args.corpus]
     types = list(corpus.entity_types)
     sentences = load_split(corpus, args.split, resolve_data_dir(), limit=args.limit)
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    cpu = {
-        "native_bf16": cpu_has_native_bf16(),
-        "flags": sorted({f for f in flags.split() if f.startswith(("avx", "amx"))}),
-    }
+    cpu = {"native_bf16": cpu_has_native_bf16(), "flags": cpu_flags()}
     print(
         f"{args.corpus} {args.split}: {len(sentences)} sentences, "
         f"{sum(len(s.spans) for s in sentences)} mentions; batch {args.batch_size}; "

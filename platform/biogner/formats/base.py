@@ -36,8 +36,12 @@ class ParseResult:
     scores: dict[Span, float] = field(default_factory=dict)  # confidence, in [0, 1]
 
     def add(self, span: Span, start: int, end: int) -> None:
-        """A span read from answer[start:end] (the first source of a repeated span stays)."""
+        """A span read from answer[start:end]."""
         self.spans.append(span)
+        self.locate(span, start, end)
+
+    def locate(self, span: Span, start: int, end: int) -> None:
+        """Where a span was written (the first source of a repeated span stays)."""
         self.sources.setdefault(span, (0, start, end))
 
     def extend(self, other: ParseResult, answer: int = 0) -> None:
@@ -122,7 +126,7 @@ class MentionPlacer:
         where in the answer it was written."""
         span = self._place(mention, label, occurrence)
         if span is not None and source is not None:
-            self.result.sources.setdefault(span, (0, *source))
+            self.result.locate(span, *source)
         return span
 
     def _place(self, mention: str, label: str, occurrence: int | None) -> Span | None:

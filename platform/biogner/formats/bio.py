@@ -54,8 +54,9 @@ class BioWriting(Writing):
                 item_of[j] = i
             tags = aligned
         spans, _ = tags_to_spans(tokens, tags)
-        first_token = {start: j for j, (start, _) in enumerate(sentence.token_offsets())}
-        last_token = {end: j for j, (_, end) in enumerate(sentence.token_offsets())}
+        offsets = sentence.token_offsets()
+        first_token = {start: j for j, (start, _) in enumerate(offsets)}
+        last_token = {end: j for j, (_, end) in enumerate(offsets)}
         located = len(places) == len(words)
         for span in spans:
             first, last = first_token.get(span.start), last_token.get(span.end)

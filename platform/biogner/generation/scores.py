@@ -63,13 +63,15 @@ def span_scores(parse: ParseResult, turns: Sequence[Turn], vocab: Vocabulary) ->
     """A score in [0, 1] for every span of `parse`, read from the answers `turns`. A span
     whose place in the answers is unknown (a parser that could not locate it) gets the
     answers' per-token geometric mean."""
+    if not parse.spans:  # most sentences: no answer to decode
+        return {}
     answers = [AnswerTokens(t, vocab) for t in turns]
-    fallback = math.exp(sum(a.mean_log() for a in answers) / len(answers)) if answers else 1.0
     scores: dict[Span, float] = {}
     for span in parse.spans:
         source = parse.sources.get(span)
         if source is None or source[0] >= len(answers):
-            scores[span] = fallback
+            mean_log = sum(a.mean_log() for a in answers) / len(answers) if answers else 0.0
+            scores[span] = math.exp(mean_log)
             continue
         index, start, end = source
         scores[span] = min(1.0, max(0.0, answers[index].prob(start, end)))

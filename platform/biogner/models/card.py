@@ -78,8 +78,9 @@ def card_json(model_dir: str | Path) -> dict[str, Any]:
     """The card as written (its JSON object, keys as the writer put them), checked against
     the schema first: for callers that pass it on (the pyfunc's `metadata`, a logged
     model's metadata) rather than read it."""
-    data = _load(Path(model_dir) / METADATA_FILE)
-    read_card(model_dir)
+    path = Path(model_dir) / METADATA_FILE
+    data = _load(path)
+    _validate(path, data)
     return data
 
 
@@ -100,7 +101,10 @@ def _load(path: Path) -> dict[str, Any]:
 def read_card(model_dir: str | Path) -> ModelCard:
     """The card of a biogner model directory; ModelCardError names the file and the field."""
     path = Path(model_dir) / METADATA_FILE
-    data = _load(path)
+    return _validate(path, _load(path))
+
+
+def _validate(path: Path, data: dict[str, Any]) -> ModelCard:
     try:
         return ModelCard.model_validate(data)
     except ValidationError as exc:

@@ -137,8 +137,8 @@ class GenerationConfig(BaseModel):
     scores: bool = Field(
         True,
         description="a confidence per entity: each chosen token's probability among the tokens "
-        "the grammar allowed, multiplied over the tokens that wrote the entity (a mask and a "
-        "softmax per chosen token; the answers are the same either way)",
+        "the grammar allowed, multiplied over the tokens that wrote the entity (a softmax per "
+        "pass and a mask per chosen token; the answers are the same either way)",
     )
     quantize: Literal["none", "int8"] = Field(
         "none",

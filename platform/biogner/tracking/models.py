@@ -119,12 +119,13 @@ class BiognerHFModel(PythonModel):
             raise ValueError(
                 f"unknown entity types {unknown}; this model knows {card.entity_types}"
             )
+        base = GenerationConfig(device="auto")
         if self._generator is None:  # loaded on first use: load_model stays cheap
-            self._generator = Generator(self.hf_dir, GenerationConfig(device="auto"))
-        update: dict[str, int] = {"batch_size": int(params.get("batch_size") or 64)}
-        if int(params.get("max_new_tokens_cap") or 0) > 0:
-            update["max_new_tokens_cap"] = int(params["max_new_tokens_cap"])
-        self._generator.cfg = GenerationConfig(device="auto").model_copy(update=update)
+            self._generator = Generator(self.hf_dir, base)
+        given = ("batch_size", "max_new_tokens_cap")  # 0 or absent: the generation default
+        update = {k: int(params[k]) for k in given if int(params.get(k) or 0) > 0}
+        self._generator.cfg = base.model_copy(update=update)
+        min_score = float(params.get("min_score") or 0.0)
         out: list[str] = [""] * len(texts)
         groups: dict[tuple[str, ...], list[int]] = {}
         for i, row in enumerate(wanted):  # rows asking the same types are generated together
@@ -135,7 +136,6 @@ class BiognerHFModel(PythonModel):
             windows = prepare(group_texts, limits)
             flat = [w.sentence for ws in windows for w in ws]
             generations = self._generator.extract(flat, card.format, list(asked)) if flat else []
-            min_score = float(params.get("min_score") or 0.0)
             results = assemble(group_texts, windows, generations, set(asked), min_score)
             for i, result in zip(rows, results, strict=True):
                 out[i] = json.dumps([e.model_dump() for e in result.entities], ensure_ascii=False)
