@@ -7,7 +7,8 @@ Modes (`--modes`, in this order by default):
   loop     biogner's loop with every mechanism off
   +prefix  ... the shared-prefix cache
   +forced  ... and forced tokens
-  +copy    ... and copy speculation
+  +copy    ... and copy speculation (writings that restate the sentence)
+  +mention ... and mention drafts (writings that quote mentions)
   after    every mechanism on (rows leave too): the default
   int8     after, with dynamic int8 Linear layers (`generation.quantize`; --dtype float32)
   free     after, decoding free (`generation.constrained: false`): what constraining costs
@@ -38,13 +39,26 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, table, write_json  # noqa: E402
 
-OFF = {"prefix_cache": False, "forced_tokens": False, "copy_draft_tokens": 0, "rows_leave": False}
+OFF = {
+    "prefix_cache": False,
+    "forced_tokens": False,
+    "copy_draft_tokens": 0,
+    "mention_draft_tokens": 0,
+    "rows_leave": False,
+}
 MODES: dict[str, dict[str, Any]] = {
     "before": {"decoder": "hf", "scores": False},
     "loop": OFF,
     "+prefix": {**OFF, "prefix_cache": True},
     "+forced": {**OFF, "prefix_cache": True, "forced_tokens": True},
     "+copy": {**OFF, "prefix_cache": True, "forced_tokens": True, "copy_draft_tokens": 8},
+    "+mention": {
+        **OFF,
+        "prefix_cache": True,
+        "forced_tokens": True,
+        "copy_draft_tokens": 8,
+        "mention_draft_tokens": 8,
+    },
     "after": {},
     "int8": {"quantize": "int8"},  # after + int8 Linear layers (needs --dtype float32)
     "free": {"constrained": False},  # after, decoding free: what constraining costs

@@ -27,7 +27,13 @@ from biogner.models.config import GenerationConfig
 from biogner.types import Sentence, Span
 
 TYPES = COPIER_TYPES
-OFF = {"prefix_cache": False, "forced_tokens": False, "copy_draft_tokens": 0, "rows_leave": False}
+OFF = {
+    "prefix_cache": False,
+    "forced_tokens": False,
+    "copy_draft_tokens": 0,
+    "mention_draft_tokens": 0,
+    "rows_leave": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +83,13 @@ def test_every_mechanism_on_equals_step_by_step_greedy(models, corpus, fmt: str,
         assert_same(reference, generate(models[model], sentences, fmt, 5, constrained))
 
 
-def test_the_copier_confirms_drafts(models, corpus) -> None:
-    """The accept path runs: the fitted model restates sentences, so copy speculation saves
-    forward passes (counted by the model's forward calls)."""
+@pytest.mark.parametrize(
+    ("fmt", "switch", "most"),
+    [("multi_inline", "copy_draft_tokens", 0.7), ("multi_term", "mention_draft_tokens", 0.9)],
+)
+def test_the_copier_confirms_drafts(models, corpus, fmt: str, switch: str, most: float) -> None:
+    """The accept path runs: the fitted model restates sentences and quotes their mentions,
+    so speculation saves forward passes (counted by the model's forward calls)."""
     calls = {"n": 0}
 
     def count(*_args):
@@ -88,26 +98,25 @@ def test_the_copier_confirms_drafts(models, corpus) -> None:
     sentences = corpus[:6]  # sentences it was fitted on: it restates them
     per_mode = {}
     for drafts in (0, 8):
-        gen = Generator(
-            models["copier"],
-            GenerationConfig(device="cpu", dtype="float32", batch_size=6, copy_draft_tokens=drafts),
-        )
+        cfg = GenerationConfig(device="cpu", dtype="float32", batch_size=6, **{switch: drafts})
+        gen = Generator(models["copier"], cfg)
         handle = gen.model.base_model.register_forward_hook(lambda *a: count())
         calls["n"] = 0
-        out = gen.extract(sentences, "multi_inline", TYPES)
+        out = gen.extract(sentences, fmt, TYPES)
         handle.remove()
         per_mode[drafts] = (calls["n"], [g.answer_tokens for g in out])
     assert per_mode[8][1] == per_mode[0][1]
-    # drafts confirmed: far fewer passes (refused drafts alone would not save any)
-    assert per_mode[8][0] < 0.7 * per_mode[0][0], per_mode
+    # drafts confirmed: fewer passes (refused drafts alone would not save any)
+    assert per_mode[8][0] < most * per_mode[0][0], per_mode
 
 
 @pytest.mark.parametrize("switch", sorted(OFF))
 def test_each_switch_alone_changes_no_answer(models, corpus, switch: str) -> None:
     sentences = corpus[30:38]
-    reference = generate(models["copier"], sentences, "conv_bio", 3, True, **OFF)
+    fmt = "conv_term" if switch == "mention_draft_tokens" else "conv_bio"
+    reference = generate(models["copier"], sentences, fmt, 3, True, **OFF)
     only = {**OFF, switch: GenerationConfig.model_fields[switch].default}
-    assert_same(reference, generate(models["copier"], sentences, "conv_bio", 3, True, **only))
+    assert_same(reference, generate(models["copier"], sentences, fmt, 3, True, **only))
 
 
 WORD = st.one_of(

@@ -33,7 +33,7 @@ from biogner.generation.answer import Turn, read_turn
 from biogner.generation.constraints import RowConstraint
 from biogner.generation.forced import extend_forced
 from biogner.generation.kv import BatchKV, RowKV
-from biogner.generation.speculation import CopyDrafter
+from biogner.generation.speculation import Drafter
 
 if TYPE_CHECKING:
     from biogner.generation.generator import Generator
@@ -49,7 +49,7 @@ class Row:
         budget: int,
         end_ids: frozenset[int],
         constraint: RowConstraint | None,
-        drafter: CopyDrafter | None,
+        drafter: Drafter | None,
     ) -> None:
         self.feed = feed  # tokens to put into the cache next
         self.fed_generated = False  # `feed` holds this turn's tokens (else prompt/question)
@@ -245,11 +245,10 @@ def settle(
 FEW_ROWS = 8
 
 
-def draft_limit(gen: Generator, rows: int) -> int:
-    """How far a row may draft in a batch of `rows`: `copy_draft_tokens`, up to 4x that
+def draft_limit(length: int, rows: int) -> int:
+    """How far a row may draft in a batch of `rows`: its drafter's `length`, up to 4x that
     when the batch has fewer than `FEW_ROWS` rows."""
-    k = gen.cfg.copy_draft_tokens
-    return min(k * max(1, FEW_ROWS // max(rows, 1)), 4 * k)
+    return min(length * max(1, FEW_ROWS // max(rows, 1)), 4 * length)
 
 
 def prepare(row: Row, gen: Generator, checked: bool, rows: int) -> None:
@@ -258,7 +257,7 @@ def prepare(row: Row, gen: Generator, checked: bool, rows: int) -> None:
     if cfg.forced_tokens and row.fed_generated and row.feed:
         extend_forced(row, gen.end_ids, checked)
     if row.drafter is not None and not row.finished:
-        limit = draft_limit(gen, rows)
+        limit = draft_limit(row.drafter.length, rows)
         reach = min(row.reach or limit, limit)
         row.drafts = row.drafter.draft(row.tokens, min(reach, row.draft_room))
 
@@ -292,7 +291,7 @@ def conversation(
     questions: list[list[str]],
     budgets: list[int],
     constraint_for: Callable[[int, int], RowConstraint | None] | None = None,
-    drafter_for: Callable[[int, int], CopyDrafter | None] | None = None,
+    drafter_for: Callable[[int, int], Drafter | None] | None = None,
     prefix: list[int] | None = None,
     checked: bool = False,
 ) -> list[list[Turn]]:

@@ -27,7 +27,7 @@ from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
 from biogner.generation.routing import ask_plan
 from biogner.generation.scores import span_scores
-from biogner.generation.speculation import CopyDrafter
+from biogner.generation.speculation import CopyDrafter, Drafter, MentionDrafter
 from biogner.models.card import has_card, read_card
 from biogner.models.config import GenerationConfig, ModelConfig
 from biogner.models.load import load_model
@@ -198,18 +198,28 @@ class Generator:
 
     def _drafter_for(
         self, writing: Writing, sentences: list[Sentence], turn_types: list[list[str]]
-    ) -> Callable[[int, int], CopyDrafter | None] | None:
-        """Copy speculation's drafters, for writings that restate the sentence."""
-        if not (self.cfg.copy_draft_tokens and writing.restates_sentence):
-            return None
-        end = self.answer_end_id
-        if end is None:
+    ) -> Callable[[int, int], Drafter] | None:
+        """Speculation's drafters: the restatement for writings that restate the sentence,
+        the sentence's text after a begun mention for those that quote mentions."""
+        if writing.restates_sentence:
+            end, length = self.answer_end_id, self.cfg.copy_draft_tokens
+            if end is None or not length:
+                return None
+
+            def copy_for(row: int, turn: int) -> Drafter:
+                types = turn_types[turn]
+                return CopyDrafter(self.tokenizer, writing, sentences[row], types, end, length)
+
+            return copy_for
+        if not self.cfg.mention_draft_tokens:
             return None
 
-        def drafter_for(row: int, turn: int) -> CopyDrafter:
-            return CopyDrafter(self.tokenizer, writing, sentences[row], turn_types[turn], end)
+        def mention_for(row: int, turn: int) -> Drafter:
+            return MentionDrafter(
+                self.tokenizer, sentences[row].text, self.cfg.mention_draft_tokens
+            )
 
-        return drafter_for
+        return mention_for
 
     def _generation(
         self, sentence: Sentence, result: list[Turn], fmt: Format, types: list[str]

@@ -1,5 +1,6 @@
 """Copy speculation: an inline or bio answer restates its sentence, so most of its next
-tokens are known before the model computes them.
+tokens are known before the model computes them; a term, triple or json answer quotes its
+mentions from the sentence, so once a mention is begun, its rest is likely there too.
 
 The draft is the writing's own completion of the answer so far (`Writing.complete`: the
 rest of the sentence with no more markup, or every remaining word tagged `(O)`), tokenized,
@@ -8,15 +9,27 @@ same forward pass as the row's next token (prompt-lookup decoding); each drafted
 kept only while it equals what constrained greedy decoding chooses at its place from those
 logits, and the first that differs is replaced by that choice (`decode.settle`). Lossless by
 construction: a draft only saves forward passes, it never decides a token.
+
+`MentionDrafter` (the writings that quote mentions) drafts the sentence's text after the
+longest tail of the answer found in the sentence: after `breast ca` it drafts `ncer in the
+...`, and the model's line end refuses the draft where the mention ends.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from biogner.formats.base import Writing
 from biogner.types import Sentence
+
+
+class Drafter(Protocol):
+    length: int  # tokens a draft holds (the configured length; more in small batches)
+
+    def draft(self, tokens: Sequence[int], limit: int) -> list[int]:
+        """Up to `limit` tokens that likely follow the answer's `tokens` ([] for none)."""
+        ...
 
 
 class CopyDrafter:
@@ -29,8 +42,10 @@ class CopyDrafter:
         sentence: Sentence,
         types: Sequence[str],
         end_id: int,
+        length: int,
     ) -> None:
         self.tokenizer = tokenizer
+        self.length = length
         self.writing = writing
         self.sentence = sentence
         self.types = list(types)
@@ -54,3 +69,51 @@ class CopyDrafter:
         rest = whole[len(prefix) :]
         ids = self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
         return [*ids, self.end_id][:limit]
+
+
+# Characters of the answer's tail that must be found in the sentence before its text there is
+# drafted: shorter tails (a space, a letter of a type name) are found everywhere.
+MIN_MATCH = 3
+# How far back the tail is looked for: a mention is rarely longer.
+LOOKBACK = 64
+# Characters of the sentence tokenized per drafted token asked for (then cut to the limit).
+CHARS_PER_TOKEN = 8
+
+
+class MentionDrafter:
+    """Drafts the rest of a mention an answer is quoting from its sentence."""
+
+    def __init__(self, tokenizer: Any, text: str, length: int) -> None:
+        self.tokenizer = tokenizer
+        self.text = text
+        self.length = length
+
+    def draft(self, tokens: Sequence[int], limit: int) -> list[int]:
+        if limit <= 0 or not tokens:
+            return []
+        written = self.tokenizer.decode(list(tokens))
+        if written.endswith("\ufffd"):
+            return []
+        after = follows(written, self.text)
+        if after is None or after >= len(self.text):
+            return []
+        rest = self.text[after : after + CHARS_PER_TOKEN * limit]
+        ids: list[int] = self.tokenizer(rest, add_special_tokens=False)["input_ids"]
+        return ids[:limit]
+
+
+def follows(written: str, text: str) -> int | None:
+    """Where in `text` the longest tail of `written` (MIN_MATCH to LOOKBACK characters, not
+    only spaces) first occurs, as the index just after it; None when no such tail does.
+    A tail that occurs has every shorter tail occurring too, so the length is bisected."""
+    low, high = MIN_MATCH - 1, min(LOOKBACK, len(written))  # low: found (or the floor)
+    best: int | None = None
+    while low < high:
+        k = (low + high + 1) // 2
+        tail = written[-k:]
+        at = text.find(tail) if tail.strip() else -1
+        if at >= 0:
+            low, best = k, at + k
+        else:
+            high = k - 1
+    return best

@@ -129,6 +129,14 @@ class GenerationConfig(BaseModel):
         "of the sentence's restatement and verify them in one forward pass, keeping those "
         "greedy decoding would have chosen; 0: off",
     )
+    mention_draft_tokens: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="writings that quote mentions (term, triple, json): once a mention is "
+        "begun, draft this many tokens of the sentence after where the answer's last "
+        "characters occur in it, verified as copy speculation's drafts are; 0: off",
+    )
     rows_leave: bool = Field(
         True,
         description="a finished answer leaves its batch: it stops costing compute while the "
