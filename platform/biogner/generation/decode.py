@@ -259,6 +259,8 @@ def prepare(row: Row, gen: Generator, checked: bool, rows: int) -> None:
     if row.drafter is not None and not row.finished:
         limit = draft_limit(row.drafter.length, rows)
         reach = min(row.reach or limit, limit)
+        if rows < FEW_ROWS:  # a pass reads every weight anyway: a refused draft costs little
+            reach = max(reach, row.drafter.length)
         row.drafts = row.drafter.draft(row.tokens, min(reach, row.draft_room))
 
 
