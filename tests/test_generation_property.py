@@ -51,12 +51,14 @@ def models(tmp_path_factory: pytest.TempPathFactory, copier_model: Path) -> dict
 
 def generate(model: Path, sentences, fmt: str, batch: int, constrained: bool, **switches):
     cfg = GenerationConfig(
-        device="cpu",
-        dtype="float32",
-        max_new_tokens_cap=48,
-        batch_size=batch,
-        constrained=constrained,
-        **switches,
+        **{
+            "device": "cpu",
+            "dtype": "float32",
+            "max_new_tokens_cap": 48,
+            "batch_size": batch,
+            "constrained": constrained,
+            **switches,
+        }
     )
     return Generator(model, cfg).extract(sentences, fmt, TYPES)
 
@@ -152,3 +154,14 @@ def test_written_sentences_decode_the_same(models, batch, fmt: str, size: int) -
     for model in ("noise", "copier"):
         reference = generate(models[model], batch, fmt, size, True, decoder="hf")
         assert_same(reference, generate(models[model], batch, fmt, size, True))
+
+
+@pytest.mark.parametrize("fmt", ["multi_term", "conv_triple", "multi_json"])
+def test_answers_cut_by_the_budget_count_the_same_steered_items(models, corpus, fmt: str):
+    """Budgets that end an answer on a forced token: whether the model would have chosen it
+    still counts (it was lost when the row finished before the pass computing it)."""
+    sentences = corpus[24:32]
+    for cap in range(4, 20, 3):
+        switches = {"max_new_tokens_cap": cap}
+        reference = generate(models["noise"], sentences, fmt, 8, True, decoder="hf", **switches)
+        assert_same(reference, generate(models["noise"], sentences, fmt, 8, True, **switches))

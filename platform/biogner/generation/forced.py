@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 def extend_forced(row: Row, end_ids: Collection[int], checked: bool) -> None:
     """Append to `row.feed` every token its grammar forces next. `checked`: the writing
     counts steered items, so each forced token's logits are computed (`row.checks`) and a
-    forced end token is left to an ordinary step (its check needs the logits of the token
-    before it, computed in the next pass)."""
+    forced token that would end the answer (an end token, the budget's last token) is left
+    to an ordinary step: its check needs the logits of the token before it, computed in the
+    next pass, which a finished row never gets."""
     constraint = row.constraint
     if constraint is None:
         return
@@ -33,9 +34,11 @@ def extend_forced(row: Row, end_ids: Collection[int], checked: bool) -> None:
         token = constraint.only_allowed()
         if token is None:
             return
+        ends = token in end_ids or len(row.tokens) + 1 >= row.budget
+        if checked and ends:
+            return
         if token in end_ids:
-            if not checked:
-                row.commit(token)
+            row.commit(token)
             return
         if checked:
             row.checks.append(len(row.feed))
