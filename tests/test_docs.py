@@ -26,7 +26,12 @@ def test_readme_config_reference_is_current():
 
 @pytest.mark.parametrize(
     ("block", "unit"),
-    [("study-figures", "dev F1"), ("speed-figures", "sentences/s"), ("corpora-figures", "F1")],
+    [
+        ("study-figures", "dev F1"),
+        ("speed-figures", "sentences/s"),
+        ("corpora-figures", "F1"),
+        ("turns-figures", "P(conv better)"),
+    ],
 )
 def test_readme_figures_are_those_of_the_results(block: str, unit: str):
     """The README quotes its figures from bench/RESULTS.md's marked sections only."""
