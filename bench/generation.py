@@ -277,6 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "sentence": base[i].sentence.id,
                         "before": base[i].answers,
                         "after": out[i].answers,
+                        # the same tokens, other answers: the steered items were counted
+                        # (and dropped) otherwise, not a token chosen otherwise
+                        "same_tokens": base[i].answer_tokens == out[i].answer_tokens,
                         "top2_gap": tie_gap(
                             gen,
                             get_format(fmt),
@@ -296,7 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table(rows, COLUMNS))
         for row in rows:
             for case in row.get("differing", []):
-                print(f"  {row['mode']}: {case['sentence']} top-2 gap {case['top2_gap']}")
+                kind = "same tokens" if case["same_tokens"] else f"top-2 gap {case['top2_gap']}"
+                print(f"  {row['mode']}: {case['sentence']} {kind}")
         report["formats"][fmt] = {"model": str(model_dir), "modes": rows}
         path = write_json(args.name, report)
     print(f"wrote {path}")
