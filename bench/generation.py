@@ -40,13 +40,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, table, write_json  # noqa: E402
 
-OFF = {
-    "prefix_cache": False,
-    "forced_tokens": False,
-    "copy_draft_tokens": 0,
-    "mention_draft_tokens": 0,
-    "rows_leave": False,
-}
+from biogner.models.config import MECHANISMS_OFF  # noqa: E402
+
+OFF = MECHANISMS_OFF
 MODES: dict[str, dict[str, Any]] = {
     "before": {"decoder": "hf", "scores": False},
     "loop": OFF,

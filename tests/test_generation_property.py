@@ -23,17 +23,11 @@ from hypothesis import strategies as st
 from biogner.corpora import load_split
 from biogner.formats import FORMATS
 from biogner.generation import Generator
-from biogner.models.config import GenerationConfig
+from biogner.models.config import MECHANISMS_OFF, GenerationConfig
 from biogner.types import Sentence, Span
 
 TYPES = COPIER_TYPES
-OFF = {
-    "prefix_cache": False,
-    "forced_tokens": False,
-    "copy_draft_tokens": 0,
-    "mention_draft_tokens": 0,
-    "rows_leave": False,
-}
+OFF = MECHANISMS_OFF
 
 
 @pytest.fixture(scope="module")

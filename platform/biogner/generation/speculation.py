@@ -32,6 +32,13 @@ class Drafter(Protocol):
         ...
 
 
+def written(tokenizer: Any, tokens: Sequence[int]) -> str | None:
+    """The answer so far as text; None when its last token cuts a character (nothing to
+    draft from until the character is whole)."""
+    text: str = tokenizer.decode(list(tokens))
+    return None if text.endswith("\ufffd") else text
+
+
 class CopyDrafter:
     """Drafts the next tokens of one answer that restates its sentence."""
 
@@ -57,8 +64,8 @@ class CopyDrafter:
         gone off the sentence)."""
         if limit <= 0:
             return []
-        prefix = self.tokenizer.decode(list(tokens))
-        if prefix.endswith("\ufffd"):
+        prefix = written(self.tokenizer, tokens)
+        if prefix is None:
             return []
         try:
             whole = self.writing.complete(prefix, self.sentence, self.types)
@@ -91,10 +98,8 @@ class MentionDrafter:
     def draft(self, tokens: Sequence[int], limit: int) -> list[int]:
         if limit <= 0 or not tokens:
             return []
-        written = self.tokenizer.decode(list(tokens))
-        if written.endswith("\ufffd"):
-            return []
-        after = follows(written, self.text)
+        text = written(self.tokenizer, tokens)
+        after = None if text is None else follows(text, self.text)
         if after is None or after >= len(self.text):
             return []
         rest = self.text[after : after + CHARS_PER_TOKEN * limit]
@@ -102,15 +107,15 @@ class MentionDrafter:
         return ids[:limit]
 
 
-def follows(written: str, text: str) -> int | None:
-    """Where in `text` the longest tail of `written` (MIN_MATCH to LOOKBACK characters, not
+def follows(answer: str, text: str) -> int | None:
+    """Where in `text` the longest tail of `answer` (MIN_MATCH to LOOKBACK characters, not
     only spaces) first occurs, as the index just after it; None when no such tail does.
     A tail that occurs has every shorter tail occurring too, so the length is bisected."""
-    low, high = MIN_MATCH - 1, min(LOOKBACK, len(written))  # low: found (or the floor)
+    low, high = MIN_MATCH - 1, min(LOOKBACK, len(answer))  # low: found (or the floor)
     best: int | None = None
     while low < high:
         k = (low + high + 1) // 2
-        tail = written[-k:]
+        tail = answer[-k:]
         at = text.find(tail) if tail.strip() else -1
         if at >= 0:
             low, best = k, at + k

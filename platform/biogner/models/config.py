@@ -153,3 +153,14 @@ class GenerationConfig(BaseModel):
         description="int8: dynamic int8 quantization of the Linear layers for generation on a "
         "CPU (torch.ao; fp32 models only); not lossless, measured in bench/RESULTS.md",
     )
+
+
+# biogner's decode loop with each of its mechanisms switched off: what the bench and the
+# property tests time and compare every mechanism against, one switch at a time.
+MECHANISMS_OFF: dict[str, bool | int] = {
+    "prefix_cache": False,
+    "forced_tokens": False,
+    "copy_draft_tokens": 0,
+    "mention_draft_tokens": 0,
+    "rows_leave": False,
+}
