@@ -343,6 +343,7 @@ def conversation(
             if len(done) == len(slots):
                 if more:
                     aside.update({slots[b]: kv.take(b) for b in range(len(slots))})
+                kv.select([])  # freed before the next turn's cache is built
                 break
             if done and gen.cfg.rows_leave:
                 if more:
@@ -370,5 +371,5 @@ def conversation(
             chats[i].append({"role": "user", "content": questions[i][turn + 1]})
             feeds[i] = answer[cached:] + next_ids
             lengths[i] = row.start + cached
-        kv = BatchKV.merge([aside[i] for i in range(n)])
+        kv = BatchKV.merge([aside.pop(i) for i in range(n)])
     return results

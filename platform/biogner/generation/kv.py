@@ -61,26 +61,37 @@ class BatchKV:
         self.mask = self.mask[index]
 
     def take(self, row: int) -> RowKV:
+        """One row's cache, copied: a slice would keep the whole batch's tensors alive, and
+        rows leave at different passes, each from a cache grown since (64 rows of a
+        five-turn answer once held 10 GB)."""
         keys, values = zip(*self.layers(), strict=True) if self.width else ((), ())
         return RowKV(
-            [k[row : row + 1] for k in keys], [v[row : row + 1] for v in values], self.mask[row]
+            [k[row : row + 1].clone() for k in keys],
+            [v[row : row + 1].clone() for v in values],
+            self.mask[row].clone(),
         )
 
     @classmethod
     def merge(cls, rows: Sequence[RowKV]) -> BatchKV:
         """One batch of rows cached apart, each left-padded to the longest with masked
-        columns."""
+        columns. The rows are consumed: each layer is copied into the batch's tensor and
+        freed from the rows at once, so a merge holds about one copy of the cache, not
+        three (the rows, their padded copies and the joined batch)."""
         width = max(int(r.mask.shape[0]) for r in rows)
         mask = torch.zeros((len(rows), width), dtype=torch.bool, device=rows[0].mask.device)
         for i, r in enumerate(rows):
             mask[i, width - r.mask.shape[0] :] = r.mask
         data = []
         for layer in range(len(rows[0].keys)):
-            parts = []
-            for tensors in ([r.keys[layer] for r in rows], [r.values[layer] for r in rows]):
-                padded = [
-                    torch.nn.functional.pad(t, (0, 0, width - t.shape[2], 0)) for t in tensors
-                ]
-                parts.append(torch.cat(padded, 0))
-            data.append((parts[0], parts[1]))
+            joined = []
+            for tensors in ([r.keys for r in rows], [r.values for r in rows]):
+                first = tensors[0][layer]
+                heads, dim = first.shape[1], first.shape[3]
+                batch = first.new_zeros((len(rows), heads, width, dim))
+                for i, row_tensors in enumerate(tensors):
+                    t = row_tensors[layer]
+                    batch[i, :, width - t.shape[2] :] = t[0]
+                    row_tensors[layer] = t.new_empty(0)  # consumed: free it now
+                joined.append(batch)
+            data.append((joined[0], joined[1]))
         return cls(DynamicCache(ddp_cache_data=data) if data else DynamicCache(), mask)
