@@ -14,6 +14,9 @@ Modes (`--modes`, in this order by default):
   free     after, decoding free (`generation.constrained: false`): what constraining costs
   unscored after without entity scores (`generation.scores: false`): what scoring costs
   nomention after without mention drafts (`generation.mention_draft_tokens: 0`)
+  nogqa    after with transformers' key/value heads repeated per query head
+           (`generation.gqa_kernel: false`; the rungs above all run without the kernel's
+           grouped heads, so `after` over `+mention` is rows leaving and it together)
 Per format and mode: sentences/s, generated tokens/s, forward passes, tokens through the
 model body and LM-head rows (from hooks on the model), GFLOP computed and achieved GFLOP/s
 (2 x parameters x tokens: body and head apart; attention's length term left out), strict F1
@@ -44,7 +47,7 @@ from biogner.models.config import MECHANISMS_OFF  # noqa: E402
 
 OFF = MECHANISMS_OFF
 MODES: dict[str, dict[str, Any]] = {
-    "before": {"decoder": "hf", "scores": False},
+    "before": {"decoder": "hf", "scores": False, "gqa_kernel": False},
     "loop": OFF,
     "+prefix": {**OFF, "prefix_cache": True},
     "+forced": {**OFF, "prefix_cache": True, "forced_tokens": True},
@@ -61,6 +64,7 @@ MODES: dict[str, dict[str, Any]] = {
     "free": {"constrained": False},  # after, decoding free: what constraining costs
     "unscored": {"scores": False},  # after without entity scores: what scoring costs
     "nomention": {"mention_draft_tokens": 0},  # after without mention drafts: what they buy
+    "nogqa": {"gqa_kernel": False},  # after with transformers' repeated key/value heads
 }
 COLUMNS = [
     "mode",
@@ -221,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
         "--modes",
-        default=",".join(m for m in MODES if m not in ("int8", "free", "unscored", "nomention")),
+        default=",".join(
+            m for m in MODES if m not in ("int8", "free", "unscored", "nomention", "nogqa")
+        ),
     )
     parser.add_argument("--name", default="generation")
     args = parser.parse_args(argv)

@@ -13,6 +13,7 @@ from conftest import write_noise_model
 
 from biogner.corpora import load_split
 from biogner.generation import Generator
+from biogner.generation.quantize import quantize
 from biogner.models.config import GenerationConfig
 
 TYPES = ["Chemical", "Disease"]
@@ -110,3 +111,6 @@ def test_int8_generation_is_an_option_for_fp32_models(sentences, model_dir: Path
     assert all(g.parse.problems == [] for g in out)  # constrained answers parse
     with pytest.raises(ValueError, match="generation.quantize"):
         Generator(model_dir, cfg.model_copy(update={"dtype": "bfloat16"}))
+    # the refusal on another device names that device (the message once printed "{device}")
+    with pytest.raises(ValueError, match=r"device is cuda\)"):
+        quantize(gen.model, "int8", torch.device("cuda"))

@@ -22,6 +22,7 @@ from biogner.formats import Format, get_format
 from biogner.formats.base import ParseResult, Writing
 from biogner.generation import decode, reference
 from biogner.generation.answer import Turn
+from biogner.generation.attention import use_gqa_kernel
 from biogner.generation.constraints import RowConstraint, Vocabulary
 from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
@@ -67,6 +68,8 @@ class Generator:
             spec=str(self.model_dir), lora=False, dtype=self.cfg.dtype, padding_side="left"
         )
         self.model, self.tokenizer = load_model(model_cfg, self.device, for_training=False)
+        if self.cfg.gqa_kernel and self.device.type == "cpu":
+            use_gqa_kernel(self.model)
         if self.cfg.quantize != "none":
             self.model = quantize(self.model, self.cfg.quantize, self.device)
         self.end_ids = self._end_ids()

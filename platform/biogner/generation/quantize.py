@@ -14,7 +14,7 @@ def quantize(model: torch.nn.Module, mode: str, device: torch.device) -> torch.n
     if mode != "int8":
         raise ValueError(f"generation.quantize: unknown mode {mode!r} (none, int8)")
     if device.type != "cpu":
-        raise ValueError("generation.quantize: int8 runs on a CPU only (device is {device})")
+        raise ValueError(f"generation.quantize: int8 runs on a CPU only (device is {device})")
     if next(model.parameters()).dtype != torch.float32:
         raise ValueError("generation.quantize: int8 needs fp32 weights (generation.dtype=float32)")
     from torch.ao.quantization import quantize_dynamic

@@ -148,6 +148,12 @@ class GenerationConfig(BaseModel):
         "the grammar allowed, multiplied over the tokens that wrote the entity (a softmax per "
         "pass and a mask per chosen token; the answers are the same either way)",
     )
+    gqa_kernel: bool = Field(
+        True,
+        description="on a CPU, grouped-query attention with a mask hands the shared key/value "
+        "heads to torch's kernel instead of repeating them per query head (bitwise the same "
+        "hidden states, no copy of the cache per layer and pass); CUDA keeps transformers' rule",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="int8: dynamic int8 quantization of the Linear layers for generation on a "
@@ -158,6 +164,7 @@ class GenerationConfig(BaseModel):
 # biogner's decode loop with each of its mechanisms switched off: what the bench and the
 # property tests time and compare every mechanism against, one switch at a time.
 MECHANISMS_OFF: dict[str, bool | int] = {
+    "gqa_kernel": False,
     "prefix_cache": False,
     "forced_tokens": False,
     "copy_draft_tokens": 0,
