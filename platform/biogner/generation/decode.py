@@ -286,6 +286,31 @@ def step_logits(gen: Generator, hidden: torch.Tensor, rows: Sequence[Row]) -> li
     return per_row
 
 
+def prefix_cache(
+    gen: Generator, prompts: Sequence[list[int]], prefixes: Sequence[list[int] | None]
+) -> tuple[BatchKV, list[int]]:
+    """The batch's cache at the start: each row's encoded prefix (rows asked the same
+    question share one; several questions are left-padded to the longest), and how many of
+    its prompt tokens each row has cached. A row whose prompt does not start with its prefix
+    (a tokenizer merging across the boundary) is encoded whole."""
+    used = [p if p and q[: len(p)] == p else None for q, p in zip(prompts, prefixes, strict=True)]
+    lengths = [len(p) if p else 0 for p in used]
+    if not any(used):
+        return BatchKV.empty(len(prompts), gen.device), lengths
+    first = used[0]
+    if first and all(p == first for p in used):
+        return BatchKV.repeated(gen.prefixes.keys_values(first), len(prompts)), lengths
+    encoded = {tuple(p): gen.prefixes.keys_values(p) for p in used if p}
+    layers = next(iter(encoded.values()))
+    none = [(k[:, :, :0], v[:, :, :0]) for k, v in layers]
+    rows = []
+    for p in used:
+        kv = encoded[tuple(p)] if p else none
+        mask = torch.ones(kv[0][0].shape[2], dtype=torch.bool, device=gen.device)
+        rows.append(RowKV([k for k, _ in kv], [v for _, v in kv], mask))
+    return BatchKV.merge(rows), lengths
+
+
 @torch.inference_mode()
 def conversation(
     gen: Generator,
@@ -294,23 +319,20 @@ def conversation(
     budgets: list[int],
     constraint_for: Callable[[int, int], RowConstraint | None] | None = None,
     drafter_for: Callable[[int, int], Drafter | None] | None = None,
-    prefix: list[int] | None = None,
+    prefixes: Sequence[list[int] | None] | None = None,
     checked: bool = False,
 ) -> list[list[Turn]]:
-    """Every turn of a batch of conversations (see the module docstring). `prefix`: the
-    prompt tokens all rows share, encoded once (`PrefixCache`); `checked`: the writing
-    counts steered items, so forced tokens are checked against the model's choice."""
+    """Every turn of a batch of conversations (see the module docstring). `prefixes`: per
+    row, the prompt tokens it shares with the other sentences asked the same question,
+    encoded once (`PrefixCache`); `checked`: the writing counts steered items, so forced
+    tokens are checked against the model's choice."""
     n, turns = len(chats), len(questions[0])
     end_ids = frozenset(gen.end_ids)
     for chat, qs in zip(chats, questions, strict=True):
         chat.append({"role": "user", "content": qs[0]})
     prompts = [prompt_ids(gen.tokenizer, c) for c in chats]
-    if prefix and all(p[: len(prefix)] == prefix for p in prompts):
-        kv = BatchKV.repeated(gen.prefixes.keys_values(prefix), n)
-        feeds, lengths = [p[len(prefix) :] for p in prompts], [len(prefix)] * n
-    else:
-        kv = BatchKV.empty(n, gen.device)
-        feeds, lengths = prompts, [0] * n
+    kv, lengths = prefix_cache(gen, prompts, prefixes or [None] * n)
+    feeds = [p[length:] for p, length in zip(prompts, lengths, strict=True)]
     results: list[list[Turn]] = [[] for _ in chats]
     for turn in range(turns):
         rows = [

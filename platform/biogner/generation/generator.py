@@ -138,69 +138,81 @@ class Generator:
     ) -> list[Generation]:
         """Generate every turn of `fmt` for each sentence and parse the answers, for the
         entity types `types`: asked in the groups the model was trained on (`routing`), one
-        question per group, the answers of all groups joined in one Generation per sentence."""
+        question per group, the answers of all groups joined in one Generation per sentence.
+        The groups of all sentences are rows of the same batches: a lone request to a
+        multi-corpus model asks its six groups in one batch's passes, not in six batches."""
         fmt = get_format(fmt) if isinstance(fmt, str) else fmt
         types = list(types)
         plan = ask_plan(types, self.type_groups) if self.type_groups else [types]
         if plan == [types]:
-            return self._extract(sentences, fmt, types)
-        per_group = [self._extract(sentences, fmt, group) for group in plan]
+            return self._extract(sentences, fmt, [types] * len(sentences))
+        n = len(sentences)
+        asked = self._extract(
+            [s for _ in plan for s in sentences], fmt, [group for group in plan for _ in sentences]
+        )
+        per_group = [asked[k * n : (k + 1) * n] for k in range(len(plan))]
         return [join_generations(list(gens), types) for gens in zip(*per_group, strict=True)]
 
     def _extract(
-        self, sentences: Sequence[Sentence], fmt: Format, types: list[str]
+        self, sentences: Sequence[Sentence], fmt: Format, asked: Sequence[list[str]]
     ) -> list[Generation]:
-        """Every turn of `fmt` for each sentence, asked for `types` in one question.
+        """Every turn of `fmt` for each sentence, asked for its types `asked[i]` in one
+        question.
 
-        Sentences are batched by prompt length (less padding); a batch keeps its rows for
-        all the turns of a `conv` format, so the cache of one turn serves the next."""
-        budgets = [self.answer_budget(fmt, s, len(types)) for s in sentences]
-        questions = [fmt.questions(s.text, types) for s in sentences]
-        order = sorted(range(len(sentences)), key=lambda i: len(questions[i][0]))
+        Rows are batched by their number of turns (a `conv` row asks a question per type),
+        then by prompt length (less padding); a batch keeps its rows for all the turns of a
+        `conv` format, so the cache of one turn serves the next."""
+        pairs = list(zip(sentences, asked, strict=True))
+        budgets = [self.answer_budget(fmt, s, len(t)) for s, t in pairs]
+        questions = [fmt.questions(s.text, t) for s, t in pairs]
+        order = sorted(
+            range(len(sentences)), key=lambda i: (len(questions[i]), len(questions[i][0]))
+        )
         turns: list[list[Turn]] = [[] for _ in sentences]
-        turn_types = fmt.turn_types(types)
+        turn_types = [fmt.turn_types(t) for t in asked]
         writing = fmt.writing
         constrained = self.cfg.constrained and writing.constrainable
-        prefix = self._prefix(fmt, types) if self.cfg.decoder == "biogner" else None
-        for start in range(0, len(order), self.cfg.batch_size):
-            chunk = order[start : start + self.cfg.batch_size]
+        prefixes = [self._prefix(fmt, t) if self.cfg.decoder == "biogner" else None for t in asked]
+        for chunk in batches(order, [len(q) for q in questions], self.cfg.batch_size):
 
             def constraint_for(row: int, turn: int, chunk: list[int] = chunk) -> RowConstraint:
                 return RowConstraint(
                     self.vocabulary(),
                     writing,
                     sentences[chunk[row]],
-                    turn_types[turn],
+                    turn_types[chunk[row]][turn],
                     overruled=self.cfg.overruled,
                 )
 
             chats = [fmt.opening() for _ in chunk]
-            asked = [questions[i] for i in chunk]
+            chunk_questions = [questions[i] for i in chunk]
             allowed = [budgets[i] for i in chunk]
             if self.cfg.decoder == "hf":
                 done = reference.conversation(
-                    self, chats, asked, allowed, constraint_for if constrained else None
+                    self, chats, chunk_questions, allowed, constraint_for if constrained else None
                 )
             else:
                 done = decode.conversation(
                     self,
                     chats,
-                    asked,
+                    chunk_questions,
                     allowed,
                     constraint_for if constrained else None,
-                    self._drafter_for(writing, [sentences[i] for i in chunk], turn_types),
-                    prefix,
+                    self._drafter_for(
+                        writing, [sentences[i] for i in chunk], [turn_types[i] for i in chunk]
+                    ),
+                    [prefixes[i] for i in chunk],
                     checked=constrained and counts_items(writing),
                 )
             for i, result in zip(chunk, done, strict=True):
                 turns[i] = result
         return [
-            self._generation(s, result, fmt, types)
-            for s, result in zip(sentences, turns, strict=True)
+            self._generation(s, result, fmt, t)
+            for s, result, t in zip(sentences, turns, asked, strict=True)
         ]
 
     def _drafter_for(
-        self, writing: Writing, sentences: list[Sentence], turn_types: list[list[str]]
+        self, writing: Writing, sentences: list[Sentence], turn_types: list[list[list[str]]]
     ) -> Callable[[int, int], Drafter] | None:
         """Speculation's drafters: the restatement for writings that restate the sentence,
         the sentence's text after a begun mention for those that quote mentions."""
@@ -210,7 +222,7 @@ class Generator:
                 return None
 
             def copy_for(row: int, turn: int) -> Drafter:
-                types = turn_types[turn]
+                types = turn_types[row][turn]
                 return CopyDrafter(self.tokenizer, writing, sentences[row], types, end, length)
 
             return copy_for
@@ -264,6 +276,18 @@ def join_generations(parts: list[Generation], types: list[str]) -> Generation:
         any(part.truncated for part in parts),
         [t for part in parts for t in part.answer_tokens],
     )
+
+
+def batches(order: Sequence[int], turns: Sequence[int], size: int) -> list[list[int]]:
+    """`order` cut into batches of at most `size` rows, each of rows with one number of
+    turns (`turns[i]`): both decode loops run every row of a batch through the same turns."""
+    out: list[list[int]] = []
+    for i in order:
+        if out and len(out[-1]) < size and turns[out[-1][0]] == turns[i]:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
 
 
 def counts_items(writing: Writing) -> bool:
