@@ -109,7 +109,6 @@ def test_the_groups_of_a_request_share_one_batch(data_dir, routed: Path, fmt: st
     # multi: one batch of 9 rows (its rows draft less than 3 rows alone: a few more passes
     # than the slowest group); conv: the two-turn groups (Chemical, Disease; protein, DNA)
     # in one batch, Species in another
-    print(fmt, per_group, len(passes))
     if fmt.startswith("multi"):
         assert len(passes) < sum(per_group) / 2
     else:
