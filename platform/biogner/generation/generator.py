@@ -24,6 +24,7 @@ from biogner.generation import decode, reference
 from biogner.generation.answer import Turn
 from biogner.generation.attention import use_gqa_kernel
 from biogner.generation.constraints import RowConstraint, Vocabulary
+from biogner.generation.memory import MentionMemory
 from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
 from biogner.generation.routing import ask_plan
@@ -76,6 +77,7 @@ class Generator:
         self.answer_end_id = self._answer_end_id()
         self._vocabulary: Vocabulary | None = None
         self.prefixes = PrefixCache(self.model, self.device)
+        self.memory = MentionMemory()  # what this model marked so far: drafts mark it too
         # a biogner model's card; a bare HF directory (benches, tests) has none
         self.card = read_card(self.model_dir) if has_card(self.model_dir) else None
         self.type_groups = self.card.type_groups if self.card is not None else []
@@ -168,7 +170,7 @@ class Generator:
         order = sorted(
             range(len(sentences)), key=lambda i: (len(questions[i]), len(questions[i][0]))
         )
-        turns: list[list[Turn]] = [[] for _ in sentences]
+        generations: list[Generation | None] = [None] * len(sentences)
         turn_types = [fmt.turn_types(t) for t in asked]
         writing = fmt.writing
         constrained = self.cfg.constrained and writing.constrainable
@@ -205,11 +207,11 @@ class Generator:
                     checked=constrained and counts_items(writing),
                 )
             for i, result in zip(chunk, done, strict=True):
-                turns[i] = result
-        return [
-            self._generation(s, result, fmt, t)
-            for s, result, t in zip(sentences, turns, asked, strict=True)
-        ]
+                generation = self._generation(sentences[i], result, fmt, asked[i])
+                generations[i] = generation
+                if self.cfg.mention_memory and writing.restates_sentence:
+                    self.memory.learn(sentences[i], generation.parse.spans, asked[i])
+        return [g for g in generations if g is not None]
 
     def _drafter_for(
         self, writing: Writing, sentences: list[Sentence], turn_types: list[list[list[str]]]
@@ -222,8 +224,9 @@ class Generator:
                 return None
 
             def copy_for(row: int, turn: int) -> Drafter:
-                types = turn_types[row][turn]
-                return CopyDrafter(self.tokenizer, writing, sentences[row], types, end, length)
+                types, sentence = turn_types[row][turn], sentences[row]
+                guesses = self.memory.guesses(sentence, types) if self.cfg.mention_memory else []
+                return CopyDrafter(self.tokenizer, writing, sentence, types, end, length, guesses)
 
             return copy_for
         if not self.cfg.mention_draft_tokens:

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from biogner.formats.base import Writing
-from biogner.types import Sentence
+from biogner.types import Sentence, Span
 
 
 class Drafter(Protocol):
@@ -50,6 +50,7 @@ class CopyDrafter:
         types: Sequence[str],
         end_id: int,
         length: int,
+        guesses: Sequence[Span] = (),
     ) -> None:
         self.tokenizer = tokenizer
         self.length = length
@@ -57,6 +58,8 @@ class CopyDrafter:
         self.sentence = sentence
         self.types = list(types)
         self.end_id = end_id
+        self.guesses = list(guesses)  # spans the model likely marks (`memory.MentionMemory`)
+        self._guessed: str | None = None  # the last answer drafted with guessed markup
 
     def draft(self, tokens: Sequence[int], limit: int) -> list[int]:
         """Up to `limit` tokens that likely follow `tokens` (none when the answer so far is
@@ -73,9 +76,48 @@ class CopyDrafter:
             return []
         if whole is None or not whole.startswith(prefix):
             return []
+        if self.guesses:
+            whole = self._with_guesses(prefix, whole)
         rest = whole[len(prefix) :]
         ids = self.tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
         return [*ids, self.end_id][:limit]
+
+    def _with_guesses(self, prefix: str, plain: str) -> str:
+        """The answer `prefix` goes on to if the model marks the guessed spans still ahead of
+        it (a guess it is writing is kept to its guessed end), else `plain`: the spans
+        written so far (read from the plain completion) with the guesses from the k-th on,
+        for the first k whose answer `prefix` begins."""
+        last = self._guessed
+        if last is not None and last.startswith(prefix) and len(last) > len(prefix):
+            return last  # the model follows the guesses: no parse, no render
+        so_far = self.writing.parse(plain, self.sentence, self.types).spans
+        for k in range(len(self.guesses)):
+            spans = with_guesses(so_far, self.guesses[k:])
+            whole = self.writing.render(self.sentence, spans, self.types)
+            if whole.startswith(prefix) and whole != plain:
+                self._guessed = whole
+                return whole
+        self._guessed = None
+        return plain
+
+
+def with_guesses(written: Sequence[Span], guesses: Sequence[Span]) -> list[Span]:
+    """`written` spans with the `guesses` that overlap none of them, except that a guess
+    starting where a written span of its type starts, and ending after it, replaces it:
+    that span is a mention still being written, closed after its current word by the plain
+    completion."""
+    spans = list(written)
+    for guess in guesses:
+        same = [
+            k
+            for k, s in enumerate(spans)
+            if s.start == guess.start and s.label == guess.label and s.end < guess.end
+        ]
+        if same:
+            spans[same[0]] = guess
+        elif all(guess.end <= s.start or s.end <= guess.start for s in spans):
+            spans.append(guess)
+    return spans
 
 
 # Characters of the answer's tail that must be found in the sentence before its text there is

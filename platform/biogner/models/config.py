@@ -137,6 +137,13 @@ class GenerationConfig(BaseModel):
         "begun, draft this many tokens of the sentence after where the answer's last "
         "characters occur in it, verified as copy speculation's drafts are; 0: off",
     )
+    mention_memory: bool = Field(
+        True,
+        description="writings that restate the sentence: remember the mentions the model "
+        "marked in its answers and draft their markup where they occur again "
+        "(`biogner.generation.memory`), so a known mention costs no refused draft; answers "
+        "are the same either way",
+    )
     rows_leave: bool = Field(
         True,
         description="a finished answer leaves its batch: it stops costing compute while the "
@@ -169,5 +176,6 @@ MECHANISMS_OFF: dict[str, bool | int] = {
     "forced_tokens": False,
     "copy_draft_tokens": 0,
     "mention_draft_tokens": 0,
+    "mention_memory": False,
     "rows_leave": False,
 }
