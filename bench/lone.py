@@ -3,7 +3,9 @@ the `Generator`'s whole call against its forward passes (how many, and each one'
 
 A lone request decodes one row, so every pass reads all the weights whatever its width: its
 latency is passes x the cost of reading the model, plus what runs between passes (grammar,
-drafts, the LM head). Prints a line per sentence, writes bench/results/<name>.json.
+drafts, the LM head). Each repeat starts with an empty mention memory: the time of a
+sentence the model has not answered before (bench/serve.py --teach-from measures a replica
+that has). Prints a line per sentence, writes bench/results/<name>.json.
 
 Usage: python bench/lone.py --model <model dir> [--format multi_inline] [--repeats 7]
 """
@@ -24,6 +26,7 @@ from common import cpu_flags, write_json  # noqa: E402
 from serve import TEXTS  # noqa: E402
 
 from biogner.generation import Generator  # noqa: E402
+from biogner.generation.memory import MentionMemory  # noqa: E402
 from biogner.models.config import GenerationConfig  # noqa: E402
 from biogner.serve.text import tokenize_text  # noqa: E402
 from biogner.types import Sentence  # noqa: E402
@@ -56,6 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for s in sentences:
         totals, forwards = [], []
         for _ in range(args.repeats):
+            gen.memory = MentionMemory()  # a sentence the model has not answered before
             passes.clear()
             start = time.perf_counter()
             generation = gen.extract([s], args.format, types)[0]

@@ -66,10 +66,16 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def closed_loop(
-    url: str, concurrency: int, duration_s: float, warmup_s: float, texts_per_request: int
+    url: str,
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    texts_per_request: int,
+    texts: list[str] = TEXTS,
 ) -> dict[str, Any]:
-    """`concurrency` clients, each sending its next request when the last one is answered;
-    requests started during the warm-up are not counted."""
+    """`concurrency` clients, each sending its next request when the last one is answered
+    (the next of `texts`, round robin); requests started during the warm-up are not
+    counted."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -90,7 +96,7 @@ async def closed_loop(
                 start = time.perf_counter()
                 if start >= stop_at:
                     return
-                body = {"texts": [TEXTS[(i + j) % len(TEXTS)] for j in range(texts_per_request)]}
+                body = {"texts": [texts[(i + j) % len(texts)] for j in range(texts_per_request)]}
                 i += concurrency
                 try:
                     r = await client.post("/v1/extract", json=body)
@@ -131,9 +137,15 @@ async def closed_loop(
 
 
 def run_variant(
-    name: str, model_uri: str, max_batch_size: int, args: argparse.Namespace, wait_s: float = 0.0
+    name: str,
+    model_uri: str,
+    max_batch_size: int,
+    args: argparse.Namespace,
+    wait_s: float = 0.0,
+    memory: bool = True,
 ) -> list[dict[str, Any]]:
-    """Deploy the app with this batch size, run every concurrency level, delete the app."""
+    """Deploy the app with this batch size, teach it `args.teach` (when given), run every
+    concurrency level, delete the app."""
     max_level = max(args.levels)
     cfg = resolve_locations(
         parse_config(
@@ -144,18 +156,23 @@ def run_variant(
                     "batch_size": max(args.batch, 1),
                     "max_new_tokens_cap": args.max_new_tokens,
                     "threads": args.threads,
+                    "mention_memory": memory,
                 },
                 "batching": {
                     "max_batch_size": max_batch_size,
                     "batch_wait_timeout_s": wait_s,
+                    "max_concurrent_batches": args.concurrent_batches,
                 },
                 # every request of the biggest level may wait at the replica, so a batch
                 # never starves on the router side (>= max_batch_size in both variants)
                 "model": {
-                    "max_ongoing_requests": max(max_level, max_batch_size),
+                    "max_ongoing_requests": max(
+                        max_level, max_batch_size * args.concurrent_batches
+                    ),
                     "ray_actor_options": {"num_cpus": 1},
                 },
-                "ingress": {"max_ongoing_requests": 4 * max_level},
+                # (at least a batch: the config refuses an ingress that would cap batches)
+                "ingress": {"max_ongoing_requests": max(4 * max_level, max_batch_size)},
             }
         )
     )
@@ -167,9 +184,13 @@ def run_variant(
     )
     rows = []
     try:
+        if args.teach:
+            teach(base, args.teach)
         for level in args.levels:
             row = asyncio.run(
-                closed_loop(base, level, args.duration, args.warmup, args.texts_per_request)
+                closed_loop(
+                    base, level, args.duration, args.warmup, args.texts_per_request, args.texts
+                )
             )
             row = {"variant": name, "max_batch_size": max_batch_size, **row}
             print(
@@ -182,6 +203,24 @@ def run_variant(
     finally:
         stop_app(APP)
     return rows
+
+
+def corpus_texts(where: str) -> list[str]:
+    """The sentences of `CORPUS:SPLIT` (the corpora of BIOGNER_DATA_DIR), in order."""
+    from biogner.corpora import load_split, resolve_data_dir
+
+    corpus, _, split = where.partition(":")
+    return [s.text for s in load_split(corpus, split or "test", resolve_data_dir())]
+
+
+def teach(base: str, texts: list[str]) -> None:
+    """Post `texts` once, 16 a request: the traffic a replica answered before (its mention
+    memory learns from its answers), not measured."""
+    started = time.perf_counter()
+    with httpx.Client(base_url=base, timeout=600) as client:
+        for k in range(0, len(texts), 16):
+            client.post("/v1/extract", json={"texts": texts[k : k + 16]}).raise_for_status()
+    print(f"taught {len(texts)} texts in {time.perf_counter() - started:.0f} s")
 
 
 def main() -> None:
@@ -206,7 +245,30 @@ def main() -> None:
         "--threads", type=int, help="torch threads of the replica (default: all cores)"
     )
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
+    parser.add_argument(
+        "--texts-from",
+        help="CORPUS:SPLIT: requests send that split's sentences in order (none seen twice "
+        "while the split lasts) instead of the four built-in texts",
+    )
+    parser.add_argument(
+        "--teach-from",
+        help="CORPUS:SPLIT: post that split once after each deploy, unmeasured (what the "
+        "replica answered before: its mention memory learns from it)",
+    )
+    parser.add_argument(
+        "--concurrent-batches",
+        type=int,
+        default=1,
+        help="batching.max_concurrent_batches: batches a replica runs at once",
+    )
+    parser.add_argument(
+        "--mention-memory",
+        default="on",
+        help="on, off or off,on: generation.mention_memory of the batched variants",
+    )
     args = parser.parse_args()
+    args.texts = corpus_texts(args.texts_from) if args.texts_from else TEXTS
+    args.teach = corpus_texts(args.teach_from) if args.teach_from else []
     args.levels = [int(x) for x in args.levels.split(",")]
     args.port = args.port or free_port()
 
@@ -218,9 +280,13 @@ def main() -> None:
         model_uri = args.model_uri or str(build_tiny_model(Path(tmp) / "tiny-llama"))
         waits = [float(w) for w in str(args.wait_s).split(",")]
         rows = []
-        for wait in waits:
-            name = "batched" if len(waits) == 1 else f"batched wait {wait:g}s"
-            rows += run_variant(name, model_uri, args.batch, args, wait)
+        memories = args.mention_memory.split(",")
+        for memory in memories:
+            for wait in waits:
+                name = "batched" if len(waits) == 1 else f"batched wait {wait:g}s"
+                if len(memories) > 1:
+                    name += f", memory {memory}"
+                rows += run_variant(name, model_uri, args.batch, args, wait, memory == "on")
         if not args.no_unbatched:
             rows += run_variant("unbatched", model_uri, 1, args)
     by_level = {(r["variant"], r["concurrency"]): r for r in rows}
@@ -267,6 +333,10 @@ def main() -> None:
             "texts_per_request": args.texts_per_request,
             "max_new_tokens": args.max_new_tokens,
             "threads": args.threads,
+            "concurrent_batches": args.concurrent_batches,
+            "texts_from": args.texts_from or "the four built-in texts",
+            "teach_from": args.teach_from,
+            "mention_memory": args.mention_memory,
             "rows": rows,
             "ratios_batched_over_unbatched": ratios,
             "total_s": time.perf_counter() - total,
