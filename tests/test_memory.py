@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 from conftest import COPIER_TYPES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_generation_property import assert_same
 from test_speculation import CharTokenizer
 
@@ -108,6 +110,57 @@ def test_the_draft_carries_the_guessed_markup() -> None:
     # without guesses: the plain restatement
     plain = CopyDrafter(chars, writing, s, ["Disease"], end_id=0, length=8)
     assert chars.decode(plain.draft([ord(c) for c in "[Duch"], 200)).startswith("enne | Disease]")
+
+
+WORDS = st.one_of(
+    st.text(
+        alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", "S")),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from(["[", "]", "|", "\\", "(O)", "B-Disease", "é", "β-2", "Disease]"]),
+)
+
+
+@st.composite
+def drafted_answers(draw):
+    """A sentence, guessed spans, the spans the model wrote, and a prefix of its answer."""
+    tokens = draw(st.lists(WORDS.filter(lambda w: w.strip() == w), min_size=1, max_size=8))
+    s = Sentence.from_tokens("h", tokens)
+    offsets = s.token_offsets()
+
+    def spans() -> list[Span]:
+        starts = sorted(draw(st.sets(st.integers(0, len(offsets) - 1), max_size=3)))
+        out: list[Span] = []
+        for i in starts:
+            j = draw(st.integers(i, min(i + 2, len(offsets) - 1)))
+            if not out or out[-1].end < offsets[i][0]:
+                out.append(Span(offsets[i][0], offsets[j][1], "Disease"))
+        return out
+
+    return s, spans(), spans(), draw(st.floats(0, 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(case=drafted_answers(), fmt=st.sampled_from(["multi_inline", "multi_bio"]))
+def test_guessed_drafts_never_fail_and_follow_the_guesses(case, fmt: str) -> None:
+    """Whatever the guesses and whatever the model wrote so far (unicode, markup characters
+    in the words), drafting never raises and drafts a continuation of what was written;
+    where the model wrote as guessed, the draft is the guessed answer's rest."""
+    s, guesses, written, cut = case
+    chars = CharTokenizer()
+    writing = get_format(fmt).writing
+    drafter = CopyDrafter(chars, writing, s, ["Disease"], end_id=0, length=8, guesses=guesses)
+    for spans in (written, guesses):
+        answer = writing.render(s, spans, ["Disease"])
+        prefix = answer[: int(cut * len(answer))]
+        drafted = chars.decode(drafter.draft([ord(c) for c in prefix], 10_000))
+        if spans is guesses:
+            assert prefix + drafted == answer + "\x00"
+        elif drafted:
+            whole = prefix + drafted.removesuffix("\x00")
+            assert whole.startswith(prefix)
+            assert whole == writing.complete(whole, s, ["Disease"])  # a whole answer
 
 
 @pytest.fixture(scope="module")
