@@ -150,8 +150,9 @@ def test_guessed_drafts_never_fail_and_follow_the_guesses(case, fmt: str) -> Non
     s, guesses, written, cut = case
     chars = CharTokenizer()
     writing = get_format(fmt).writing
-    drafter = CopyDrafter(chars, writing, s, ["Disease"], end_id=0, length=8, guesses=guesses)
     for spans in (written, guesses):
+        # a drafter per answer being written, as in decoding (it keeps its last guessed draft)
+        drafter = CopyDrafter(chars, writing, s, ["Disease"], 0, 8, guesses=guesses)
         answer = writing.render(s, spans, ["Disease"])
         prefix = answer[: int(cut * len(answer))]
         drafted = chars.decode(drafter.draft([ord(c) for c in prefix], 10_000))

@@ -59,7 +59,8 @@ class CopyDrafter:
         self.types = list(types)
         self.end_id = end_id
         self.guesses = list(guesses)  # spans the model likely marks (`memory.MentionMemory`)
-        self._guessed: str | None = None  # the last answer drafted with guessed markup
+        # the last answer drafted with guessed markup; at first, the one marking every guess
+        self._guessed: str | None = None
 
     def draft(self, tokens: Sequence[int], limit: int) -> list[int]:
         """Up to `limit` tokens that likely follow `tokens` (none when the answer so far is
@@ -87,8 +88,10 @@ class CopyDrafter:
         it (a guess it is writing is kept to its guessed end), else `plain`: the spans
         written so far (read from the plain completion) with the guesses from the k-th on,
         for the first k whose answer `prefix` begins."""
+        if self._guessed is None:  # first: the answer that marks every guess
+            self._guessed = self.writing.render(self.sentence, self.guesses, self.types)
         last = self._guessed
-        if last is not None and last.startswith(prefix) and len(last) > len(prefix):
+        if last.startswith(prefix) and len(last) > len(prefix):
             return last  # the model follows the guesses: no parse, no render
         so_far = self.writing.parse(plain, self.sentence, self.types).spans
         for k in range(len(self.guesses)):
@@ -97,7 +100,6 @@ class CopyDrafter:
             if whole.startswith(prefix) and whole != plain:
                 self._guessed = whole
                 return whole
-        self._guessed = None
         return plain
 
 
