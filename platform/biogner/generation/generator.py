@@ -170,7 +170,7 @@ class Generator:
         order = sorted(
             range(len(sentences)), key=lambda i: (len(questions[i]), len(questions[i][0]))
         )
-        generations: list[Generation | None] = [None] * len(sentences)
+        generations: dict[int, Generation] = {}  # sentence index -> its generation
         turn_types = [fmt.turn_types(t) for t in asked]
         writing = fmt.writing
         constrained = self.cfg.constrained and writing.constrainable
@@ -211,7 +211,7 @@ class Generator:
                 generations[i] = generation
                 if self.cfg.mention_memory and writing.restates_sentence:
                     self.memory.learn(sentences[i], generation.parse.spans, asked[i])
-        return [g for g in generations if g is not None]
+        return [generations[i] for i in range(len(sentences))]
 
     def _drafter_for(
         self, writing: Writing, sentences: list[Sentence], turn_types: list[list[list[str]]]

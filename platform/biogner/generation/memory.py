@@ -52,13 +52,11 @@ class MentionMemory:
         found = []
         for i, (start, _) in enumerate(offsets):
             for j in range(i, min(i + self.longest, len(offsets))):
-                labels = self.labels.get(text[start : offsets[j][1]])
-                if not labels:
-                    continue
-                for label in sorted(labels & wanted):
-                    key = (text[start : offsets[j][1]], label)
+                end = offsets[j][1]
+                for label in sorted(self.labels.get(text[start:end], frozenset()) & wanted):
+                    key = (text[start:end], label)
                     guess = self.marked.get(key, 0) > self.passed.get(key, 0)
-                    found.append((Span(start, offsets[j][1], label), guess))
+                    found.append((Span(start, end, label), guess))
         return found
 
     def guesses(self, sentence: Sentence, types: Sequence[str]) -> list[Span]:
