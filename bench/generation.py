@@ -43,11 +43,12 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, table, write_json  # noqa: E402
 
+from biogner.generation.packed import weights_in  # noqa: E402
 from biogner.models.config import MECHANISMS_OFF  # noqa: E402
 
 OFF = MECHANISMS_OFF
 MODES: dict[str, dict[str, Any]] = {
-    "before": {"decoder": "hf", "scores": False, "gqa_kernel": False},
+    "before": {"decoder": "hf", "scores": False, "gqa_kernel": False, "packed_linear": False},
     "loop": OFF,
     "+prefix": {**OFF, "prefix_cache": True},
     "+forced": {**OFF, "prefix_cache": True, "forced_tokens": True},
@@ -66,6 +67,7 @@ MODES: dict[str, dict[str, Any]] = {
     "nomention": {"mention_draft_tokens": 0},  # after without mention drafts: what they buy
     "nogqa": {"gqa_kernel": False},  # after with transformers' repeated key/value heads
     "nomemory": {"mention_memory": False},  # after without the mention memory's guesses
+    "nopacked": {"packed_linear": False},  # after with Linear weights reordered every call
 }
 COLUMNS = [
     "mode",
@@ -91,7 +93,7 @@ class Counter:
         self.forwards = self.body_tokens = self.head_rows = self.real_tokens = 0
         body, head = model.base_model, model.get_output_embeddings()
         head_params = model.get_input_embeddings().weight.numel()  # tied: the same matrix
-        self.body_params = sum(p.numel() for p in body.parameters()) - head_params
+        self.body_params = weights_in(body) - head_params
         self.head_params = head_params
         body.register_forward_hook(self._body)
         head.register_forward_hook(self._head)

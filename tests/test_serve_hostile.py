@@ -202,10 +202,16 @@ def test_unknown_types_are_refused_at_the_ingress_from_the_served_card(monkeypat
 
 
 class Answers:
-    """Stands in for the Generator: marks the first word as every type it is asked for."""
+    """Stands in for the Generator: marks the first word as every type it is asked for
+    (streamed sentences a batch at a time)."""
 
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
+
+    def stream(self, fmt: str, types: Any, intake: Any, done: Any) -> None:
+        from biogner.generation.generator import stream_in_batches
+
+        stream_in_batches(lambda batch: self.extract(batch, fmt, types), intake, done, 64)
 
     def extract(self, sentences: Any, fmt: str, types: Any) -> list[Any]:
         from biogner.formats.base import ParseResult

@@ -11,6 +11,7 @@ under its writing's grammar for its sentence (`constraints`), by biogner's decod
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,11 +21,12 @@ import torch
 from biogner.chat_tokens import encode, prompt_ids
 from biogner.formats import Format, get_format
 from biogner.formats.base import ParseResult, Writing
-from biogner.generation import decode, reference
+from biogner.generation import decode, reference, stream
 from biogner.generation.answer import Turn
 from biogner.generation.attention import use_gqa_kernel
 from biogner.generation.constraints import RowConstraint, Vocabulary
 from biogner.generation.memory import MentionMemory
+from biogner.generation.packed import pack_linears
 from biogner.generation.prefix import PrefixCache
 from biogner.generation.quantize import quantize
 from biogner.generation.routing import ask_plan
@@ -73,6 +75,8 @@ class Generator:
             use_gqa_kernel(self.model)
         if self.cfg.quantize != "none":
             self.model = quantize(self.model, self.cfg.quantize, self.device)
+        elif self.cfg.packed_linear and self.device.type == "cpu":
+            pack_linears(self.model)
         self.end_ids = self._end_ids()
         self.answer_end_id = self._answer_end_id()
         self._vocabulary: Vocabulary | None = None
@@ -174,24 +178,50 @@ class Generator:
         turn_types = [fmt.turn_types(t) for t in asked]
         writing = fmt.writing
         constrained = self.cfg.constrained and writing.constrainable
+        checked = constrained and counts_items(writing)
         prefixes = [self._prefix(fmt, t) if self.cfg.decoder == "biogner" else None for t in asked]
+
+        def constraint(i: int, turn: int) -> RowConstraint | None:
+            if not constrained:
+                return None
+            return RowConstraint(
+                self.vocabulary(),
+                writing,
+                sentences[i],
+                turn_types[i][turn],
+                overruled=self.cfg.overruled,
+            )
+
+        def drafter(i: int, turn: int) -> Drafter | None:
+            return self._drafter(writing, sentences[i], turn_types[i][turn])
+
+        def record(i: int, result: list[Turn]) -> None:
+            generations[i] = self._generation(sentences[i], result, fmt, asked[i])
+
+        if self._streams():  # one-turn rows: a stream that rows join as others leave
+            pending = iter([i for i in order if len(questions[i]) == 1])
+            order = [i for i in order if len(questions[i]) > 1]
+            self._stream(
+                fmt,
+                lambda room: [(i, sentences[i], asked[i]) for i in itertools.islice(pending, room)],
+                generations.__setitem__,
+            )
         for chunk in batches(order, [len(q) for q in questions], self.cfg.batch_size):
-
-            def constraint_for(row: int, turn: int, chunk: list[int] = chunk) -> RowConstraint:
-                return RowConstraint(
-                    self.vocabulary(),
-                    writing,
-                    sentences[chunk[row]],
-                    turn_types[chunk[row]][turn],
-                    overruled=self.cfg.overruled,
-                )
-
             chats = [fmt.opening() for _ in chunk]
             chunk_questions = [questions[i] for i in chunk]
             allowed = [budgets[i] for i in chunk]
+
+            def row_constraint(
+                row: int, turn: int, chunk: list[int] = chunk
+            ) -> RowConstraint | None:
+                return constraint(chunk[row], turn)
+
+            def row_drafter(row: int, turn: int, chunk: list[int] = chunk) -> Drafter | None:
+                return drafter(chunk[row], turn)
+
             if self.cfg.decoder == "hf":
                 done = reference.conversation(
-                    self, chats, chunk_questions, allowed, constraint_for if constrained else None
+                    self, chats, chunk_questions, allowed, row_constraint if constrained else None
                 )
             else:
                 done = decode.conversation(
@@ -199,50 +229,127 @@ class Generator:
                     chats,
                     chunk_questions,
                     allowed,
-                    constraint_for if constrained else None,
-                    self._drafter_for(
-                        writing, [sentences[i] for i in chunk], [turn_types[i] for i in chunk]
-                    ),
+                    row_constraint if constrained else None,
+                    row_drafter,
                     [prefixes[i] for i in chunk],
-                    checked=constrained and counts_items(writing),
+                    checked=checked,
                 )
             for i, result in zip(chunk, done, strict=True):
-                generation = self._generation(sentences[i], result, fmt, asked[i])
-                generations[i] = generation
-                if self.cfg.mention_memory and writing.restates_sentence:
-                    self.memory.learn(sentences[i], generation.parse.spans, asked[i])
+                record(i, result)
         return [generations[i] for i in range(len(sentences))]
 
-    def _drafter_for(
-        self, writing: Writing, sentences: list[Sentence], turn_types: list[list[list[str]]]
-    ) -> Callable[[int, int], Drafter] | None:
-        """Speculation's drafters: the restatement for writings that restate the sentence,
-        the sentence's text after a begun mention for those that quote mentions."""
+    def stream(
+        self,
+        fmt: Format | str,
+        types: Sequence[str],
+        intake: Callable[[int], Sequence[tuple[int, Sentence]]],
+        done: Callable[[int, Generation], None],
+    ) -> None:
+        """Entities for sentences that arrive while others are decoded, for serving:
+        `intake(room)` hands over up to `room` (key, sentence) pairs (none: nothing more
+        now), `done(key, generation)` gets each as soon as it is done; returns once the
+        intake is empty and every answer is done. The answers are those of `extract`.
+
+        Where every question is one turn (`rows_join`), sentences join the running batch as
+        rows leave; otherwise they are taken a batch at a time."""
+        fmt = get_format(fmt) if isinstance(fmt, str) else fmt
+        types = list(types)
+        plan = ask_plan(types, self.type_groups) if self.type_groups else [types]
+        if not self._streams() or any(len(fmt.questions("x", group)) > 1 for group in plan):
+            stream_in_batches(
+                lambda batch: self.extract(batch, fmt, types), intake, done, self.cfg.batch_size
+            )
+            return
+        parts: dict[int, dict[int, Generation]] = {}  # key -> its groups' generations so far
+
+        def asks(room: int) -> list[tuple[int, Sentence, list[str]]]:
+            out = []
+            for key, sentence in intake(max(1, room // len(plan))):
+                parts[key] = {}
+                out += [(key * len(plan) + g, sentence, group) for g, group in enumerate(plan)]
+            return out
+
+        def answered(ask: int, generation: Generation) -> None:
+            key, group = divmod(ask, len(plan))
+            parts[key][group] = generation
+            if len(parts[key]) == len(plan):
+                got = parts.pop(key)
+                whole = [got[g] for g in range(len(plan))]
+                done(key, whole[0] if plan == [types] else join_generations(whole, types))
+
+        self._stream(fmt, asks, answered)
+
+    def _stream(
+        self,
+        fmt: Format,
+        intake: Callable[[int], list[tuple[int, Sentence, list[str]]]],
+        done: Callable[[int, Generation], None],
+    ) -> None:
+        """One-turn questions decoded as a stream (`generation.stream`): `intake(room)` hands
+        over up to `room` (key, sentence, the types asked in its one question)."""
+        writing = fmt.writing
+        constrained = self.cfg.constrained and writing.constrainable
+        asked: dict[int, tuple[Sentence, list[str]]] = {}
+
+        def asks(room: int) -> list[stream.Ask]:
+            out = []
+            for key, sentence, types in intake(room):
+                asked[key] = (sentence, types)
+                (turn,) = fmt.turn_types(types)  # the types of its one turn
+                constraint = (
+                    RowConstraint(
+                        self.vocabulary(), writing, sentence, turn, overruled=self.cfg.overruled
+                    )
+                    if constrained
+                    else None
+                )
+                out.append(
+                    stream.Ask(
+                        key,
+                        [
+                            *fmt.opening(),
+                            {"role": "user", "content": fmt.questions(sentence.text, types)[0]},
+                        ],
+                        self._prefix(fmt, types),
+                        self.answer_budget(fmt, sentence, len(types)),
+                        constraint,
+                        self._drafter(writing, sentence, turn),
+                    )
+                )
+            return out
+
+        def answered(key: int, turn: Turn) -> None:
+            sentence, types = asked.pop(key)
+            done(key, self._generation(sentence, [turn], fmt, types))
+
+        checked = constrained and counts_items(writing)
+        stream.stream(self, asks, answered, self.cfg.batch_size, checked)
+
+    def _streams(self) -> bool:
+        """Whether one-turn rows are decoded as a stream (`stream`): biogner's loop with rows
+        leaving and joining."""
+        return self.cfg.decoder == "biogner" and self.cfg.rows_leave and self.cfg.rows_join
+
+    def _drafter(self, writing: Writing, sentence: Sentence, types: list[str]) -> Drafter | None:
+        """Speculation's drafter for one answer: the restatement for writings that restate
+        the sentence (marking what the memory guesses), the sentence's text after a begun
+        mention for those that quote mentions; None where drafting is off."""
         if writing.restates_sentence:
             end, length = self.answer_end_id, self.cfg.copy_draft_tokens
             if end is None or not length:
                 return None
-
-            def copy_for(row: int, turn: int) -> Drafter:
-                types, sentence = turn_types[row][turn], sentences[row]
-                guesses = self.memory.guesses(sentence, types) if self.cfg.mention_memory else []
-                return CopyDrafter(self.tokenizer, writing, sentence, types, end, length, guesses)
-
-            return copy_for
+            guesses = self.memory.guesses(sentence, types) if self.cfg.mention_memory else []
+            return CopyDrafter(self.tokenizer, writing, sentence, types, end, length, guesses)
         if not self.cfg.mention_draft_tokens:
             return None
-
-        def mention_for(row: int, turn: int) -> Drafter:
-            return MentionDrafter(
-                self.tokenizer, sentences[row].text, self.cfg.mention_draft_tokens
-            )
-
-        return mention_for
+        return MentionDrafter(self.tokenizer, sentence.text, self.cfg.mention_draft_tokens)
 
     def _generation(
         self, sentence: Sentence, result: list[Turn], fmt: Format, types: list[str]
     ) -> Generation:
         parse = fmt.parse([t.text for t in result], sentence, types)
+        if self.cfg.mention_memory and fmt.writing.restates_sentence:
+            self.memory.learn(sentence, parse.spans, types)
         parse.overruled = sum(t.overruled for t in result)
         parse.dropped = sum(t.dropped for t in result)
         if self.cfg.scores:
@@ -279,6 +386,20 @@ def join_generations(parts: list[Generation], types: list[str]) -> Generation:
         any(part.truncated for part in parts),
         [t for part in parts for t in part.answer_tokens],
     )
+
+
+def stream_in_batches(
+    extract: Callable[[list[Sentence]], list[Generation]],
+    intake: Callable[[int], Sequence[tuple[int, Sentence]]],
+    done: Callable[[int, Generation], None],
+    size: int,
+) -> None:
+    """`Generator.stream` where sentences cannot join a running batch: what `intake` has,
+    `size` at a time, each batch through `extract`."""
+    while items := list(intake(size)):
+        found = extract([sentence for _, sentence in items])
+        for (key, _), generation in zip(items, found, strict=True):
+            done(key, generation)
 
 
 def batches(order: Sequence[int], turns: Sequence[int], size: int) -> list[list[int]]:

@@ -95,3 +95,48 @@ class BatchKV:
                 joined.append(batch)
             data.append((joined[0], joined[1]))
         return cls(DynamicCache(ddp_cache_data=data) if data else DynamicCache(), mask)
+
+    @property
+    def rows(self) -> int:
+        return int(self.mask.shape[0])
+
+    def join(self, other: BatchKV) -> BatchKV:
+        """This batch's rows, then `other`'s, in one cache (rows joining a running batch).
+        Columns none of this batch's rows uses any more (a departed row's tokens, padding
+        all share) are dropped first, so a batch that rows keep joining stays as wide as its
+        oldest row needs; both parts are then right-aligned to one width, the left padding
+        masked."""
+        if not self.rows:
+            return other
+        used = self.mask.any(0).nonzero().squeeze(1)
+        mine = [(k.index_select(2, used), v.index_select(2, used)) for k, v in self.layers()]
+        theirs = other.layers() if other.width else []
+        masks = (self.mask[:, used], other.mask)
+        width = max(int(m.shape[1]) for m in masks)
+        mask = torch.cat([_left_pad(m, width, 1) for m in masks], 0)
+        if not mine and not theirs:
+            return BatchKV(DynamicCache(), mask)
+        like = (mine or theirs)[0][0]
+        data = []
+        for layer in range(len(mine or theirs)):
+            pair = []
+            for pick in (0, 1):
+                parts = [
+                    part[layer][pick]
+                    if part
+                    else like.new_zeros((rows, like.shape[1], 0, like.shape[3]))
+                    for part, rows in ((mine, self.rows), (theirs, other.rows))
+                ]
+                pair.append(torch.cat([_left_pad(t, width, 2) for t in parts], 0))
+            data.append((pair[0], pair[1]))
+        return BatchKV(DynamicCache(ddp_cache_data=data), mask)
+
+
+def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """`t` widened to `width` along `dim` with zeros (False) on the left."""
+    missing = width - int(t.shape[dim])
+    if not missing:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim)

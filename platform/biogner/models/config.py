@@ -149,6 +149,12 @@ class GenerationConfig(BaseModel):
         description="a finished answer leaves its batch: it stops costing compute while the "
         "longest one goes on",
     )
+    rows_join: bool = Field(
+        True,
+        description="one-turn answers (every multi format; conv with one type): waiting "
+        "sentences join the batch as finished rows leave it (`biogner.generation.stream`), so "
+        "its passes stay full until the sentences run out; needs rows_leave",
+    )
     scores: bool = Field(
         True,
         description="a confidence per entity: each chosen token's probability among the tokens "
@@ -161,6 +167,12 @@ class GenerationConfig(BaseModel):
         "heads to torch's kernel instead of repeating them per query head (bitwise the same "
         "hidden states, no copy of the cache per layer and pass); CUDA keeps transformers' rule",
     )
+    packed_linear: bool = Field(
+        True,
+        description="on a CPU, bf16 Linear weights are packed once for oneDNN's kernel "
+        "(`biogner.generation.packed`) instead of reordered on every call: bitwise the same "
+        "outputs, a small pass (a lone request) costs less; fp32 weights stay unpacked",
+    )
     quantize: Literal["none", "int8"] = Field(
         "none",
         description="int8: dynamic int8 quantization of the Linear layers for generation on a "
@@ -172,10 +184,12 @@ class GenerationConfig(BaseModel):
 # property tests time and compare every mechanism against, one switch at a time.
 MECHANISMS_OFF: dict[str, bool | int] = {
     "gqa_kernel": False,
+    "packed_linear": False,
     "prefix_cache": False,
     "forced_tokens": False,
     "copy_draft_tokens": 0,
     "mention_draft_tokens": 0,
     "mention_memory": False,
     "rows_leave": False,
+    "rows_join": False,
 }

@@ -157,12 +157,13 @@ def run_group(
     job was dropped (not live), or PARTIAL when the window `budget` ran out before its
     windows did (the caller queues it again; what is done stays in `job.found`).
 
-    Windows go to the model `chunk_size` at a time, the job with the fewest left first, so a
-    small request is done after the first model call whatever its neighbours hold, and a big
-    one takes at most `budget` windows a batch, so it cannot hold the model while others
-    wait; `on_done(k, results)` hands job k its results as soon as its own windows are done.
-    Before each call the windows of jobs no longer live are dropped. Blocking: run it off the
-    replica's event loop."""
+    Windows go to the model as it has room for them (`Generator.stream`: rows join its batch
+    as others leave), at most `chunk_size` at a time, the job with the fewest left first, so
+    a small request is answered as soon as its own windows are, whatever its neighbours
+    hold, and a big one takes at most `budget` windows a batch, so it cannot hold the model
+    while others wait; `on_done(k, results)` hands job k its results as soon as its own
+    windows are done. The windows of jobs no longer live are dropped before they go in.
+    Blocking: run it off the replica's event loop."""
     model = jobs[0].model
     types = model.asked_types(jobs[0].types)  # the same for every job of the group
     sizes = [job.left for job in jobs]
@@ -180,22 +181,26 @@ def run_group(
         if n == 0 and on_done is not None:  # nothing to read: done before any model call
             on_done(k, _results(jobs[k], jobs[k].found))
     pos = 0
-    while pos < len(queue):
+
+    def intake(room: int) -> list[tuple[int, Sentence]]:
+        """The next windows of live jobs, at most `room` (the model asks as rows leave)."""
+        nonlocal pos
         live = [job.live() for job in jobs]
-        if not any(live):
-            break
-        chunk: list[tuple[int, int, Sentence]] = []
-        while pos < len(queue) and len(chunk) < chunk_size:
+        out: list[tuple[int, Sentence]] = []
+        while pos < len(queue) and len(out) < min(room, chunk_size):
             if live[queue[pos][0]]:
-                chunk.append(queue[pos])
+                out.append((pos, queue[pos][2]))
             pos += 1
-        sentences = [sentence for _, _, sentence in chunk]
-        generations = model.generator.extract(sentences, model.format, types) if chunk else []
-        for (k, j, _), generation in zip(chunk, generations, strict=True):
-            jobs[k].found[j] = generation
-            missing[k] -= 1
-            if missing[k] == 0 and on_done is not None:
-                on_done(k, _results(jobs[k], jobs[k].found))
+        return out
+
+    def done(index: int, generation: Generation) -> None:
+        k, j, _ = queue[index]
+        jobs[k].found[j] = generation
+        missing[k] -= 1
+        if missing[k] == 0 and on_done is not None:
+            on_done(k, _results(jobs[k], jobs[k].found))
+
+    model.generator.stream(model.format, types, intake, done)
     return [PARTIAL if job.live() and job.left else _results(job, job.found) for job in jobs]
 
 

@@ -1,0 +1,83 @@
+"""Linear layers with their weights packed once for the CPU's matmul kernel.
+
+On a CPU torch computes a bf16 Linear with oneDNN, which reorders the weight into its
+blocked layout on every call. At the shapes of the decode loop's small passes (a lone
+request feeds one row of 1-30 tokens) that reorder is most of the call: a pass of
+SmolLM2-135M makes 210 Linear calls, and each paid a copy of its weight before computing.
+`torch.ops.mkldnn._reorder_linear_weight` does it once, when the model is loaded, and
+`_linear_pointwise` multiplies with the packed weight: the same oneDNN kernel on the same
+operands, so a bf16 model's outputs are bitwise those of the unpacked one
+(tests/test_packed.py). An fp32 Linear is computed by MKL unpacked and by oneDNN packed:
+another summation order, equal up to rounding, so the switch (`generation.packed_linear`)
+applies to bf16 models only unless asked for fp32 too (`"fp32"`), measured in bench/RESULTS.md.
+
+CPU only, and only where this torch has oneDNN: elsewhere the model is left as it is.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DTYPES = {True: (torch.bfloat16,), "fp32": (torch.bfloat16, torch.float32)}
+
+
+def available() -> bool:
+    """Whether this torch can pack Linear weights for oneDNN."""
+    return bool(torch.backends.mkldnn.is_available()) and hasattr(
+        torch.ops.mkldnn, "_linear_pointwise"
+    )
+
+
+class PackedLinear(torch.nn.Module):
+    """A Linear layer for inference whose weight is held in oneDNN's packed layout."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        weight = linear.weight.detach()
+        # the packed layout's hint: a pass's rows times its width, a few dozen tokens
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, 64)
+        self.bias = None if linear.bias is None else linear.bias.detach()
+        self.weight_dtype = weight.dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype != self.weight_dtype:  # not a call the packed kernel serves
+            raise TypeError(f"PackedLinear holds {self.weight_dtype} weights, got {x.dtype} input")
+        return torch.ops.mkldnn._linear_pointwise(  # type: ignore[no-any-return]
+            x.contiguous(), self.packed, self.bias, "none", [], ""
+        )
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed"
+
+
+def pack_linears(model: torch.nn.Module, mode: bool | str = True) -> int:
+    """Replace the model's Linear layers (the LM head included) by packed ones, for
+    inference on a CPU; returns how many were packed (0: not applicable, model unchanged).
+    `mode`: True packs bf16 weights, "fp32" fp32 ones too."""
+    if not mode or not available():
+        return 0
+    dtypes = DTYPES[mode if mode == "fp32" else True]
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) is torch.nn.Linear
+        and child.weight.device.type == "cpu"
+        and child.weight.dtype in dtypes
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, PackedLinear(child))
+    return len(targets)
+
+
+def weights_in(module: torch.nn.Module) -> int:
+    """How many weights `module` holds, its packed Linear layers' included (they are no
+    parameters): what a forward pass computes with, for FLOP counts."""
+    packed = sum(
+        m.packed.numel() + (0 if m.bias is None else m.bias.numel())
+        for m in module.modules()
+        if isinstance(m, PackedLinear)
+    )
+    return packed + sum(p.numel() for p in module.parameters())
