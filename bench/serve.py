@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import socket
 import statistics
 import sys
@@ -133,6 +134,8 @@ async def closed_loop(
         "p95_ms": percentile(ms, 95),
         "p99_ms": percentile(ms, 99),
         "mean_batch_size": served / batches if batches else 0.0,
+        # requests that joined a running batch (not counted in the batches' sizes)
+        "joined": stats_after.get("joined", 0) - stats_before.get("joined", 0),
     }
 
 
@@ -142,7 +145,7 @@ def run_variant(
     max_batch_size: int,
     args: argparse.Namespace,
     wait_s: float = 0.0,
-    memory: bool = True,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Deploy the app with this batch size, teach it `args.teach` (when given), run every
     concurrency level, delete the app."""
@@ -156,12 +159,13 @@ def run_variant(
                     "batch_size": max(args.batch, 1),
                     "max_new_tokens_cap": args.max_new_tokens,
                     "threads": args.threads,
-                    "mention_memory": memory,
+                    **(overrides or {}).get("generation", {}),
                 },
                 "batching": {
                     "max_batch_size": max_batch_size,
                     "batch_wait_timeout_s": wait_s,
                     "max_concurrent_batches": args.concurrent_batches,
+                    **(overrides or {}).get("batching", {}),
                 },
                 # every request of the biggest level may wait at the replica, so a batch
                 # never starves on the router side (>= max_batch_size in both variants)
@@ -196,6 +200,7 @@ def run_variant(
             print(
                 f"[{name}] c={level:>3}: {row['requests_per_s']:.1f} req/s, "
                 f"p50 {row['p50_ms']:.0f} ms, mean batch {row['mean_batch_size']:.1f}, "
+                f"joined {row['joined']}, "
                 f"errors {row['errors'] or 0}",
                 flush=True,
             )
@@ -266,6 +271,11 @@ def main() -> None:
         default="on",
         help="on, off or off,on: generation.mention_memory of the batched variants",
     )
+    parser.add_argument(
+        "--compare",
+        help="[SECTION.]KEY=V1,V2: a batched variant per value of generation.KEY or "
+        "batching.KEY (JSON values, e.g. batching.join_running=false,true)",
+    )
     args = parser.parse_args()
     args.texts = corpus_texts(args.texts_from) if args.texts_from else TEXTS
     args.teach = corpus_texts(args.teach_from) if args.teach_from else []
@@ -281,12 +291,25 @@ def main() -> None:
         waits = [float(w) for w in str(args.wait_s).split(",")]
         rows = []
         memories = args.mention_memory.split(",")
+        key, _, values = (args.compare or "").partition("=")
+        section, _, field = key.rpartition(".")
+        compared = [
+            (f", {key}={v}", {section or "generation": {field: json.loads(v)}})
+            for v in values.split(",")
+            if key
+        ]
         for memory in memories:
-            for wait in waits:
-                name = "batched" if len(waits) == 1 else f"batched wait {wait:g}s"
-                if len(memories) > 1:
-                    name += f", memory {memory}"
-                rows += run_variant(name, model_uri, args.batch, args, wait, memory == "on")
+            for label, override in compared or [("", {})]:
+                for wait in waits:
+                    name = "batched" if len(waits) == 1 else f"batched wait {wait:g}s"
+                    if len(memories) > 1:
+                        name += f", memory {memory}"
+                    generation = {
+                        "mention_memory": memory == "on",
+                        **override.get("generation", {}),
+                    }
+                    overrides = {**override, "generation": generation}
+                    rows += run_variant(name + label, model_uri, args.batch, args, wait, overrides)
         if not args.no_unbatched:
             rows += run_variant("unbatched", model_uri, 1, args)
     by_level = {(r["variant"], r["concurrency"]): r for r in rows}
@@ -314,6 +337,7 @@ def main() -> None:
         "p95_ms",
         "p99_ms",
         "mean_batch_size",
+        "joined",
     ]
     print(table(rows, columns))
     print()
@@ -337,6 +361,7 @@ def main() -> None:
             "texts_from": args.texts_from or "the four built-in texts",
             "teach_from": args.teach_from,
             "mention_memory": args.mention_memory,
+            "compare": args.compare,
             "rows": rows,
             "ratios_batched_over_unbatched": ratios,
             "total_s": time.perf_counter() - total,

@@ -380,3 +380,144 @@ def test_a_small_request_is_not_held_behind_a_big_neighbour() -> None:
     assert sum(len(c) for c in model.calls) == 41  # every window generated exactly once
     assert answered["small"] <= 3 < answered["big"] == len(model.calls) == 11
     assert max(len(c) for c in model.calls) <= 4
+
+
+# --------------------------------------------------------------------------- joining
+
+
+def joining_replica(on_call: Callable[[int], None], join: bool = True) -> Any:
+    from biogner.serve.replica import NERModel
+
+    cls = NERModel.func_or_class  # type: ignore[attr-defined]
+    batching = {"max_batch_windows": 64, "join_running": join}
+    replica = cls(batching, {}, {"device": "cpu", "batch_size": 2})
+    replica.current = loaded(Model(on_call))
+    return replica
+
+
+async def send(replica: Any, name: str, text: str, after_s: float, timeout_s: float = 60.0):
+    await asyncio.sleep(after_s)
+    windows = check_request([text], None, Limits(window_tokens=8))
+    return await replica.extract([text], windows, None, timeout_s, name)
+
+
+@pytest.mark.parametrize("join", [True, False])
+def test_a_request_joins_the_batch_running_for_its_questions(join: bool) -> None:
+    """A request that comes while a batch of the same questions is decoded joins it (its
+    windows go in as the model has room) and is answered as soon as they are done, not
+    after the batch, nor with the next one (`batching.join_running`; off: the next one)."""
+    replica = joining_replica(lambda n: time.sleep(0.1), join)
+    answered: dict[str, int] = {}
+
+    async def run() -> list[Any]:
+        async def client(name: str, text: str, after_s: float) -> Any:
+            outcome = await send(replica, name, text, after_s)
+            answered[name] = len(replica.current.generator.calls)
+            return outcome
+
+        return list(
+            await asyncio.gather(
+                client("long", "We saw cancer. " * 10, 0.0),  # 10 windows: 5 calls
+                client("late", "Fever.", 0.15),  # comes during the long one's 2nd call
+            )
+        )
+
+    long, late = asyncio.run(run())
+    assert long["ok"] and late["ok"]
+    if not join:
+        assert replica.stats.joined == 0 and replica.stats.batches == 2
+        assert (answered["long"], answered["late"]) == (5, 6)  # after it: a batch of its own
+        return
+    assert replica.stats.joined == 1 and replica.stats.batches == 1
+    assert [e["text"] for e in late["response"]["results"][0]["entities"]] == []
+    # in the long one's stream, right after its windows (2 a call: the long one's 5 first)
+    assert (answered["long"], answered["late"]) == (5, 6)
+    assert ["Fever ."] in replica.current.generator.calls
+
+
+def test_no_request_joins_while_another_waits_for_a_batch() -> None:
+    """Joining only while the batch queue is empty: a stream that kept taking requests would
+    starve one waiting for other questions (or a new model)."""
+    replica = joining_replica(lambda n: time.sleep(0.1))
+
+    async def run() -> list[Any]:
+        other = Model()
+        other_model = loaded(other)
+
+        async def other_types() -> Any:  # another model: its own batch, after this one
+            await asyncio.sleep(0.05)
+            job = Job(
+                other_model,
+                ["Rash."],
+                check_request(["Rash."], None, Limits(window_tokens=8)),
+                TYPES,
+                time.monotonic() + 60,
+                "other",
+            )
+            return await replica._batched(job)
+
+        return list(
+            await asyncio.gather(
+                send(replica, "long", "We saw cancer. " * 10, 0.0),
+                other_types(),
+                send(replica, "late", "Fever.", 0.15),  # the other one waits: no join
+            )
+        )
+
+    long, _, late = asyncio.run(run())
+    assert long["ok"] and late["ok"]
+    # the late one waited for the next batch, with the other model's request
+    assert replica.stats.joined == 0 and replica.stats.batches == 2
+
+
+def test_a_joined_request_past_its_deadline_is_answered_when_its_turn_comes() -> None:
+    """Its windows are dropped when they would go in, and it gets its 504 then, not when
+    the stream it joined ends (which requests joining after it keep going)."""
+    replica = joining_replica(lambda n: time.sleep(0.1))
+    when: dict[str, float] = {}
+
+    async def run() -> list[Any]:
+        start = time.monotonic()
+
+        async def client(name: str, text: str, after_s: float, timeout_s: float) -> Any:
+            outcome = await send(replica, name, text, after_s, timeout_s)
+            when[name] = time.monotonic() - start
+            return outcome
+
+        return list(
+            await asyncio.gather(
+                client("long", "We saw cancer. " * 8, 0.0, 60.0),  # 4 calls of 0.1 s
+                # joins with 2 windows queued behind 6: past its deadline when they go in
+                client("late", "Fever. Rash.", 0.05, 0.2),
+                client("later", "Cough. " * 8, 0.1, 60.0),  # 4 calls more, after both
+            )
+        )
+
+    long, late, later = asyncio.run(run())
+    assert long["ok"] and later["ok"] and (late["status"], late["code"]) == (504, "timeout")
+    assert replica.stats.joined == 2 and replica.stats.dropped == 1
+    assert when["late"] < when["later"] - 0.25
+    calls = [t for call in replica.current.generator.calls for t in call]
+    assert "Fever ." not in calls and "Rash ." not in calls and calls.count("Cough .") == 8
+
+
+def test_a_model_failure_answers_joined_requests_too() -> None:
+    def fails_third(n: int) -> None:
+        time.sleep(0.1)
+        if n == 2:
+            raise RuntimeError("model broke")
+
+    replica = joining_replica(fails_third)
+
+    async def run() -> list[Any]:
+        return list(
+            await asyncio.gather(
+                send(replica, "long", "We saw cancer. " * 10, 0.0),
+                send(replica, "late", "Fever.", 0.15),
+            )
+        )
+
+    long, late = asyncio.run(run())
+    assert replica.stats.joined == 1
+    assert (long["status"], late["status"]) == (500, 500)
+    assert late["request_id"] == "late"

@@ -49,6 +49,12 @@ class AdaptiveBatcher(Generic[Item, Result]):
         self._worker: asyncio.Task[None] | None = None
         self._loaded = False  # the last batch held several requests
 
+    @property
+    def waiting(self) -> int:
+        """Items waiting for a batch."""
+        queued = self._queue.qsize() if self._queue is not None else 0
+        return queued + (self._held is not None)
+
     async def __call__(self, item: Item) -> Result:
         if self._worker is None or self._worker.done():
             self._queue, self._free = asyncio.Queue(), asyncio.Semaphore(self.slots)

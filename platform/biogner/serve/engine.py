@@ -8,6 +8,7 @@ directly with real formats and real parsers.
 from __future__ import annotations
 
 import shutil
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -147,61 +148,127 @@ class Job:
 PARTIAL = "partial"  # run_group's word for a job whose windows are not all done yet
 
 
+class Group:
+    """Jobs that share a model and entity types, served together in one stream of windows
+    (`Generator.stream`), and the jobs that join it while it runs (`add`).
+
+    Windows go to the model as it has room for them (rows join its batch as others leave),
+    at most `chunk_size` at a time, the job with the fewest left first, so a small request
+    is answered as soon as its own windows are, whatever its neighbours hold, and a big one
+    takes at most `budget` windows a batch, so it cannot hold the model while others wait;
+    `on_done(k, results)` hands job k (in `jobs`, joined ones after the first) its results as
+    soon as its own windows are done. The windows of jobs no longer live are dropped before
+    they go in. A job that joins (from the event loop, while `run` decodes in a thread) has
+    its windows queued after those there; the group takes no more once its stream ended."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        chunk_size: int,
+        on_done: Callable[[int, list[TextResult] | None], None] | None = None,
+        budget: int | None = None,
+    ) -> None:
+        self.jobs = list(jobs)
+        self.model = jobs[0].model
+        self.types = self.model.asked_types(jobs[0].types)  # the same for every job
+        self.chunk_size = chunk_size
+        self.on_done = on_done
+        sizes = [job.left for job in jobs]
+        self.missing = list(sizes)
+        self.queue = sorted(
+            (
+                (k, j, window.sentence)
+                for k, job in enumerate(jobs)
+                for j, window in enumerate(w for ws in job.windows for w in ws)
+                if job.found[j] is None
+            ),
+            key=lambda item: (sizes[item[0]], item[0], len(item[2].text)),
+        )[:budget]
+        self.pos = 0  # windows of `queue` handed to the model so far
+        self.dropped: set[int] = set()  # jobs whose windows were dropped (not live)
+        self.closed = False
+        self.lock = threading.Lock()
+
+    def accepts(self, job: Job) -> bool:
+        """Whether `job` may join: the same model and questions, and not closed."""
+        return (
+            not self.closed
+            and job.model is self.model
+            and self.model.asked_types(job.types) == self.types
+        )
+
+    def add(self, job: Job) -> int | None:
+        """Queue all of `job`'s windows behind those waiting; its index in `jobs`, or None
+        when the group takes no more (its stream ended) or serves other questions."""
+        with self.lock:
+            if not self.accepts(job):
+                return None
+            k = len(self.jobs)
+            self.jobs.append(job)
+            self.missing.append(job.left)
+            windows = [w for ws in job.windows for w in ws]
+            self.queue += [
+                (k, j, window.sentence) for j, window in enumerate(windows) if job.found[j] is None
+            ]
+            return k
+
+    def run(self) -> list[list[TextResult] | None | str]:
+        """Serve the windows until none is left; then results per job: entities per text,
+        None when a job was dropped (not live), or PARTIAL when the window budget ran out
+        before its windows did (the caller queues it again; what is done stays in
+        `job.found`). Blocking: run it off the replica's event loop."""
+        for k, n in enumerate(self.missing):
+            if n == 0:  # nothing to read: done before any model call
+                self._finished(k)
+        try:
+            while True:
+                generator = self.model.generator
+                generator.stream(self.model.format, self.types, self._intake, self._done)
+                with self.lock:  # a job that joined after the stream's last intake: go on
+                    if self.pos >= len(self.queue):
+                        break
+        finally:
+            with self.lock:
+                self.closed = True
+        return [
+            PARTIAL if job.live() and job.left else _results(job, job.found) for job in self.jobs
+        ]
+
+    def _intake(self, room: int) -> list[tuple[int, Sentence]]:
+        """The next windows of live jobs, at most `room` (the model asks as rows leave)."""
+        out: list[tuple[int, Sentence]] = []
+        with self.lock:
+            live: dict[int, bool] = {}
+            while self.pos < len(self.queue) and len(out) < min(room, self.chunk_size):
+                k, _, sentence = self.queue[self.pos]
+                if live.setdefault(k, self.jobs[k].live()):
+                    out.append((self.pos, sentence))
+                elif k not in self.dropped:  # answered now (a 504), not when the group ends
+                    self.dropped.add(k)
+                    self._finished(k)
+                self.pos += 1
+        return out
+
+    def _done(self, index: int, generation: Generation) -> None:
+        k, j, _ = self.queue[index]
+        self.jobs[k].found[j] = generation
+        self.missing[k] -= 1
+        if self.missing[k] == 0:
+            self._finished(k)
+
+    def _finished(self, k: int) -> None:
+        if self.on_done is not None:
+            self.on_done(k, _results(self.jobs[k], self.jobs[k].found))
+
+
 def run_group(
     jobs: Sequence[Job],
     chunk_size: int,
     on_done: Callable[[int, list[TextResult] | None], None] | None = None,
     budget: int | None = None,
 ) -> list[list[TextResult] | None | str]:
-    """Results of jobs that share a model and entity types: entities per text, None when a
-    job was dropped (not live), or PARTIAL when the window `budget` ran out before its
-    windows did (the caller queues it again; what is done stays in `job.found`).
-
-    Windows go to the model as it has room for them (`Generator.stream`: rows join its batch
-    as others leave), at most `chunk_size` at a time, the job with the fewest left first, so
-    a small request is answered as soon as its own windows are, whatever its neighbours
-    hold, and a big one takes at most `budget` windows a batch, so it cannot hold the model
-    while others wait; `on_done(k, results)` hands job k its results as soon as its own
-    windows are done. The windows of jobs no longer live are dropped before they go in.
-    Blocking: run it off the replica's event loop."""
-    model = jobs[0].model
-    types = model.asked_types(jobs[0].types)  # the same for every job of the group
-    sizes = [job.left for job in jobs]
-    queue = sorted(
-        (
-            (k, j, window.sentence)
-            for k, job in enumerate(jobs)
-            for j, window in enumerate(w for ws in job.windows for w in ws)
-            if job.found[j] is None
-        ),
-        key=lambda item: (sizes[item[0]], item[0], len(item[2].text)),
-    )[:budget]
-    missing = list(sizes)
-    for k, n in enumerate(missing):
-        if n == 0 and on_done is not None:  # nothing to read: done before any model call
-            on_done(k, _results(jobs[k], jobs[k].found))
-    pos = 0
-
-    def intake(room: int) -> list[tuple[int, Sentence]]:
-        """The next windows of live jobs, at most `room` (the model asks as rows leave)."""
-        nonlocal pos
-        live = [job.live() for job in jobs]
-        out: list[tuple[int, Sentence]] = []
-        while pos < len(queue) and len(out) < min(room, chunk_size):
-            if live[queue[pos][0]]:
-                out.append((pos, queue[pos][2]))
-            pos += 1
-        return out
-
-    def done(index: int, generation: Generation) -> None:
-        k, j, _ = queue[index]
-        jobs[k].found[j] = generation
-        missing[k] -= 1
-        if missing[k] == 0 and on_done is not None:
-            on_done(k, _results(jobs[k], jobs[k].found))
-
-    model.generator.stream(model.format, types, intake, done)
-    return [PARTIAL if job.live() and job.left else _results(job, job.found) for job in jobs]
+    """Results of jobs served together as one `Group`, none joining."""
+    return Group(jobs, chunk_size, on_done, budget).run()
 
 
 def _results(job: Job, generations: list[Generation | None]) -> list[TextResult] | None:
@@ -261,6 +328,7 @@ def assemble(
 
 
 __all__ = [
+    "Group",
     "Job",
     "LoadedModel",
     "alias_version",

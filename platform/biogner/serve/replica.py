@@ -65,6 +65,7 @@ class BatchStats:
     windows: int = 0
     failures: int = 0
     dropped: int = 0
+    joined: int = 0  # requests that joined a running batch (`NERModel._join`)
     batch_sizes: Counter[int] = field(default_factory=Counter)
 
     def record(self, n_requests: int, n_windows: int) -> None:
@@ -80,6 +81,7 @@ class BatchStats:
             "windows": self.windows,
             "failures": self.failures,
             "dropped": self.dropped,
+            "joined": self.joined,
             "mean_batch_size": self.requests / self.batches if self.batches else 0.0,
             "batch_sizes": {str(k): v for k, v in sorted(self.batch_sizes.items())},
         }
@@ -132,6 +134,7 @@ class NERModel:
         )
         # request id -> the future that answers it as soon as its own windows are done
         self._early: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._running: list[engine.Group] = []  # groups being decoded now
 
     # ------------------------------------------------------------------ model swaps
 
@@ -314,6 +317,12 @@ class NERModel:
         early: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._early[id(job)] = early
         try:
+            if self._join(job):
+                try:
+                    return await early
+                except asyncio.CancelledError:
+                    job.cancelled = True  # the group's intake drops its windows
+                    raise
             while True:
                 # answered when its own windows are done, or with its batch (errors,
                 # refusals); a big job gets a slice a batch and queues again for the rest,
@@ -332,6 +341,22 @@ class NERModel:
                     return outcome
         finally:
             self._early.pop(id(job), None)
+
+    def _join(self, job: engine.Job) -> bool:
+        """Let `job` join a group being decoded for the same model and questions, its
+        windows decoded as rows of the running batch leave (`engine.Group.add`), instead of
+        waiting for the next batch. Only while no other request waits for a batch (a stream
+        that kept taking requests would starve one for other types or a new model) and for
+        a request of at most `max_batch_windows / 4` windows (a big one is cut into batch
+        slices)."""
+        if not self.batching.join_running or self._batched.waiting:
+            return False
+        if job.left > max(1, self.batching.max_batch_windows // 4):
+            return False
+        if any(group.add(job) is not None for group in self._running):
+            self.stats.joined += 1
+            return True
+        return False
 
     async def _run_batch(self, jobs: list[engine.Job]) -> list[dict[str, Any]]:
         """One batch: jobs grouped by (model, the questions their types are asked in), each
@@ -356,28 +381,46 @@ class NERModel:
     async def _serve_group(self, jobs: list[engine.Job], batch: BatchInfo) -> list[dict[str, Any]]:
         """Generation and assembly off the event loop; a failure answers the group with a 500
         that names the request (the details stay in the log)."""
+        loop = asyncio.get_running_loop()
+
+        def done(k: int, result: list[TextResult] | None) -> None:  # from the thread
+            loop.call_soon_threadsafe(self._deliver, group.jobs[k], result, batch)
+
+        group = engine.Group(
+            jobs, self.generation.batch_size, done, self.batching.max_batch_windows
+        )
+        self._running.append(group)
         try:
-            loop = asyncio.get_running_loop()
-
-            def done(k: int, result: list[TextResult] | None) -> None:  # from the thread
-                loop.call_soon_threadsafe(self._deliver, jobs[k], result, batch)
-
-            results = await asyncio.to_thread(
-                engine.run_group,
-                jobs,
-                self.generation.batch_size,
-                done,
-                self.batching.max_batch_windows,
-            )
+            results = await asyncio.to_thread(group.run)
         except Exception:  # the replica keeps serving; these requests get a 500
-            ids = [job.request_id for job in jobs]
+            ids = [job.request_id for job in group.jobs]
             log.exception("model failure in a batch of requests %s", ids)
-            self.stats.failures += len(jobs)
-            return [
+            self.stats.failures += len(group.jobs)
+            failed = [
                 refusal(500, "model_error", "the model failed on this request", job.request_id)
-                for job in jobs
+                for job in group.jobs
             ]
-        return [self._final(job, res, batch) for job, res in zip(jobs, results, strict=True)]
+            for job, outcome in zip(group.jobs[len(jobs) :], failed[len(jobs) :], strict=True):
+                self._settle(job, outcome)
+            return failed[: len(jobs)]
+        finally:
+            self._running.remove(group)
+        for job, result in zip(group.jobs[len(jobs) :], results[len(jobs) :], strict=True):
+            if not job.answered:  # joined, and dropped (its deadline, its client gone)
+                self._settle(
+                    job, self._answer(job, result if isinstance(result, list) else None, batch)
+                )
+        return [
+            self._final(job, res, batch)
+            for job, res in zip(jobs, results[: len(jobs)], strict=True)
+        ]
+
+    def _settle(self, job: engine.Job, outcome: dict[str, Any]) -> None:
+        """Answer a request that joined a running group (it waits on its early future)."""
+        early = self._early.get(id(job))
+        if early is not None and not early.done():
+            early.set_result(outcome)
+            job.answered = True
 
     def _final(
         self, job: engine.Job, result: list[TextResult] | None | str, batch: BatchInfo
@@ -395,8 +438,7 @@ class NERModel:
         """Answer one request of a running group (on the event loop)."""
         early = self._early.get(id(job))
         if early is not None and not early.done():
-            early.set_result(self._answer(job, result, batch))
-            job.answered = True
+            self._settle(job, self._answer(job, result, batch))
 
     def _answer(
         self, job: engine.Job, results: list[TextResult] | None, batch: BatchInfo

@@ -77,6 +77,13 @@ class Batching(BaseModel):
         "(`serve.batcher`)",
     )
     max_concurrent_batches: int = Field(1, ge=1)
+    join_running: bool = Field(
+        True,
+        description="a request that arrives while a batch of the same model and questions is "
+        "decoded joins it (its windows go in as rows leave) instead of waiting for the next "
+        "batch; only while no other request waits, and for requests of at most "
+        "max_batch_windows / 4 windows",
+    )
 
 
 class Autoscaling(BaseModel):
