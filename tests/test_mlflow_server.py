@@ -267,12 +267,16 @@ def test_basic_auth_keeps_the_champion_alias_to_its_owner(
     root = tmp_path / "server"
     root.mkdir()
     with running_server(root, ("--app-name=basic-auth",), _auth_env(root)) as srv:
-        assert httpx.get(f"{srv.uri}/api/2.0/mlflow/experiments/search").status_code == 401
+        # (the first request of a basic-auth server sets up its users' store: seconds on a
+        # busy 2-core box, past httpx's 5 s default once, 2026-12-06)
+        unauthenticated = httpx.get(f"{srv.uri}/api/2.0/mlflow/experiments/search", timeout=60)
+        assert unauthenticated.status_code == 401
         for user in ("biogner", "intruder"):  # as infra/README.md creates the pods' account
             created = httpx.post(
                 f"{srv.uri}/api/2.0/mlflow/users/create",
                 json={"username": user, "password": f"{user}-password"},
                 auth=("admin", ADMIN_PASSWORD),
+                timeout=60,
             )
             assert created.status_code == 200, created.text
         for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
