@@ -68,7 +68,7 @@ MODES: dict[str, dict[str, Any]] = {
     "nogqa": {"gqa_kernel": False},  # after with transformers' repeated key/value heads
     "nomemory": {"mention_memory": False},  # after without the mention memory's guesses
     "nopacked": {"packed_linear": False},  # after with Linear weights reordered every call
-    "nojoin": {"rows_join": False},  # after with batches cut from the list (no joining)
+    "join": {"rows_join": True},  # after with rows joining the running batch (a stream)
 }
 COLUMNS = [
     "mode",

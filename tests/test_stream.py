@@ -30,8 +30,13 @@ def noise_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def answers(model: Path, sentences: list[Sentence], fmt: str, types: list[str], **switches):
+    """What a Generator answers, rows joining (`rows_join`) unless the switches say not."""
     cfg = GenerationConfig(
-        device="cpu", dtype="float32", max_new_tokens_cap=40, batch_size=4, **switches
+        device="cpu",
+        dtype="float32",
+        max_new_tokens_cap=40,
+        batch_size=4,
+        **{"rows_join": True, **switches},
     )
     return [
         (g.answer_tokens, g.parse.overruled, g.parse.dropped, g.parse.scores)
@@ -126,18 +131,21 @@ def routed_model(out: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("fmt", "types"),
+    ("fmt", "types", "join"),
     [
-        ("multi_inline", ["Disease", "Species"]),  # two questions per sentence, one turn each
-        ("conv_term", ["Chemical", "Disease"]),  # two turns: taken a batch at a time
+        ("multi_inline", ["Disease", "Species"], True),  # two questions, one turn each
+        ("multi_inline", ["Disease", "Species"], False),  # a batch at a time
+        ("conv_term", ["Chemical", "Disease"], True),  # two turns: a batch at a time
     ],
 )
 def test_sentences_arriving_while_others_are_decoded(
-    tmp_path: Path, sentences: list[Sentence], fmt: str, types: list[str]
+    tmp_path: Path, sentences: list[Sentence], fmt: str, types: list[str], join: bool
 ) -> None:
     """`Generator.stream` (serving): sentences handed over in bursts as the model asks for
     more get the answers `extract` gives them, each handed back once, as soon as it is done."""
-    cfg = GenerationConfig(device="cpu", dtype="float32", max_new_tokens_cap=40, batch_size=4)
+    cfg = GenerationConfig(
+        device="cpu", dtype="float32", max_new_tokens_cap=40, batch_size=4, rows_join=join
+    )
     gen = Generator(routed_model(tmp_path / "routed"), cfg)
     expected = gen.extract(sentences, fmt, types)
     # a burst per call for more; [] : nothing new right now

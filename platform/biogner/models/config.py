@@ -150,10 +150,12 @@ class GenerationConfig(BaseModel):
         "longest one goes on",
     )
     rows_join: bool = Field(
-        True,
+        False,
         description="one-turn answers (every multi format; conv with one type): waiting "
         "sentences join the batch as finished rows leave it (`biogner.generation.stream`), so "
-        "its passes stay full until the sentences run out; needs rows_leave",
+        "its passes stay full; needs rows_leave. Off by default: a joining row pays attention "
+        "and cache copies over the whole batch's columns, and on a 2-core CPU whole-split "
+        "evaluation ran 15 % slower with it (bench/RESULTS.md)",
     )
     scores: bool = Field(
         True,
@@ -191,5 +193,4 @@ MECHANISMS_OFF: dict[str, bool | int] = {
     "mention_draft_tokens": 0,
     "mention_memory": False,
     "rows_leave": False,
-    "rows_join": False,
 }
