@@ -14,6 +14,11 @@ join copies the batch's cache, one row at a time would copy it every pass. One t
 a `conv` row of several turns puts its cache aside between turns (`decode.conversation`).
 What a row computes does not depend on its batch, so its answer is the one it gets in a
 batch cut from a list (tests/test_stream.py).
+
+Off by default (`generation.rows_join`): a joining row takes the batch's whole width of
+columns, so attention and the per-pass cache copies work over the oldest row's span, and on
+a 2-core CPU whole-split evaluation ran ~15 % slower with it than with sorted batches cut
+from the list (bench/RESULTS.md). A cache per row (paged attention) would remove that cost.
 """
 
 from __future__ import annotations
