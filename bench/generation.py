@@ -43,7 +43,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, table, write_json  # noqa: E402
 
-from biogner.generation.packed import weights_in  # noqa: E402
+from biogner.generation.packed import pack_linears, weights_in  # noqa: E402
 from biogner.models.config import MECHANISMS_OFF  # noqa: E402
 
 OFF = MECHANISMS_OFF
@@ -69,6 +69,9 @@ MODES: dict[str, dict[str, Any]] = {
     "nomemory": {"mention_memory": False},  # after without the mention memory's guesses
     "nopacked": {"packed_linear": False},  # after with Linear weights reordered every call
     "join": {"rows_join": True},  # after with rows joining the running batch (a stream)
+    # after with fp32 weights packed for oneDNN too (needs --dtype float32; bench only:
+    # `generation.packed_linear` packs bf16 weights, fp32 stays with MKL)
+    "fp32packed": {},
 }
 COLUMNS = [
     "mode",
@@ -177,6 +180,8 @@ def run_mode(
     batch = args.before_batch_size if mode == "before" and args.before_batch_size else None
     cfg = GenerationConfig(batch_size=batch or args.batch_size, dtype=args.dtype, **MODES[mode])
     gen = Generator(model_dir, cfg)
+    if mode == "fp32packed":
+        pack_linears(gen.model, "fp32")
     counter = Counter(gen.model)
     count_body_tokens(gen.model, counter)
     gen.extract(sentences[: args.batch_size], fmt, types)  # warm-up: vocabulary, prefix, kernels
