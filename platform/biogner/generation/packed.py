@@ -1,15 +1,16 @@
 """Linear layers with their weights packed once for the CPU's matmul kernel.
 
-On a CPU torch computes a bf16 Linear with oneDNN, which reorders the weight into its
-blocked layout on every call. At the shapes of the decode loop's small passes (a lone
-request feeds one row of 1-30 tokens) that reorder is most of the call: a pass of
-SmolLM2-135M makes 210 Linear calls, and each paid a copy of its weight before computing.
-`torch.ops.mkldnn._reorder_linear_weight` does it once, when the model is loaded, and
-`_linear_pointwise` multiplies with the packed weight: the same oneDNN kernel on the same
-operands, so a bf16 model's outputs are bitwise those of the unpacked one
-(tests/test_packed.py). An fp32 Linear is computed by MKL unpacked and by oneDNN packed:
-another summation order, equal up to rounding, so the switch (`generation.packed_linear`)
-applies to bf16 models only unless asked for fp32 too (`"fp32"`), measured in bench/RESULTS.md.
+On a CPU torch computes a bf16 Linear with oneDNN from the plain weight, which oneDNN reorders
+into its blocked layout on every call. At the shapes of the decode loop's small passes (a
+lone request feeds one row of 1-30 tokens) that is a large part of the call, and a pass of
+SmolLM2-135M makes 210 Linear calls: packed once, a lone request's one-row pass went from
+~46 to ~31 ms on a 2-core CPU (bench/RESULTS.md). `torch.ops.mkldnn._reorder_linear_weight`
+packs the weight when the model is loaded and `_linear_pointwise` multiplies with it: the
+same oneDNN kernel on the same operands, so a bf16 model's outputs are bitwise those of the
+unpacked one (tests/test_packed.py). An fp32 Linear is computed by MKL unpacked and by oneDNN
+packed: another summation order, equal up to rounding, so the switch
+(`generation.packed_linear`) packs bf16 weights only; `pack_linears(model, "fp32")` packs
+fp32 ones too (the bench's `fp32packed` mode).
 
 CPU only, and only where this torch has oneDNN: elsewhere the model is left as it is.
 """
