@@ -286,6 +286,24 @@ def step_logits(gen: Generator, hidden: torch.Tensor, rows: Sequence[Row]) -> li
     return per_row
 
 
+def advance(gen: Generator, kv: BatchKV, rows: Sequence[Row], checked: bool) -> None:
+    """One forward pass of the batch's `rows` (`kv` is their cache): shape it, compute it,
+    settle each row's choices and prepare its next feed."""
+    fit_width(gen, rows)
+    hidden, base = forward(gen, kv, rows)
+    logits = step_logits(gen, hidden, rows)
+    for b, row in enumerate(rows):
+        if row.feed:
+            settle(row, b, kv, base, logits[b])
+            if not row.finished:
+                prepare(row, gen, checked, len(rows))
+
+
+def read_row(gen: Generator, row: Row) -> Turn:
+    """A finished row's answer as read (`answer.read_turn`)."""
+    return read_turn(row.tokens, row.budget, gen.end_ids, row.constraint, gen.tokenizer, row.probs)
+
+
 def prefix_cache(
     gen: Generator, prompts: Sequence[list[int]], prefixes: Sequence[list[int] | None]
 ) -> tuple[BatchKV, list[int]]:
@@ -352,15 +370,7 @@ def conversation(
         aside: dict[int, RowKV] = {}
         more = turn + 1 < turns
         while slots:
-            live = [rows[i] for i in slots]
-            fit_width(gen, live)
-            hidden, base = forward(gen, kv, live)
-            logits = step_logits(gen, hidden, live)
-            for b, row in enumerate(live):
-                if row.feed:
-                    settle(row, b, kv, base, logits[b])
-                    if not row.finished:
-                        prepare(row, gen, checked, len(slots))
+            advance(gen, kv, [rows[i] for i in slots], checked)
             done = [b for b, i in enumerate(slots) if rows[i].finished]
             if len(done) == len(slots):
                 if more:
@@ -377,9 +387,7 @@ def conversation(
                 if rows[i].finished:
                     rows[i].feed, rows[i].drafts, rows[i].checks = [], [], []
         for i, row in enumerate(rows):
-            result = read_turn(
-                row.tokens, row.budget, gen.end_ids, row.constraint, gen.tokenizer, row.probs
-            )
+            result = read_row(gen, row)
             results[i].append(result)
             chats[i].append({"role": "assistant", "content": result.text})
         if not more:

@@ -182,15 +182,7 @@ class Generator:
         prefixes = [self._prefix(fmt, t) if self.cfg.decoder == "biogner" else None for t in asked]
 
         def constraint(i: int, turn: int) -> RowConstraint | None:
-            if not constrained:
-                return None
-            return RowConstraint(
-                self.vocabulary(),
-                writing,
-                sentences[i],
-                turn_types[i][turn],
-                overruled=self.cfg.overruled,
-            )
+            return self._constraint(writing, sentences[i], turn_types[i][turn])
 
         def drafter(i: int, turn: int) -> Drafter | None:
             return self._drafter(writing, sentences[i], turn_types[i][turn])
@@ -296,13 +288,6 @@ class Generator:
             for key, sentence, types in intake(room):
                 asked[key] = (sentence, types)
                 (turn,) = fmt.turn_types(types)  # the types of its one turn
-                constraint = (
-                    RowConstraint(
-                        self.vocabulary(), writing, sentence, turn, overruled=self.cfg.overruled
-                    )
-                    if constrained
-                    else None
-                )
                 out.append(
                     stream.Ask(
                         key,
@@ -312,7 +297,7 @@ class Generator:
                         ],
                         self._prefix(fmt, types),
                         self.answer_budget(fmt, sentence, len(types)),
-                        constraint,
+                        self._constraint(writing, sentence, turn),
                         self._drafter(writing, sentence, turn),
                     )
                 )
@@ -329,6 +314,17 @@ class Generator:
         """Whether one-turn rows are decoded as a stream (`stream`): biogner's loop with rows
         leaving and joining."""
         return self.cfg.decoder == "biogner" and self.cfg.rows_leave and self.cfg.rows_join
+
+    def _constraint(
+        self, writing: Writing, sentence: Sentence, types: list[str]
+    ) -> RowConstraint | None:
+        """One answer's grammar (None: decoded free, `constrained` off or a writing that
+        has none)."""
+        if not (self.cfg.constrained and writing.constrainable):
+            return None
+        return RowConstraint(
+            self.vocabulary(), writing, sentence, types, overruled=self.cfg.overruled
+        )
 
     def _drafter(self, writing: Writing, sentence: Sentence, types: list[str]) -> Drafter | None:
         """Speculation's drafter for one answer: the restatement for writings that restate

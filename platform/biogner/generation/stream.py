@@ -30,17 +30,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from biogner.chat_tokens import prompt_ids
-from biogner.generation.answer import Turn, read_turn
+from biogner.generation.answer import Turn
 from biogner.generation.constraints import RowConstraint
-from biogner.generation.decode import (
-    Row,
-    fit_width,
-    forward,
-    prefix_cache,
-    prepare,
-    settle,
-    step_logits,
-)
+from biogner.generation.decode import Row, advance, prefix_cache, prepare, read_row
 from biogner.generation.kv import BatchKV
 from biogner.generation.speculation import Drafter
 
@@ -88,28 +80,16 @@ def stream(
                 keys += [a.key for a in asks]
         if not rows:
             return
-        fit_width(gen, rows)
-        hidden, base = forward(gen, kv, rows)
-        logits = step_logits(gen, hidden, rows)
-        for b, row in enumerate(rows):
-            if row.feed:
-                settle(row, b, kv, base, logits[b])
-                if not row.finished:
-                    prepare(row, gen, checked, len(rows))
+        advance(gen, kv, rows, checked)
         if not any(row.finished for row in rows):
             continue
         for row, key in zip(rows, keys, strict=True):
             if row.finished:
-                done(key, answer(gen, row))
+                done(key, read_row(gen, row))
         keep = [b for b, row in enumerate(rows) if not row.finished]
         kv.select(keep)
         rows = [rows[b] for b in keep]
         keys = [keys[b] for b in keep]
-
-
-def answer(gen: Generator, row: Row) -> Turn:
-    """A finished row's answer as read (`answer.read_turn`)."""
-    return read_turn(row.tokens, row.budget, gen.end_ids, row.constraint, gen.tokenizer, row.probs)
 
 
 def join(

@@ -176,12 +176,7 @@ class Group:
         sizes = [job.left for job in jobs]
         self.missing = list(sizes)
         self.queue = sorted(
-            (
-                (k, j, window.sentence)
-                for k, job in enumerate(jobs)
-                for j, window in enumerate(w for ws in job.windows for w in ws)
-                if job.found[j] is None
-            ),
+            (item for k, job in enumerate(jobs) for item in _pending(k, job)),
             key=lambda item: (sizes[item[0]], item[0], len(item[2].text)),
         )[:budget]
         self.pos = 0  # windows of `queue` handed to the model so far
@@ -206,10 +201,7 @@ class Group:
             k = len(self.jobs)
             self.jobs.append(job)
             self.missing.append(job.left)
-            windows = [w for ws in job.windows for w in ws]
-            self.queue += [
-                (k, j, window.sentence) for j, window in enumerate(windows) if job.found[j] is None
-            ]
+            self.queue += _pending(k, job)
             return k
 
     def run(self) -> list[list[TextResult] | None | str]:
@@ -259,6 +251,12 @@ class Group:
     def _finished(self, k: int) -> None:
         if self.on_done is not None:
             self.on_done(k, _results(self.jobs[k], self.jobs[k].found))
+
+
+def _pending(k: int, job: Job) -> list[tuple[int, int, Sentence]]:
+    """(k, window index, its sentence) for each window of job k not generated yet."""
+    windows = (w for ws in job.windows for w in ws)
+    return [(k, j, w.sentence) for j, w in enumerate(windows) if job.found[j] is None]
 
 
 def run_group(
