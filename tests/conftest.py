@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -110,6 +110,24 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         yield tmp_path_factory.mktemp("mlflow")
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]
         mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+
+
+def tiny_llama(dtype: Any, **config: Any) -> Any:
+    """A two-layer llama with random weights (seed 0), in `dtype`, for inference: the
+    shapes of a real one, small (`config` overrides LlamaConfig's fields)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    fields = {
+        "vocab_size": 300,
+        "hidden_size": 64,
+        "intermediate_size": 96,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        **config,
+    }
+    return LlamaForCausalLM(LlamaConfig(**fields)).to(dtype).eval()
 
 
 def write_noise_model(out: Path, seed: int) -> Path:

@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import tiny_llama
+from transformers import LlamaForCausalLM
 
 from biogner.generation.attention import NAME, use_gqa_kernel
 
 
 def model(kv_heads: int, dtype: torch.dtype, attn: str = "sdpa") -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=kv_heads,
-        attn_implementation=attn,
-    )
-    return LlamaForCausalLM(config).to(dtype).eval()
+    return tiny_llama(dtype, num_key_value_heads=kv_heads, attn_implementation=attn)
 
 
 def hidden(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

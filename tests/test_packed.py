@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import COPIER_TYPES, write_noise_model
-from transformers import LlamaConfig, LlamaForCausalLM
+from conftest import COPIER_TYPES, tiny_llama, write_noise_model
+from transformers import LlamaForCausalLM
 
 from biogner.corpora import load_split
 from biogner.generation import Generator
@@ -20,18 +20,12 @@ pytestmark = pytest.mark.skipif(not available(), reason="this torch has no oneDN
 
 
 def model(dtype: torch.dtype) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=300,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
+    return tiny_llama(
+        dtype,
         num_key_value_heads=2,
         mlp_bias=True,  # a bias is packed along
         tie_word_embeddings=True,  # as SmolLM2's: the head is the embedding matrix
     )
-    return LlamaForCausalLM(config).to(dtype).eval()
 
 
 def logits(m: LlamaForCausalLM, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
