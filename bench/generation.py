@@ -17,6 +17,9 @@ Modes (`--modes`, in this order by default):
   nogqa    after with transformers' key/value heads repeated per query head
            (`generation.gqa_kernel: false`; the rungs above all run without the kernel's
            grouped heads, so `after` over `+mention` is rows leaving and it together)
+  nomemory after without the mention memory's drafts (`generation.mention_memory: false`)
+  nopacked after with Linear weights unpacked (`generation.packed_linear: false`)
+  join     after with rows joining the running batch (`generation.rows_join: true`)
 Per format and mode: sentences/s, generated tokens/s, forward passes, tokens through the
 model body and LM-head rows (from hooks on the model), GFLOP computed and achieved GFLOP/s
 (2 x parameters x tokens: body and head apart; attention's length term left out), strict F1
@@ -43,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import cpu_flags, table, write_json  # noqa: E402
 
-from biogner.generation.packed import pack_linears, weights_in  # noqa: E402
+from biogner.generation.packed import weights_in  # noqa: E402
 from biogner.models.config import MECHANISMS_OFF  # noqa: E402
 
 OFF = MECHANISMS_OFF
@@ -67,12 +70,12 @@ MODES: dict[str, dict[str, Any]] = {
     "nomention": {"mention_draft_tokens": 0},  # after without mention drafts: what they buy
     "nogqa": {"gqa_kernel": False},  # after with transformers' repeated key/value heads
     "nomemory": {"mention_memory": False},  # after without the mention memory's guesses
-    "nopacked": {"packed_linear": False},  # after with Linear weights reordered every call
+    # after with Linear weights unpacked: bf16 reordered every call, fp32 computed by MKL
+    "nopacked": {"packed_linear": False},
     "join": {"rows_join": True},  # after with rows joining the running batch (a stream)
-    # after with fp32 weights packed for oneDNN too (needs --dtype float32; bench only:
-    # `generation.packed_linear` packs bf16 weights, fp32 stays with MKL)
-    "fp32packed": {},
 }
+# the default modes: the path before, then the mechanisms one rung at a time, then all on
+LADDER = list(MODES)[: list(MODES).index("after") + 1]
 COLUMNS = [
     "mode",
     "sentences/s",
@@ -180,8 +183,6 @@ def run_mode(
     batch = args.before_batch_size if mode == "before" and args.before_batch_size else None
     cfg = GenerationConfig(batch_size=batch or args.batch_size, dtype=args.dtype, **MODES[mode])
     gen = Generator(model_dir, cfg)
-    if mode == "fp32packed":
-        pack_linears(gen.model, "fp32")
     counter = Counter(gen.model)
     count_body_tokens(gen.model, counter)
     gen.extract(sentences[: args.batch_size], fmt, types)  # warm-up: vocabulary, prefix, kernels
@@ -236,11 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument(
         "--modes",
-        default=",".join(
-            m
-            for m in MODES
-            if m not in ("int8", "free", "unscored", "nomention", "nogqa", "nomemory")
-        ),
+        default=",".join(LADDER),
     )
     parser.add_argument("--name", default="generation")
     args = parser.parse_args(argv)

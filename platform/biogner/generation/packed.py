@@ -7,19 +7,24 @@ SmolLM2-135M makes 210 Linear calls: packed once, a lone request's one-row pass 
 ~46 to ~31 ms on a 2-core CPU (bench/RESULTS.md). `torch.ops.mkldnn._reorder_linear_weight`
 packs the weight when the model is loaded and `_linear_pointwise` multiplies with it: the
 same oneDNN kernel on the same operands, so a bf16 model's outputs are bitwise those of the
-unpacked one (tests/test_packed.py). An fp32 Linear is computed by MKL unpacked and by oneDNN
-packed: another summation order, equal up to rounding, so the switch
-(`generation.packed_linear`) packs bf16 weights only; `pack_linears(model, "fp32")` packs
-fp32 ones too (the bench's `fp32packed` mode).
+unpacked one (tests/test_packed.py).
+
+An fp32 Linear is computed by MKL unpacked and by oneDNN packed: another summation order,
+equal up to rounding (on whole NCBI-disease dev no answer of 923 changed, and on an AVX2
+CPU the packed loop ran faster: bench/RESULTS.md). fp32 weights are packed on x86-64 only,
+where that was measured; elsewhere (an ARM laptop's BLAS) torch computes them as it does.
 
 CPU only, and only where this torch has oneDNN: elsewhere the model is left as it is.
 """
 
 from __future__ import annotations
 
+import platform
+
 import torch
 
-DTYPES = {True: (torch.bfloat16,), "fp32": (torch.bfloat16, torch.float32)}
+# where oneDNN's packed fp32 kernel was measured against torch's own (MKL) path
+FP32_MACHINES = ("x86_64", "amd64")
 
 
 def available() -> bool:
@@ -53,13 +58,20 @@ class PackedLinear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed"
 
 
-def pack_linears(model: torch.nn.Module, mode: bool | str = True) -> int:
+def packed_dtypes(machine: str | None = None) -> tuple[torch.dtype, ...]:
+    """The weight dtypes packed on this `machine` (`platform.machine()`): bf16 everywhere,
+    fp32 where it was measured (x86-64)."""
+    machine = (machine or platform.machine()).lower()
+    return (torch.bfloat16, torch.float32) if machine in FP32_MACHINES else (torch.bfloat16,)
+
+
+def pack_linears(model: torch.nn.Module, dtypes: tuple[torch.dtype, ...] | None = None) -> int:
     """Replace the model's Linear layers (the LM head included) by packed ones, for
     inference on a CPU; returns how many were packed (0: not applicable, model unchanged).
-    `mode`: True packs bf16 weights, "fp32" fp32 ones too."""
-    if not mode or not available():
+    `dtypes`: the weight dtypes to pack (default `packed_dtypes()`)."""
+    if not available():
         return 0
-    dtypes = DTYPES[mode if mode == "fp32" else True]
+    dtypes = packed_dtypes() if dtypes is None else dtypes
     targets = [
         (parent, name, child)
         for parent in model.modules()

@@ -171,9 +171,10 @@ class GenerationConfig(BaseModel):
     )
     packed_linear: bool = Field(
         True,
-        description="on a CPU, bf16 Linear weights are packed once for oneDNN's kernel "
-        "(`biogner.generation.packed`) instead of reordered on every call: bitwise the same "
-        "outputs, a small pass (a lone request) costs less; fp32 weights stay unpacked",
+        description="on a CPU, Linear weights are packed once for oneDNN's kernel "
+        "(`biogner.generation.packed`): bf16 ones instead of reordered on every call (bitwise "
+        "the same outputs), fp32 ones on x86-64 instead of MKL's unpacked path (equal up to "
+        "rounding); a small pass (a lone request) costs less",
     )
     quantize: Literal["none", "int8"] = Field(
         "none",
