@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import write_noise_model
+from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
 
 from biogner.corpora import load_split
 from biogner.generation import Generator
+from biogner.generation.packed import PackedLinear, available, packed_dtypes
 from biogner.generation.quantize import quantize
 from biogner.models.config import GenerationConfig
 
@@ -99,14 +101,20 @@ def test_an_evaluation_starts_no_actor_without_work(sentences: int, num_actors: 
 
 
 def test_int8_generation_is_an_option_for_fp32_models(sentences, model_dir: Path) -> None:
-    """`generation.quantize: int8` replaces the Linear layers by dynamically quantized ones
-    and still decodes under the grammar; a bf16 model is refused with the key named."""
+    """`generation.quantize: int8` replaces the body's Linear layers by dynamically quantized
+    ones, their weights rounded per output channel, keeps the LM head in fp32, and still
+    decodes under the grammar; a bf16 model is refused with the key named."""
     cfg = GenerationConfig(
         device="cpu", dtype="float32", quantize="int8", max_new_tokens_cap=12, batch_size=4
     )
     gen = Generator(model_dir, cfg)
-    quantized = [m for m in gen.model.modules() if "quantized" in type(m).__module__]
-    assert quantized, "no Linear layer was quantized"
+    quantized = [m for m in gen.model.modules() if isinstance(m, DynamicQuantizedLinear)]
+    layers = gen.model.config.num_hidden_layers
+    assert len(quantized) == 7 * layers  # q, k, v, o, gate, up, down: all but the head
+    assert {m.weight().qscheme() for m in quantized} == {torch.per_channel_affine}
+    head = gen.model.get_output_embeddings()
+    assert not isinstance(head, DynamicQuantizedLinear)
+    assert isinstance(head, PackedLinear) is (torch.float32 in packed_dtypes() and available())
     out = gen.extract(sentences[:4], "multi_triple", TYPES)
     assert all(g.parse.problems == [] for g in out)  # constrained answers parse
     with pytest.raises(ValueError, match="generation.quantize"):

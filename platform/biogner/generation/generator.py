@@ -75,8 +75,8 @@ class Generator:
             use_gqa_kernel(self.model)
         if self.cfg.quantize != "none":
             self.model = quantize(self.model, self.cfg.quantize, self.device)
-        elif self.cfg.packed_linear and self.device.type == "cpu":
-            pack_linears(self.model)
+        if self.cfg.packed_linear and self.device.type == "cpu":
+            pack_linears(self.model)  # (what quantization left: the LM head)
         self.end_ids = self._end_ids()
         self.answer_end_id = self._answer_end_id()
         self._vocabulary: Vocabulary | None = None

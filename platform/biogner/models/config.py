@@ -178,8 +178,9 @@ class GenerationConfig(BaseModel):
     )
     quantize: Literal["none", "int8"] = Field(
         "none",
-        description="int8: dynamic int8 quantization of the Linear layers for generation on a "
-        "CPU (torch.ao; fp32 models only); not lossless, measured in bench/RESULTS.md",
+        description="int8: dynamic int8 quantization of the body's Linear layers for "
+        "generation on a CPU (torch.ao; weights per output channel, the LM head kept in fp32; "
+        "fp32 models only); not lossless, measured in bench/RESULTS.md",
     )
 
 
