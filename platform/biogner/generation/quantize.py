@@ -4,7 +4,7 @@ Not lossless, so it is an option (`generation.quantize: int8`), measured on whol
 bench/RESULTS.md, never a silent default. The body's Linear layers get int8 weights rounded
 per output channel (torch's default rounds per tensor) and activations quantized per call
 (fbgemm: one scale for the whole batch input); the LM head keeps its fp32 weights (the
-choice between two close tokens is made there: int8 there cost the reference model 0.024
+choice between two close tokens is made there: int8 there cost the reference model 0.02
 dev F1 more). fp32 models only: torch's dynamic quantization has no bf16 kernels.
 """
 
