@@ -19,6 +19,7 @@ from biogner.demo_plan import (
     estimate_s,
     probe,
 )
+from biogner.generation import packed
 from biogner.models.config import ModelConfig
 from biogner.models.load import CPU_BF16_ENV, cpu_bf16_override, cpu_has_native_bf16, load_model
 
@@ -98,6 +99,10 @@ def test_probe_times_a_real_model_and_restores_threads() -> None:
     assert 0 < speed.forward_probe_s < speed.train_probe_s < 30
     assert speed.train_step_s > speed.train_probe_s and speed.score_rate > 0
     assert all(p.grad is None for p in model.parameters())  # the probe trains nothing
+    # the forward was timed on the kernels scoring runs on: Linear weights packed as the
+    # Generator packs them (fp32 on x86-64 where this torch has oneDNN)
+    packs_fp32 = packed.available() and torch.float32 in packed.packed_dtypes()
+    assert any(isinstance(m, packed.PackedLinear) for m in model.modules()) == packs_fp32
 
 
 def test_the_plan_is_kept_for_reruns_and_budget_zero_is_the_full_demo(tmp_path: Path) -> None:

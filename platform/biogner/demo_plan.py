@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from biogner.generation.packed import pack_linears
+
 # Fitted on the timed demos of 2026-12-05 (bench/RESULTS.md, "The demo on its time budget"),
 # one per arithmetic, since the probe tracks a real step and a real scoring pass differently
 # in each: a real optimizer step (8 sentences, padding, AdamW, DeepSpeed) takes
@@ -106,7 +108,10 @@ def _best_s(run: Callable[[], object], repeats: int = 3) -> float:
 def probe(model: Any, bf16: bool, threads: int) -> Speed:
     """Time the demo's passes on `model` (training mode, fp32 weights, as training loads it):
     forward+backward under bf16 autocast where the CPU has it (as training runs), forward in
-    the generation dtype (bf16 weights where native)."""
+    the generation dtype (bf16 weights where native) with its Linear weights packed as the
+    `Generator` packs them, so that the forward is timed on the kernels scoring runs on (MKL
+    and oneDNN differ by machine and by how a box is capped). Leaves `model` packed: a model
+    loaded for the probe only."""
     batch, length = PROBE_SHAPE
     vocab = int(model.config.vocab_size)
     ids = torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(0))
@@ -128,6 +133,7 @@ def probe(model: Any, bf16: bool, threads: int) -> Speed:
         model.eval()
         if bf16:
             model.to(torch.bfloat16)
+        pack_linears(model)
         with torch.inference_mode():
             forward_s = _best_s(lambda: model(input_ids=ids))
     finally:
