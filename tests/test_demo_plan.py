@@ -66,6 +66,23 @@ def test_estimate_grows_with_steps_writings_and_slowness() -> None:
     )
 
 
+def test_the_constants_follow_the_matmul_unit() -> None:
+    amx = Speed(1.5, 0.24, bf16=True, threads=2, amx=True)
+    avx512 = Speed(1.5, 0.24, bf16=True, threads=2)
+    assert (amx.kernels, avx512.kernels, _speed(1.5, 0.24).kernels) == (
+        "amx",
+        "avx512_bf16",
+        "fp32",
+    )
+    # AMX tiles make the probe's large forward fast, not the decode loop's small passes: the
+    # same probe times promise less scoring on an AMX box, so its plan is smaller
+    assert amx.score_rate < avx512.score_rate and amx.train_step_s > avx512.train_step_s
+    on_amx = choose_plan(FORMATS, 80, Speed(3.0, 0.5, True, 2, amx=True), N_DEV, N_TEST, BUDGET_S)
+    on_avx512 = choose_plan(FORMATS, 80, Speed(3.0, 0.5, True, 2), N_DEV, N_TEST, BUDGET_S)
+    assert on_amx.estimate_s > on_avx512.estimate_s
+    assert "bf16 (native, AMX)" in describe(on_amx, amx, FORMATS, 80)
+
+
 def test_describe_says_what_was_measured_and_chosen() -> None:
     speed = _speed(5.0, 0.6)
     plan = choose_plan(FORMATS, 80, speed, N_DEV, N_TEST, BUDGET_S)
@@ -94,7 +111,8 @@ def test_cpu_bf16_override(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_probe_times_a_real_model_and_restores_threads() -> None:
     model, _ = load_model(ModelConfig(lora=False), "cpu", for_training=True)  # tiny-llama
     threads = torch.get_num_threads()
-    speed = probe(model, bf16=False, threads=1)
+    speed = probe(model, bf16=False, threads=1, amx=True)  # AMX unused without bf16
+    assert speed.kernels == "fp32" and not speed.amx
     assert torch.get_num_threads() == threads
     assert 0 < speed.forward_probe_s < speed.train_probe_s < 30
     assert speed.train_step_s > speed.train_probe_s and speed.score_rate > 0

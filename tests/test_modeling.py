@@ -246,7 +246,7 @@ def test_gguf_file_spec_loads_smollm2() -> None:
 
 
 def test_native_bf16_is_read_from_the_cpu_flags() -> None:
-    from biogner.models.load import cpu_has_native_bf16
+    from biogner.models.load import cpu_flags, cpu_has_native_bf16
 
     avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
     sapphire = "processor\t: 0\nflags\t\t: fpu avx2 avx512f amx_bf16 amx_tile\n"
@@ -254,3 +254,5 @@ def test_native_bf16_is_read_from_the_cpu_flags() -> None:
     assert not cpu_has_native_bf16(avx2)
     assert cpu_has_native_bf16(sapphire) and cpu_has_native_bf16(zen4)
     assert not cpu_has_native_bf16("")  # no flags line: assume emulated bf16 (slow)
+    assert {"amx_bf16", "amx_tile", "avx2"} <= cpu_flags(sapphire)  # the demo's AMX check
+    assert "amx_bf16" not in cpu_flags(zen4) and cpu_flags("") == set()

@@ -24,7 +24,7 @@ from biogner.evaluate.config import EvalConfig
 from biogner.evaluate.runner import run_evaluation
 from biogner.formats import FORMATS
 from biogner.models.config import GenerationConfig, ModelConfig
-from biogner.models.load import cpu_has_native_bf16, load_model
+from biogner.models.load import cpu_flags, cpu_has_native_bf16, load_model
 from biogner.runtime import init_ray
 from biogner.serve.demo import serve_and_query
 from biogner.study.config import SweepConfig
@@ -120,7 +120,7 @@ def demo_plan(preset: DemoPreset, home: Path, data_dir: str, budget_minutes: flo
         print("    no time budget (--budget-minutes 0): the full demo")
         return full
     model, _ = load_model(ModelConfig(spec=preset.model, lora=False), "cpu", for_training=True)
-    speed = probe(model, cpu_has_native_bf16(), PROBE_THREADS)
+    speed = probe(model, cpu_has_native_bf16(), PROBE_THREADS, amx="amx_bf16" in cpu_flags())
     del model
     n_dev, n_test = (len(load_split(CORPUS, split, data_dir)) for split in ("dev", "test"))
     plan = choose_plan(preset.formats, preset.steps, speed, n_dev, n_test, budget_minutes * 60)

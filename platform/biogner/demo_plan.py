@@ -21,17 +21,25 @@ import torch
 
 from biogner.generation.packed import pack_linears
 
-# Fitted on the timed demos of 2026-12-05 (bench/RESULTS.md, "The demo on its time budget"),
-# one per arithmetic, since the probe tracks a real step and a real scoring pass differently
-# in each: a real optimizer step (8 sentences, padding, AdamW, DeepSpeed) takes
-# TRAIN_STEP_PER_PROBE times the probe's forward+backward; whole-split scoring (two one-thread
-# actors, constrained, answers capped at 48 tokens, the actors' start included) runs
-# SCORE_RATE_X_PROBE / (forward probe seconds) sentences/s.
-#   bf16 (2-core AVX512-BF16/AMX box): probe 1.51 / 0.240 s; step 2.13 s, 14.4 sentences/s
-#   fp32 (the same box capped to AVX2, BIOGNER_CPU_BF16=0 ATEN_CPU_CAPABILITY=avx2
-#   ONEDNN_MAX_CPU_ISA=AVX2): probe 2.72 / 0.788 s; step 2.98 s, 6.4 sentences/s
-TRAIN_STEP_PER_PROBE = {True: 1.4, False: 1.1}
-SCORE_RATE_X_PROBE = {True: 3.4, False: 5.0}
+# Fitted on timed demos (bench/RESULTS.md, "The demo on its time budget"), one pair per kind of
+# matmul unit (`kernels`): the probe's large forward gains far more from AMX tiles than the
+# decode loop's small passes do, so one constant per arithmetic overestimated scoring on an
+# AMX box or underestimated it 2x elsewhere. A real optimizer step (8 sentences, padding,
+# AdamW, DeepSpeed) takes TRAIN_STEP_PER_PROBE times the probe's forward+backward; whole-split
+# scoring (two one-thread actors, constrained, answers capped at 48 tokens, the actors' start
+# included; the demo's two term writings) runs SCORE_RATE_X_PROBE / (forward probe seconds)
+# sentences/s, the probe's Linear weights packed as scoring's are.
+#   amx (2-core Xeon, amx_bf16, 2026-12-05): probe 1.51 / 0.240 s (forward unpacked); step
+#     2.13 s, 14.4 sentences/s. Its scoring constant is that run's 3.4 less 10 %: packed, its
+#     forward would be a little faster (not measured there; that box is gone).
+#   avx512_bf16 (2-core EPYC, no AMX, 2026-12-06): probe 2.59 / 0.634 s; step 2.91 s, 13.2
+#     sentences/s (8.4 x probe); fitted at 90 % of the rate, a margin for boxes that differ.
+#   fp32 (the EPYC capped to AVX2: BIOGNER_CPU_BF16=0 ATEN_CPU_CAPABILITY=avx2
+#     ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2, 2026-12-06): probe 4.27 / 1.17 s;
+#     step ~4.2 s, 6.5 sentences/s (7.7 x probe); fitted at 90 %, the step kept at the 1.1
+#     of the first capped run (the Xeon's: 2.98 s against 2.72).
+TRAIN_STEP_PER_PROBE = {"amx": 1.4, "avx512_bf16": 1.15, "fp32": 1.1}
+SCORE_RATE_X_PROBE = {"amx": 3.0, "avx512_bf16": 7.5, "fp32": 6.9}
 FIXED_S = 45.0  # Ray start and the probe, convert, choose, report, serve and query
 PER_FORMAT_S = 40.0  # Ray Train + DeepSpeed start, export and logging
 PROBE_SHAPE = (8, 96)  # a demo batch: 8 sentences of a term writing's prompt and answer
@@ -49,15 +57,23 @@ class Speed:
     forward_probe_s: float  # forward only, the generation precision
     bf16: bool
     threads: int
+    amx: bool = False  # bf16 matmuls on AMX tiles
+
+    @property
+    def kernels(self) -> str:
+        """What computes the matmuls: `amx`, `avx512_bf16` or `fp32`."""
+        if not self.bf16:
+            return "fp32"
+        return "amx" if self.amx else "avx512_bf16"
 
     @property
     def train_step_s(self) -> float:
-        return TRAIN_STEP_PER_PROBE[self.bf16] * self.train_probe_s
+        return TRAIN_STEP_PER_PROBE[self.kernels] * self.train_probe_s
 
     @property
     def score_rate(self) -> float:
         """Whole-split scoring, sentences/s."""
-        return SCORE_RATE_X_PROBE[self.bf16] / self.forward_probe_s
+        return SCORE_RATE_X_PROBE[self.kernels] / self.forward_probe_s
 
 
 @dataclass(frozen=True)
@@ -105,7 +121,7 @@ def _best_s(run: Callable[[], object], repeats: int = 3) -> float:
     return min(times)
 
 
-def probe(model: Any, bf16: bool, threads: int) -> Speed:
+def probe(model: Any, bf16: bool, threads: int, amx: bool = False) -> Speed:
     """Time the demo's passes on `model` (training mode, fp32 weights, as training loads it):
     forward+backward under bf16 autocast where the CPU has it (as training runs), forward in
     the generation dtype (bf16 weights where native) with its Linear weights packed as the
@@ -138,12 +154,16 @@ def probe(model: Any, bf16: bool, threads: int) -> Speed:
             forward_s = _best_s(lambda: model(input_ids=ids))
     finally:
         torch.set_num_threads(previous)
-    return Speed(train_s, forward_s, bf16, threads)
+    return Speed(train_s, forward_s, bf16, threads, amx=bf16 and amx)
 
 
 def describe(plan: Plan, speed: Speed, preset_formats: Sequence[str], preset_steps: int) -> str:
     """The console lines that say what the demo measured and chose, and why."""
-    arithmetic = "bf16 (native)" if speed.bf16 else "fp32 (no native bf16: AVX2-class CPU)"
+    arithmetic = {
+        "amx": "bf16 (native, AMX)",
+        "avx512_bf16": "bf16 (native)",
+        "fp32": "fp32 (no native bf16: AVX2-class CPU)",
+    }[speed.kernels]
     lines = [
         f"    this machine: {arithmetic}, {speed.threads} threads; a training step of 8 "
         f"sentences ~{speed.train_step_s:.1f} s, scoring ~{speed.score_rate:.1f} sentences/s",

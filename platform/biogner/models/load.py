@@ -161,6 +161,21 @@ def cpu_bf16_override() -> bool | None:
     return value == "1"
 
 
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU's feature flags: the `flags` lines of `cpuinfo` (default /proc/cpuinfo; none
+    where it cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    flags: set[str] = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[-1].split())
+    return flags
+
+
 def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), unless
     `BIOGNER_CPU_BF16` says otherwise.
@@ -171,15 +186,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
         override = cpu_bf16_override()
         if override is not None:
             return override
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-    flags: set[str] = set()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[-1].split())
-    return any(flag in flags for flag in CPU_BF16_FLAGS)
+    return any(flag in cpu_flags(cpuinfo) for flag in CPU_BF16_FLAGS)
 
 
 def native_bf16(device: torch.device) -> bool:
