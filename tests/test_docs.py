@@ -29,6 +29,7 @@ def test_readme_config_reference_is_current():
     [
         ("study-figures", "dev F1"),
         ("speed-figures", "sentences/s"),
+        ("demo-figures", "test F1"),
         ("corpora-figures", "F1"),
         ("turns-figures", "P(conv better)"),
     ],

@@ -20,7 +20,13 @@ from biogner.train.config import TrainConfig
 START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 # the marked blocks of bench/RESULTS.md the README quotes, each as `<!-- NAME:start -->` ...
-FIGURE_BLOCKS = ("study-figures", "speed-figures", "corpora-figures", "turns-figures")
+FIGURE_BLOCKS = (
+    "study-figures",
+    "speed-figures",
+    "demo-figures",
+    "corpora-figures",
+    "turns-figures",
+)
 
 
 def block_markers(name: str) -> tuple[str, str]:
