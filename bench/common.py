@@ -27,9 +27,9 @@ def machine() -> dict[str, Any]:
 def cpu_flags() -> list[str]:
     """The CPU's vector flags (avx*, amx*): whether a speed figure is a bf16-capable or an
     AVX2-only machine's."""
-    info = Path("/proc/cpuinfo")
-    text = info.read_text() if info.exists() else ""
-    return sorted({f for f in text.split() if f.startswith(("avx", "amx"))})
+    from biogner.models.load import cpu_flags as all_flags  # (torch: imported when asked)
+
+    return sorted(f for f in all_flags() if f.startswith(("avx", "amx")))
 
 
 def median(values: Sequence[float]) -> float:
