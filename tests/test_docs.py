@@ -27,6 +27,7 @@ def test_readme_config_reference_is_current():
 @pytest.mark.parametrize(
     ("block", "unit"),
     [
+        ("recipe-figures", "strict F1"),
         ("study-figures", "dev F1"),
         ("speed-figures", "sentences/s"),
         ("demo-figures", "test F1"),
