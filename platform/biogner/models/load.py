@@ -186,7 +186,7 @@ def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
         override = cpu_bf16_override()
         if override is not None:
             return override
-    return any(flag in cpu_flags(cpuinfo) for flag in CPU_BF16_FLAGS)
+    return not cpu_flags(cpuinfo).isdisjoint(CPU_BF16_FLAGS)
 
 
 def native_bf16(device: torch.device) -> bool:
