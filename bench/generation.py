@@ -27,9 +27,17 @@ with its 95 % bootstrap interval, and the sentences whose answer differs from `b
 each with the first differing position's top-2 allowed logit gap (a near-tie that another
 kernel shape breaks the other way is a gap of about one bf16 step).
 
+`--profile N` then runs each mode again over the first N sentences under torch.profiler and
+splits that run's wall time into matrix products (the Linear layers and the LM head),
+attention, the other operators, and the time outside operators (Python: the loop, the
+grammar, the model's module calls); "matmul-only s/s" is the rate if only the matrix
+products cost time: the ceiling no decode loop reaches on this machine at these shapes
+without computing less or faster arithmetic.
+
 Usage: python bench/generation.py --model DIR [--formats multi_inline,multi_bio]
            [--corpus NCBI-disease] [--split dev] [--limit N] [--batch-size 16]
            [--before-batch-size 16] [--dtype auto] [--modes before,after] [--name generation]
+           [--profile N]
 `--cell FORMAT=DIR` (repeatable) times each format on the model trained in it.
 Prints a table per format, writes bench/results/<name>.json. Run it alone on the machine.
 """
@@ -167,6 +175,71 @@ def tie_gap(
     return None
 
 
+# Operators whose own time is a matrix product: torch's Linear (unpacked, packed, int8) and
+# batched products; attention is counted apart, everything else is "other ops".
+MATMUL_OPS = frozenset(
+    {
+        "aten::addmm",
+        "aten::mm",
+        "aten::bmm",
+        "aten::_int_mm",
+        "mkldnn::_linear_pointwise",
+        "quantized::linear_dynamic",
+    }
+)
+PROFILE_COLUMNS = [
+    "mode",
+    "sentences",
+    "seconds",
+    "matmul %",
+    "attention %",
+    "other ops %",
+    "outside ops %",
+    "matmul-only s/s",
+]
+
+
+def split_time(events: Any, wall: float) -> dict[str, float]:
+    """Seconds of a profiled run by kind of operator (their own time, children apart; an
+    operator's time is the wall time its call took on the calling thread, its intra-op
+    threads included) and the rest of `wall`, outside operators."""
+    kinds = {"matmul": 0.0, "attention": 0.0, "other ops": 0.0}
+    for event in events:
+        seconds = event.self_cpu_time_total / 1e6
+        if event.key in MATMUL_OPS:
+            kinds["matmul"] += seconds
+        elif "scaled_dot_product" in event.key:
+            kinds["attention"] += seconds
+        else:
+            kinds["other ops"] += seconds
+    kinds["outside ops"] = max(wall - sum(kinds.values()), 0.0)
+    return kinds
+
+
+def profile_mode(
+    gen: Any, fmt: str, sentences: list, types: list[str], mode: str
+) -> dict[str, Any]:
+    """The same generator over `sentences` again, under torch.profiler: where its time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from biogner.generation.memory import MentionMemory
+
+    gen.memory = MentionMemory()  # as the timed run: learning from its own answers only
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        gen.extract(sentences, fmt, types)
+        wall = time.perf_counter() - start
+    kinds = split_time(prof.key_averages(), wall)
+    return {
+        "mode": mode,
+        "sentences": len(sentences),
+        "seconds": wall,
+        **{f"{kind} %": 100 * seconds / wall for kind, seconds in kinds.items()},
+        "matmul-only s/s": len(sentences) / max(kinds["matmul"], 1e-9),
+        "split_seconds": kinds,
+    }
+
+
 def run_mode(
     model_dir: Path,
     fmt: str,
@@ -216,6 +289,8 @@ def run_mode(
         "f1_high": high,
         "overruled": scores.overruled,
     }
+    if args.profile:
+        row["profile"] = profile_mode(gen, fmt, sentences[: args.profile], types, mode)
     return row, out, gen
 
 
@@ -240,6 +315,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=",".join(LADDER),
     )
     parser.add_argument("--name", default="generation")
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile each mode over the first N sentences: its time by kind of operator",
+    )
     args = parser.parse_args(argv)
 
     from biogner.corpora import CORPORA, load_split, resolve_data_dir
@@ -309,6 +391,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  {fmt} {mode}: {row['sentences/s']:.2f} sentences/s", flush=True)
         print(f"\n{fmt} ({model_dir})")
         print(table(rows, COLUMNS))
+        if args.profile:
+            print(f"\n{fmt}: where the time goes (first {args.profile} sentences, profiled)")
+            print(table([r["profile"] for r in rows], PROFILE_COLUMNS))
         for row in rows:
             for case in row.get("differing", []):
                 kind = "same tokens" if case["same_tokens"] else f"top-2 gap {case['top2_gap']}"
