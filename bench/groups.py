@@ -26,12 +26,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_flags, table, write_json  # noqa: E402
 from free_text_probe import SENTENCES  # noqa: E402
 
+from biogner.annotate.text import tokenize_text  # noqa: E402
 from biogner.formats import get_format  # noqa: E402
 from biogner.generation import Generator  # noqa: E402
 from biogner.generation.generator import Generation, join_generations  # noqa: E402
 from biogner.generation.routing import ask_plan  # noqa: E402
 from biogner.models.config import GenerationConfig  # noqa: E402
-from biogner.serve.text import tokenize_text  # noqa: E402
 from biogner.types import Sentence  # noqa: E402
 
 

@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import cpu_flags, write_json  # noqa: E402
 from serve import TEXTS  # noqa: E402
 
+from biogner.annotate.text import tokenize_text  # noqa: E402
 from biogner.generation import Generation, Generator  # noqa: E402
 from biogner.generation.memory import MentionMemory  # noqa: E402
 from biogner.models.config import GenerationConfig  # noqa: E402
-from biogner.serve.text import tokenize_text  # noqa: E402
 from biogner.types import Sentence  # noqa: E402
 
 

@@ -12,12 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from biogner.formats import get_format
-from biogner.generation import Generation
-from biogner.serve.engine import assemble
-from biogner.serve.requests import check_texts, prepare
-from biogner.serve.schema import Limits
-from biogner.serve.text import (
+from biogner.annotate.text import (
     Window,
     iter_windows,
     split_sentences,
@@ -25,6 +20,11 @@ from biogner.serve.text import (
     tokenize_text,
     widen_to_characters,
 )
+from biogner.formats import get_format
+from biogner.generation import Generation
+from biogner.serve.engine import assemble
+from biogner.serve.requests import check_texts, prepare
+from biogner.serve.schema import Limits
 from biogner.types import Sentence, Span
 
 TYPES = ["Disease", "Chemical"]

@@ -19,7 +19,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from biogner.corpora import CORPORA, get_corpus, load_split
-from biogner.corpora.registry import SPLITS, corpus_path
+from biogner.corpora.check import require_clean
+from biogner.corpora.registry import SPLITS
 from biogner.formats import FORMATS, get_format
 from biogner.models.load import load_tokenizer
 from biogner.prompts import render_chat
@@ -39,16 +40,19 @@ class ConvertConfig(BaseModel):
     overwrite: bool = True
 
     def resolved(self) -> ConvertConfig:
-        """Expand `all` and validate names early, with the list of known ones."""
+        """Expand `all` and validate names early, with the list of known ones; a card's
+        path becomes absolute (a Ray worker reads it from another working directory)."""
         corpora = list(CORPORA) if self.corpora == ["all"] else self.corpora
         formats = list(FORMATS) if self.formats == ["all"] else self.formats
         for name in formats:
             get_format(name)
-        names = [get_corpus(c).name for c in corpora]
-        return self.model_copy(update={"corpora": names, "formats": formats})
+        refs = [get_corpus(c).ref for c in corpora]
+        return self.model_copy(update={"corpora": refs, "formats": formats})
 
 
-def sentence_row(sentence: Sentence, corpus: str, split: str) -> dict[str, Any]:
+def sentence_row(
+    sentence: Sentence, corpus: str, split: str, entity_types: Sequence[str]
+) -> dict[str, Any]:
     return {
         "sentence_id": sentence.id,
         "corpus": corpus,
@@ -56,6 +60,7 @@ def sentence_row(sentence: Sentence, corpus: str, split: str) -> dict[str, Any]:
         "text": sentence.text,
         "tokens": list(sentence.tokens),
         "spans": [{"start": s.start, "end": s.end, "label": s.label} for s in sentence.spans],
+        "entity_types": list(entity_types),
     }
 
 
@@ -66,11 +71,15 @@ def row_sentence(row: dict[str, Any]) -> Sentence:
 
 
 def render_rows(
-    sentence: Sentence, corpus: str, split: str, formats: Sequence[str]
+    sentence: Sentence,
+    corpus: str,
+    split: str,
+    formats: Sequence[str],
+    types: Sequence[str] | None = None,
 ) -> Iterator[dict]:
-    """One row per format for one sentence."""
-    types = list(get_corpus(corpus).entity_types)
-    base = sentence_row(sentence, corpus, split)
+    """One row per format for one sentence, asking `types` (default: the corpus card's)."""
+    types = list(types if types is not None else get_corpus(corpus).types)
+    base = sentence_row(sentence, corpus, split, types)
     for name in formats:
         fmt = get_format(name)
         messages = fmt.render(sentence, types)
@@ -87,32 +96,36 @@ def render_rows(
 
 @dataclass(frozen=True)
 class FileTask:
-    corpus: str
+    corpus: str  # the corpus's reference: a name, or a card's absolute path
     split: str
-    path: str
+    data_dir: str
     limit: int | None
 
 
 def file_tasks(cfg: ConvertConfig) -> list[FileTask]:
-    """The (corpus, split) files to read; missing files fail here, before Ray starts work."""
+    """The (corpus, split) slices to read, each corpus checked first (`corpora check`): a
+    corpus whose problems would lose annotations, or a missing file, fails here, before
+    Ray starts work."""
+    from biogner.corpora.registry import resolve_data_dir
+
+    data_dir = str(resolve_data_dir(cfg.data_dir).resolve())
     tasks = []
-    for corpus in cfg.corpora:
-        for split in cfg.splits:
-            path = corpus_path(corpus, split, cfg.data_dir)
-            if not path.is_file():
-                raise FileNotFoundError(
-                    f"{path} not found (corpus {corpus}, split {split}): set --data-dir or "
-                    f"run `biogner data download {corpus} --to DIR`"
-                )
-            tasks.append(FileTask(corpus, split, str(path), cfg.limit))
+    for ref in cfg.corpora:
+        card = get_corpus(ref)
+        missing = [s for s in cfg.splits if s not in card.declared_splits]
+        if missing:
+            raise KeyError(f"corpus {card.name} has no {missing} split(s)")
+        require_clean(card, data_dir)
+        tasks += [FileTask(ref, split, data_dir, cfg.limit) for split in cfg.splits]
     return tasks
 
 
 def read_task(task: dict[str, Any]) -> list[dict[str, Any]]:
-    """Ray Data flat_map: a (corpus, split) file -> sentence rows."""
-    data_dir = str(Path(task["path"]).parent.parent)
-    sents = load_split(task["corpus"], task["split"], data_dir, limit=task["limit"])
-    return [sentence_row(s, task["corpus"], task["split"]) for s in sents]
+    """Ray Data flat_map: a (corpus, split) slice -> sentence rows."""
+    card = get_corpus(task["corpus"])
+    sents = load_split(card, task["split"], task["data_dir"], limit=task["limit"])
+    types = list(card.types)
+    return [sentence_row(s, card.name, task["split"], types) for s in sents]
 
 
 class RenderBatch:
@@ -131,7 +144,8 @@ class RenderBatch:
         for i in range(n):
             row = {k: batch[k][i] for k in batch}
             sent = row_sentence(row)
-            for rendered in render_rows(sent, row["corpus"], row["split"], self.formats):
+            rows = render_rows(sent, row["corpus"], row["split"], self.formats, row["entity_types"])
+            for rendered in rows:
                 if self.tokenizer is not None:
                     chat = self._render_chat(self.tokenizer, rendered["messages"], False)
                     rendered["n_tokens"] = len(self.tokenizer(chat)["input_ids"])
@@ -192,8 +206,9 @@ def convert(cfg: ConvertConfig) -> ConvertSummary:
 
     cfg = cfg.resolved()
     out = Path(cfg.out).resolve()
+    names = [get_corpus(ref).name for ref in cfg.corpora]
     if cfg.overwrite:  # replace only the slices written now; others stay (append mode)
-        for corpus in cfg.corpora:
+        for corpus in names:
             for split in cfg.splits:
                 for fmt in cfg.formats:
                     shutil.rmtree(shard_path(out, corpus, split, fmt), ignore_errors=True)
@@ -219,12 +234,15 @@ def shard_path(root: str | Path, corpus: str, split: str, fmt: str) -> Path:
     return Path(root) / f"corpus={corpus}" / f"split={split}" / f"format={fmt}"
 
 
-def shard_is_current(root: str | Path, corpus: str, split: str, fmt: str) -> bool:
+def shard_is_current(
+    root: str | Path, corpus: str, split: str, fmt: str, types: Sequence[str] | None = None
+) -> bool:
     """Whether a converted slice exists and its rows are what the code renders today.
 
     Prompts and writings change between versions; a slice converted before such a change
     would train a model on one prompt and evaluate it on another. Re-rendering the slice's
-    first row and comparing its messages catches that at the cost of one Parquet row."""
+    first row and comparing its messages catches that at the cost of one Parquet row; so does
+    a card whose `types` changed since (pass them when `corpus` is not a known name)."""
     import pyarrow.parquet as pq
 
     files = sorted(shard_path(root, corpus, split, fmt).glob("*.parquet"))
@@ -235,7 +253,7 @@ def shard_is_current(root: str | Path, corpus: str, split: str, fmt: str) -> boo
     if not rows:
         return False
     row = rows[0]
-    fresh = next(render_rows(row_sentence(row), corpus, split, [fmt]))
+    fresh = next(render_rows(row_sentence(row), corpus, split, [fmt], types))
     stored = [{"role": m["role"], "content": m["content"]} for m in row["messages"]]
     return bool(stored == fresh["messages"])
 

@@ -16,8 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from biogner.corpora import load_split
 from biogner.corpora.download import DownloadError, ensure_corpus
-from biogner.corpora.registry import SPLITS, load_split
+from biogner.corpora.registry import SPLITS
 from biogner.data import ConvertConfig, convert, shard_is_current
 from biogner.demo_plan import Plan, choose_plan, describe, probe
 from biogner.evaluate.config import EvalConfig

@@ -21,21 +21,21 @@ def _cmd_formats_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_formats_check(args: argparse.Namespace) -> int:
-    from biogner.corpora import IOBError, get_corpus, load_split
+    from biogner.corpora import CorpusProblemError, IOBError, get_corpus, load_split
     from biogner.evaluate.format_check import check_format
     from biogner.formats import resolve_formats
 
     try:
         corpus = get_corpus(args.corpus)
         formats = resolve_formats(args.format)
-        splits = [args.split] if args.split else list(SPLITS)
+        splits = [args.split] if args.split else list(corpus.declared_splits)
         sentences = [
             s for split in splits for s in load_split(corpus, split, args.data_dir, args.limit)
         ]
-    except (KeyError, FileNotFoundError, IOBError) as exc:
+    except (KeyError, FileNotFoundError, IOBError, CorpusProblemError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    types = list(corpus.entity_types)
+    types = list(corpus.types)
     print(f"{corpus.name} ({', '.join(splits)}): {len(sentences)} sentences, types {types}")
     print(f"{'format':<14}{'kind':<7}{'exact':>8}{'ambig':>8}{'failed':>8}{'ceiling F1':>12}")
     failed_ids: set[str] = set()
@@ -62,6 +62,42 @@ def _cmd_corpora_list(args: argparse.Namespace) -> int:
 
     print(f"data dir: {resolve_data_dir(args.data_dir)}")
     print(format_corpora_table(corpora_status(args.data_dir, verify=args.verify)))
+    return 0
+
+
+def _cmd_corpora_check(args: argparse.Namespace) -> int:
+    import json
+
+    from biogner.corpora import get_corpus
+    from biogner.corpora.check import format_report, summary
+    from biogner.corpora.load import read_corpus
+    from biogner.corpora.problems import KINDS
+
+    unknown = [k for k in args.accept if k not in KINDS]
+    if unknown:
+        print(f"error: unknown problem kinds {unknown}; known: {', '.join(KINDS)}", file=sys.stderr)
+        return 2
+    try:
+        read = read_corpus(get_corpus(args.corpus), args.data_dir)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary(read), indent=1, ensure_ascii=False))
+    else:
+        print(format_report(read, args.accept))
+    return 1 if read.blocking(args.accept) else 0
+
+
+def _cmd_corpora_register(args: argparse.Namespace) -> int:
+    from biogner.corpora import register_card
+
+    try:
+        path = register_card(args.card)
+    except (KeyError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return 2
+    print(f"registered: {path}")
     return 0
 
 
@@ -114,7 +150,7 @@ def add_data_commands(sub: Any) -> None:
     p = fmt.add_parser("list", help="list the output formats")
     p.set_defaults(func=_cmd_formats_list)
     p = fmt.add_parser("check", help="round-trip every sentence through the formats")
-    p.add_argument("--corpus", required=True)
+    p.add_argument("--corpus", required=True, help="a corpus name or a corpus card's path")
     p.add_argument("--split", choices=SPLITS, help="default: all splits")
     p.add_argument("--format", default="all", help="'all', a name or a comma-separated list")
     p.add_argument("--data-dir")
@@ -125,10 +161,29 @@ def add_data_commands(sub: Any) -> None:
     cor = sub.add_parser("corpora", help="corpus registry").add_subparsers(
         dest="sub", required=True
     )
-    p = cor.add_parser("list", help="the registry and what is present in the data dir")
+    p = cor.add_parser("list", help="built-in and registered corpora, and what is present")
     p.add_argument("--data-dir")
     p.add_argument("--verify", action="store_true", help="check SHA-256 of present files")
     p.set_defaults(func=_cmd_corpora_list)
+    p = cor.add_parser(
+        "check",
+        help="counts per split and type, and every problem with its file and line; exit 1 "
+        "when a problem would lose or change annotations",
+    )
+    p.add_argument("corpus", help="a corpus card's path, or a built-in or registered name")
+    p.add_argument("--json", action="store_true", help="print the counts and problems as JSON")
+    p.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="KIND",
+        help="a problem kind that does not fail the check (repeatable), e.g. nested",
+    )
+    p.add_argument("--data-dir")
+    p.set_defaults(func=_cmd_corpora_check)
+    p = cor.add_parser("register", help="name a card in this BIOGNER_HOME's registry")
+    p.add_argument("card", help="the corpus card's path")
+    p.set_defaults(func=_cmd_corpora_register)
 
     dat = sub.add_parser("data", help="corpus files").add_subparsers(dest="sub", required=True)
     p = dat.add_parser("download", help="fetch a corpus with SHA-256 verification")
@@ -141,7 +196,11 @@ def add_data_commands(sub: Any) -> None:
     p.set_defaults(func=_cmd_data_download)
 
     p = sub.add_parser("convert", help="corpora x formats -> Parquet shards on Ray Data")
-    p.add_argument("--corpus", default="NCBI-disease", help="name(s), comma-separated, or 'all'")
+    p.add_argument(
+        "--corpus",
+        default="NCBI-disease",
+        help="names or corpus card paths, comma-separated, or 'all'",
+    )
     p.add_argument("--format", default="all", help="name(s), comma-separated, or 'all'")
     p.add_argument("--split", help="comma-separated; default all splits")
     p.add_argument("--out", default=".biogner/converted")

@@ -187,6 +187,20 @@ def add_tracking_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _corpus_name(ref: str | None) -> str | None:
+    """A `--corpus` that filters runs: a card's path stands for its name (runs are tagged
+    with names); any other value is a name, known here or not (runs may be from elsewhere)."""
+    from biogner.corpora.card import looks_like_card_path
+    from biogner.corpora.registry import get_corpus
+
+    if ref is None or not looks_like_card_path(ref):
+        return ref
+    try:
+        return get_corpus(ref).name
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+
+
 def _cmd_select(args: argparse.Namespace) -> int:
     from biogner.study.select import explain, select_champion
 
@@ -196,7 +210,7 @@ def _cmd_select(args: argparse.Namespace) -> int:
             cfg,
             args.experiment,
             args.metric,
-            args.corpus,
+            _corpus_name(args.corpus),
             args.model_name,
             args.alias,
             dry_run=args.dry_run,
@@ -248,8 +262,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
             args.data_dir,
             log_run=not args.no_log,
             anchors=anchors,
+            corpora=args.corpus,
         )
-    except ValueError as exc:
+    except (KeyError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(paths.markdown.read_text())
@@ -268,6 +283,13 @@ def add_report_command(subparsers: argparse._SubParsersAction) -> argparse.Argum
     p.add_argument("--metric", default=REPORT_METRIC)
     p.add_argument("--data-dir", help="corpora, for the ceiling F1 (default: usual data dir)")
     p.add_argument("--no-log", action="store_true", help="do not log a report run to MLflow")
+    p.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        help="a corpus card of the study (repeatable): its ceiling F1 is read from the card's "
+        "files (built-in and registered corpora are found by name)",
+    )
     p.add_argument(
         "--anchors",
         help="published F1 to show beside each corpus (YAML; jobs/anchors/published.yaml)",

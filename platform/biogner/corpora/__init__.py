@@ -1,30 +1,44 @@
-"""BioNER corpora: registry, IOB2 reader, data directory and downloads."""
+"""BioNER corpora: cards (built-in and a user's), one reader per annotation format, the
+corpus check, the data directory and downloads."""
 
+from biogner.corpora.card import CardError, CorpusCard, load_card
 from biogner.corpora.download import DownloadError, download_corpus
 from biogner.corpora.iob import IOBError, ReadStats, read_iob2, spans_to_tags
+from biogner.corpora.load import CorpusRead, load_split, read_corpus
+from biogner.corpora.problems import CorpusProblemError, Problem
 from biogner.corpora.registry import (
     CORPORA,
     Corpus,
     corpus_path,
     get_corpus,
-    load_split,
+    known_corpora,
+    register_card,
     resolve_data_dir,
 )
 from biogner.corpora.status import corpora_status, format_corpora_table
 
 __all__ = [
     "CORPORA",
+    "CardError",
     "Corpus",
+    "CorpusCard",
+    "CorpusProblemError",
+    "CorpusRead",
     "DownloadError",
+    "IOBError",
+    "Problem",
+    "ReadStats",
     "corpora_status",
+    "corpus_path",
     "download_corpus",
     "format_corpora_table",
-    "IOBError",
-    "ReadStats",
-    "corpus_path",
     "get_corpus",
+    "known_corpora",
+    "load_card",
     "load_split",
+    "read_corpus",
     "read_iob2",
+    "register_card",
     "resolve_data_dir",
     "spans_to_tags",
 ]

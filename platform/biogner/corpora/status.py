@@ -1,5 +1,6 @@
-"""What the data directory holds: per registry corpus, its splits, their sentence counts and
-whether their SHA-256 matches the registry (`biogner corpora list`)."""
+"""What the corpora hold: per built-in corpus, the splits in the data directory, their sentence
+counts and whether their SHA-256 matches its card; per registered card, its splits as read
+(`biogner corpora list`)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TypedDict
 
+from biogner.corpora.card import CorpusCard
 from biogner.corpora.download import sha256_file
 from biogner.corpora.iob import DOCSTART
-from biogner.corpora.registry import CORPORA, SPLITS, resolve_data_dir
+from biogner.corpora.registry import CORPORA, SPLITS, registered_corpora, resolve_data_dir
 
 
 def count_sentences(path: Path) -> int:
@@ -30,6 +32,7 @@ def count_sentences(path: Path) -> int:
 
 class CorpusStatus(TypedDict):
     name: str
+    source: str  # "built-in" or the registered card's path
     entity_types: tuple[str, ...]
     folder: str
     splits: list[str]
@@ -68,7 +71,8 @@ def corpora_status(
         rows.append(
             CorpusStatus(
                 name=corpus.name,
-                entity_types=corpus.entity_types,
+                source="built-in",
+                entity_types=corpus.types,
                 folder=str(folder),
                 splits=present,
                 sentences=sentences,
@@ -76,7 +80,32 @@ def corpora_status(
                 mismatched=mismatched,
             )
         )
-    return rows
+    return rows + [_registered_status(card) for card in registered_corpora().values()]
+
+
+def _registered_status(card: CorpusCard) -> CorpusStatus:
+    """A registered card as read now (its files are the user's: no checksum to verify)."""
+    from biogner.corpora.load import read_corpus
+
+    try:
+        read = read_corpus(card)
+    except (OSError, KeyError, ValueError) as exc:
+        folder = f"unreadable: {exc}"
+        types, counts = card.entity_types or (), {}
+    else:
+        folder = card.root or ""
+        types = read.types
+        counts = {s: len(r.sentences) for s, r in read.splits.items()}
+    return CorpusStatus(
+        name=card.name,
+        source=card.card_path or "",
+        entity_types=tuple(types),
+        folder=folder,
+        splits=list(counts),
+        sentences=counts,
+        verified=None,
+        mismatched=[],
+    )
 
 
 def _verified_cell(row: CorpusStatus) -> str:
@@ -89,7 +118,7 @@ def _verified_cell(row: CorpusStatus) -> str:
 
 def format_corpora_table(rows: Iterable[CorpusStatus]) -> str:
     """An aligned text table of `corpora_status` rows (for `biogner corpora list`)."""
-    header = ("CORPUS", "ENTITY TYPES", "SPLITS", "SENTENCES train/dev/test", "VERIFIED")
+    header = ("CORPUS", "ENTITY TYPES", "SPLITS", "SENTENCES train/dev/test", "VERIFIED", "CARD")
     table = [header]
     for row in rows:
         counts = "/".join(str(row["sentences"].get(s, "-")) for s in SPLITS)
@@ -100,6 +129,7 @@ def format_corpora_table(rows: Iterable[CorpusStatus]) -> str:
                 ",".join(row["splits"]) or "-",
                 counts,
                 _verified_cell(row),
+                row["source"],
             )
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]

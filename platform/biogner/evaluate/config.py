@@ -54,7 +54,7 @@ class EvalConfig(BaseModel):
         from biogner.corpora.registry import get_corpus
 
         try:
-            return get_corpus(name).name
+            return get_corpus(name).ref
         except KeyError as exc:
             raise ValueError(exc.args[0]) from None
 

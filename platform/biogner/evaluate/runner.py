@@ -172,10 +172,10 @@ def run_evaluation(cfg: EvalConfig) -> EvalResult:
     # any format may be scored (the study reads a model in others too: `@<format>` rows)
     fmt = cfg.format or card.format
     corpus = get_corpus(cfg.corpus)
-    types = list(corpus.entity_types)
+    types = list(corpus.types)
     sentences = load_split(corpus, cfg.split, cfg.data_dir, cfg.limit)
     gold = {s.id: s for s in sentences}
-    items = [sentence_row(s, corpus.name, cfg.split) for s in sentences]
+    items = [sentence_row(s, corpus.name, cfg.split, types) for s in sentences]
     rows, blocks, actors = actor_plan(len(items), cfg.rows_per_task, cfg.num_actors)
     ds = ray.data.from_items(items, override_num_blocks=blocks)
     start = time.perf_counter()
@@ -280,7 +280,8 @@ def run_evaluations(cfg: EvalConfig, corpora: list[str]) -> list[EvalResult]:
     setup(cfg.tracking)
     model = pin(cfg.model, cfg.tracking)[0]
     if corpora == ["all"]:
-        corpora = list(open_model(model, cfg.tracking).card.corpora)
+        card = open_model(model, cfg.tracking).card
+        corpora = list(card.corpus_refs or card.corpora)
         if not corpora:
             raise ValueError(f"{cfg.model}: its metadata names no training corpora")
     for name in corpora:

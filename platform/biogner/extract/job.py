@@ -94,8 +94,8 @@ class ExtractActor:
         self.fmt, self.types, self.job = fmt, types, job
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        from biogner.annotate.text import iter_windows
         from biogner.serve.engine import assemble
-        from biogner.serve.text import iter_windows
 
         texts = [str(t) for t in batch["text"]]
         windows = [

@@ -40,7 +40,12 @@ class ModelCard(BaseModel):
         description="the types it was asked together in training, one group per corpus "
         "(default: all its types, one group)",
     )
-    corpora: list[str] = Field(default_factory=list)
+    corpora: list[str] = Field(default_factory=list, description="the corpora's names")
+    corpus_refs: list[str] = Field(
+        default_factory=list,
+        description="how to find each corpus again: a built-in or registered name, or its "
+        "card's path (`evaluate --corpus all` reads these)",
+    )
     lora: bool = False
 
     @model_validator(mode="after")

@@ -1,6 +1,6 @@
 """Serving: a Ray Serve HTTP endpoint for batched NER (`biogner.serve.app:build_app`).
 
-Submodules: `text` (raw text -> corpus-like sentence windows and back), `schema` (config and
+Submodules: `schema` (config and
 HTTP schema), `engine` (model loading and result assembly, no Ray), `follow` (when an alias
 follower loads a new version, no Ray), `errors` (the JSON error shape), `replica` (the model
 deployment), `ingress` (the HTTP deployment), `application` (the builder), `app` (the stable

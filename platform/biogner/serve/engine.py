@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from biogner.annotate.text import Window
 from biogner.generation import Generation, Generator
 from biogner.generation.routing import ask_plan
 from biogner.models.card import ModelCard
 from biogner.models.config import GenerationConfig
 from biogner.serve.requests import RequestError
 from biogner.serve.schema import Entity, ModelRef, TextResult
-from biogner.serve.text import Window
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.open import open_model
 from biogner.tracking.registry import model_version

@@ -30,6 +30,7 @@ from typing import Any
 
 from ray import serve
 
+from biogner.annotate.text import Window
 from biogner.formats import get_format
 from biogner.models.config import GenerationConfig
 from biogner.runtime import jemalloc_loaded
@@ -49,7 +50,6 @@ from biogner.serve.schema import (
     ReloadStatus,
     TextResult,
 )
-from biogner.serve.text import Window
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from biogner.annotate.text import Window, iter_windows
 from biogner.serve.schema import ExtractRequest, Limits
-from biogner.serve.text import Window, iter_windows
 
 
 class RequestError(ValueError):

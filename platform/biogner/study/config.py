@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from biogner.config import load_config
 from biogner.formats import FORMATS
@@ -53,11 +53,25 @@ class SweepConfig(BaseModel):
     mixes: list[list[str]] = Field(
         default_factory=list, description="multi-format training mixes, each one cell"
     )
-    corpora: list[str] = Field(default_factory=lambda: ["NCBI-disease"])
+    corpora: list[str] = Field(
+        default_factory=lambda: ["NCBI-disease"],
+        description="corpus names or corpus card paths: one study per corpus",
+    )
     evaluate: SweepEval = Field(default_factory=SweepEval)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     parallel: bool = False
     metric: str = Field("dev_f1", description="what the summary shows and `select` ranks by")
+
+    @field_validator("corpora")
+    @classmethod
+    def _corpus_refs(cls, refs: list[str]) -> list[str]:
+        """Names checked and card paths made absolute when the config loads."""
+        from biogner.corpora import get_corpus
+
+        try:
+            return [get_corpus(ref).ref for ref in refs]
+        except KeyError as exc:
+            raise ValueError(exc.args[0]) from None
 
     def cells(self) -> list[Cell]:
         formats = list(FORMATS) if self.formats == ["all"] else self.formats
@@ -101,10 +115,17 @@ class Cell:
     def format_label(self) -> str:
         return format_label(self.formats)
 
+    @property
+    def corpus_name(self) -> str:
+        """The corpus's name (`corpus` may be a card's path)."""
+        from biogner.corpora import get_corpus
+
+        return get_corpus(self.corpus).name
+
     def run_name(self, experiment: str) -> str:
         model = self.model.replace("/", "_")
         fmt = self.formats[0] if len(self.formats) == 1 else "mix-" + "-".join(self.formats)
-        return f"{experiment}-{model}-{self.corpus}-{fmt}"
+        return f"{experiment}-{model}-{self.corpus_name}-{fmt}"
 
 
 def load_sweep(path: str | Path | None, overrides: list[str]) -> SweepConfig:

@@ -65,9 +65,12 @@ class ReportPaths:
 class CeilingCache:
     """Ceiling F1 of (format, corpus) on a split, computed once; None when not computable."""
 
-    def __init__(self, split: str, data_dir: str | Path | None) -> None:
+    def __init__(
+        self, split: str, data_dir: str | Path | None, refs: dict[str, str] | None = None
+    ) -> None:
         self.split = split
         self.data_dir = data_dir
+        self.refs = refs or {}  # corpus name -> card path, for a user's unregistered cards
         self._values: dict[tuple[str, str], float | None] = {}
 
     def __call__(self, fmt: str, corpus: str) -> float | None:
@@ -80,11 +83,11 @@ class CeilingCache:
         if fmt not in FORMATS:
             return None
         try:
-            entry = get_corpus(corpus)
+            entry = get_corpus(self.refs.get(corpus, corpus))
             sentences = load_split(entry, self.split, self.data_dir)
-        except (KeyError, FileNotFoundError):
+        except (KeyError, ValueError, FileNotFoundError):
             return None
-        return check_format(FORMATS[fmt], sentences, list(entry.entity_types)).ceiling_f1
+        return check_format(FORMATS[fmt], sentences, list(entry.types)).ceiling_f1
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -328,12 +331,15 @@ def build_report(
     data_dir: str | Path | None = None,
     log_run: bool = True,
     anchors: Anchors | None = None,
+    corpora: Sequence[str] = (),
 ) -> ReportPaths:
     """Write the study report of `experiment` under `out` and log it to a `report` run.
 
     Ceiling F1 is computed on the metric's split (test for `test_f1`) of each corpus found
-    under `data_dir` (default: the usual data dir); `n/a` when the files are missing.
+    under `data_dir` (default: the usual data dir), or named by its card in `corpora`; `n/a`
+    when the files are missing.
     """
+    cards = [get_corpus(ref) for ref in corpora]
     results = collect_results(cfg, experiment, metric, per_evaluation=True)
     if not results:
         raise ValueError(
@@ -345,7 +351,10 @@ def build_report(
     _, split = metric_prefix(metric)
     cells_by_model = best_cells(results)
     text = markdown_report(
-        experiment, metric, cells_by_model, CeilingCache(split or "test", data_dir)
+        experiment,
+        metric,
+        cells_by_model,
+        CeilingCache(split or "test", data_dir, {c.name: c.ref for c in cards}),
     )
     per_corpus = per_corpus_markdown(results, metric, anchors)
     if per_corpus:

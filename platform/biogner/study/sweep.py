@@ -177,7 +177,7 @@ def summary_table(cfg: SweepConfig, outcomes: list[CellOutcome]) -> str:
         value = o.metrics.get(cfg.metric)
         shown = f"{value:.4f}" if value is not None else "-"
         lines.append(
-            f"{o.cell.model:<16}{o.cell.corpus:<16}{o.cell.format_label:<28}{o.status:<10}"
+            f"{o.cell.model:<16}{o.cell.corpus_name:<16}{o.cell.format_label:<28}{o.status:<10}"
             f"{shown:>9}  {o.run_id or o.error}"
         )
     return "\n".join(lines)
@@ -187,7 +187,7 @@ def outcomes_json(outcomes: list[CellOutcome]) -> list[dict[str, Any]]:
     return [
         {
             "model": o.cell.model,
-            "corpus": o.cell.corpus,
+            "corpus": o.cell.corpus_name,
             "format": o.cell.format_label,
             "status": o.status,
             "run_id": o.run_id,

@@ -20,7 +20,11 @@ class _Strict(BaseModel):
 
 
 class DataSection(_Strict):
-    corpora: list[str] = Field(default_factory=lambda: ["NCBI-disease"])
+    corpora: list[str] = Field(
+        default_factory=lambda: ["NCBI-disease"],
+        description="corpus names (built-in or registered) or corpus card paths (a card's "
+        "path is made absolute when the config loads)",
+    )
     formats: list[str] = Field(
         default_factory=lambda: ["conv_term"],
         description="one format, or several: each sentence is trained in one of them, "
@@ -119,8 +123,7 @@ class TrainConfig(_Strict):
     def _check(self) -> TrainConfig:
         for name in self.data.formats:
             get_format(name)
-        for name in self.data.corpora:
-            get_corpus(name)
+        self.data.corpora = [get_corpus(ref).ref for ref in self.data.corpora]
         if not self.data.formats or not self.data.corpora:
             raise ValueError("data.formats and data.corpora must not be empty")
         return self

@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 from biogner.chat_tokens import tokenize_chat
+from biogner.corpora import get_corpus
 from biogner.data import ConvertConfig, convert, read_rows, shard_is_current
 from biogner.models.load import load_tokenizer
 from biogner.train.config import TrainConfig
@@ -13,13 +14,17 @@ from biogner.train.config import TrainConfig
 
 def ensure_converted(cfg: TrainConfig) -> None:
     """Convert the (corpus, split, format) slices the run needs and the shards lack or hold
-    in an older rendering (another prompt or writing version)."""
+    in an older rendering (another prompt or writing version). A user's corpus (a card that
+    is not built in) is converted every time: its files change under the same name, and a
+    slice's first row could not tell."""
     d = cfg.data
+    cards = {ref: get_corpus(ref) for ref in d.corpora}
     missing = [
-        (corpus, fmt)
-        for corpus in d.corpora
+        (ref, fmt)
+        for ref, card in cards.items()
         for fmt in d.formats
-        if not shard_is_current(d.converted_dir, corpus, d.split, fmt)
+        if not card.builtin
+        or not shard_is_current(d.converted_dir, card.name, d.split, fmt, card.entity_types)
     ]
     for corpus, fmt in missing:
         convert(
@@ -94,7 +99,8 @@ def training_dataset(cfg: TrainConfig) -> tuple[Any, dict[str, int]]:
         if d.sentences_per_corpus is not None:
             count = read_rows(d.converted_dir, corpus, d.split, formats[:1]).count()
             count = count if limit is None else min(count, limit)
-            sample = sample_indices(corpus, count, d.sentences_per_corpus, seed)
+            name = get_corpus(corpus).name
+            sample = sample_indices(name, count, d.sentences_per_corpus, seed)
 
         def keep(
             row: dict[str, Any], limit: int | None = limit, sample: frozenset[int] | None = sample

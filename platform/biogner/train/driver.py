@@ -17,6 +17,7 @@ from typing import Any
 
 from biogner.config import to_yaml
 from biogner.corpora import get_corpus
+from biogner.corpora.load import CorpusRead
 from biogner.models.card import ModelCard
 from biogner.progress import duration
 from biogner.runtime import compute_runtime_env, init_ray, log_file, verbose
@@ -30,6 +31,7 @@ from biogner.tracking.runs import (
 from biogner.tracking.tags import CORPORA_TAG, FORMAT_TAG, KIND_TAG, MODEL_TAG, TRAIN_KIND
 from biogner.train.config import TrainConfig
 from biogner.train.dataset import training_dataset
+from biogner.train.inputs import check_corpora, log_corpora
 from biogner.train.lease import RunLease, check_live
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
 from biogner.train.rerun import check_rerun, ray_run_folder
@@ -106,7 +108,7 @@ def model_card(cfg: TrainConfig) -> ModelCard:
     types: list[str] = []
     groups: list[list[str]] = []
     for corpus in cfg.data.corpora:
-        group = list(get_corpus(corpus).entity_types)
+        group = list(get_corpus(corpus).types)
         if group not in groups:
             groups.append(group)
         for t in group:
@@ -118,7 +120,8 @@ def model_card(cfg: TrainConfig) -> ModelCard:
         format=cfg.data.formats[0],
         entity_types=types,
         type_groups=groups,
-        corpora=list(cfg.data.corpora),
+        corpora=[get_corpus(ref).name for ref in cfg.data.corpora],
+        corpus_refs=list(cfg.data.corpora),
         lora=cfg.model.lora,
     )
 
@@ -130,12 +133,13 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
     configured corpora: benchmarks and the GPU check train on fixed-length rows with it."""
     check_rerun(cfg)  # before Ray starts: a refused rerun costs nothing
     check_live(cfg.tracking, cfg.run_name)  # nor a second driver of a live run
+    reads = check_corpora(cfg) if rows is None else []  # nor a corpus that would lose mentions
     init_ray()
     tags = {
         KIND_TAG: TRAIN_KIND,
         MODEL_TAG: cfg.model.spec,
         FORMAT_TAG: ",".join(cfg.data.formats),
-        CORPORA_TAG: ",".join(cfg.data.corpora),
+        CORPORA_TAG: ",".join(get_corpus(ref).name for ref in cfg.data.corpora),
     }
     run_id = start_run(
         cfg.tracking,
@@ -147,17 +151,21 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
     )
     lease = RunLease(cfg.tracking, run_id).acquire()  # LiveRunConflict: the run is another's
     try:
-        return _train(cfg, rows, run_id)
+        return _train(cfg, rows, run_id, reads)
     finally:
         lease.release()
 
 
-def _train(cfg: TrainConfig, rows: Any | None, run_id: str) -> TrainOutcome:
+def _train(
+    cfg: TrainConfig, rows: Any | None, run_id: str, reads: list[CorpusRead]
+) -> TrainOutcome:
     """The body of `run_training`, with the run started and its lease held."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     try:
+        if reads:
+            log_corpora(cfg, run_id, reads)
         if rows is None:
             dataset, counts = training_data(cfg)
         else:
