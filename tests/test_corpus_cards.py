@@ -22,7 +22,8 @@ from biogner.corpora.export import (
 )
 
 # Titles without a final period, a mention inside a word (IL2 in IL2R), a mention over what
-# the splitter takes for a sentence break (`Staph. Aureus infection`: joined), Unicode (é, Greek, CJK), a type repeated across documents.
+# the splitter takes for a sentence break (`Staph. Aureus infection`: joined), Unicode (é,
+# Greek, CJK), a type repeated across documents.
 DOCS_BY_SPLIT = {
     "train": [
         (
@@ -302,8 +303,13 @@ TEXT = "Aspirin caused gastric bleeding in the patient."
     ("ann", "extra", "kind", "line", "blocks"),
     [
         ("T1\tDrug 0 7\tAspirin\nT2\tDrug 40 99\tpatient\n", "", "offset_out_of_range", 2, True),
-        ("T1\tDrug 0 7\tAspirin\nT2\tDisease 15 31\tgastric bleding\n", "", "text_mismatch", 2,
-         True),
+        (
+            "T1\tDrug 0 7\tAspirin\nT2\tDisease 15 31\tgastric bleding\n",
+            "",
+            "text_mismatch",
+            2,
+            True,
+        ),
         (
             "T1\tDisease 15 31\tgastric bleeding\nT2\tDisease 23 31\tbleeding\n",
             "",

@@ -40,12 +40,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(to_yaml(cfg))
         return 0
+    from biogner.corpora import CorpusProblemError
     from biogner.train.driver import run_training
     from biogner.train.rerun import RerunConflict
 
     try:
         outcome = run_training(cfg)
-    except RerunConflict as exc:  # a clear refusal, not a traceback
+    except (RerunConflict, CorpusProblemError) as exc:  # a clear refusal, not a traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(

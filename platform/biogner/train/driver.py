@@ -131,9 +131,9 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
 
     `rows`, a Ray Dataset of tokenized rows (`id`, `input_ids`, `labels`), replaces the
     configured corpora: benchmarks and the GPU check train on fixed-length rows with it."""
-    check_rerun(cfg)  # before Ray starts: a refused rerun costs nothing
-    check_live(cfg.tracking, cfg.run_name)  # nor a second driver of a live run
-    reads = check_corpora(cfg) if rows is None else []  # nor a corpus that would lose mentions
+    reads = check_corpora(cfg) if rows is None else []  # a corpus that would lose mentions,
+    check_rerun(cfg)  # a refused rerun and a second driver of a live run: refused before
+    check_live(cfg.tracking, cfg.run_name)  # Ray starts, at no cost
     init_ray()
     tags = {
         KIND_TAG: TRAIN_KIND,
