@@ -429,3 +429,54 @@ def test_registered_cards_are_listed_and_named(
     line = next(x for x in out.splitlines() if x.startswith("example-pubtator"))
     assert "Chemical,Disease" in line and "train,dev,test" in line
     assert any(x.startswith("NCBI-disease") for x in out.splitlines())
+
+
+def test_hostile_records_are_reported_and_the_rest_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = [
+        '{"id": "ok", "text": "Aspirin helps.", "spans": [{"start": 0, "end": 7, "label": "Drug"}]}',
+        '{"id": "sur", "text": "a\\ud800b aspirin", "spans": []}',
+        '{"id": "pipe", "text": "Aspirin helps.", "spans": [{"start": 0, "end": 7, '
+        '"label": "Drug|Chem"}]}',
+        '{"id": "bad", "text": 5}',
+        "not json",
+        '{"id": "span", "text": "x", "spans": [{"start": "a", "end": 1, "label": "Drug"}]}',
+        '{"id": "rej", "text": "Aspirin.", "answer": "reject"}',
+        '{"id": "huge", "text": "Aspirin.", "spans": [{"start": 0, "end": 1e12, "label": "Drug"}]}',
+    ]
+    (tmp_path / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    card = tmp_path / "card.yaml"
+    card.write_text("name: hostile\nformat: jsonl\ntrain: train.jsonl\n")
+    assert main(["corpora", "check", str(card), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    kinds = {(p["kind"], p["line"]) for p in data["problems"]}
+    assert {
+        ("unreadable", 2),
+        ("unusable_type", 3),
+        ("unreadable", 4),
+        ("unreadable", 5),
+        ("unreadable", 6),
+        ("rejected_record", 7),
+        ("offset_out_of_range", 8),
+    } <= kinds
+    assert data["splits"]["train"]["mentions"] == {"Drug": 1}
+    card.write_text("name: hostile\nformat: jsonl\ntrain: train.jsonl\nentity_types: ['A]B']\n")
+    with pytest.raises(KeyError, match="entity_types"):
+        get_corpus(str(card))
+
+
+def test_the_shipped_example_is_clean_and_every_format_round_trips_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = Path(__file__).parents[1] / "jobs" / "examples" / "cdr-example"
+    outputs = []
+    for name in ("card.yaml", "card-pubtator.yaml"):
+        assert main(["corpora", "check", str(root / name), "--json"]) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    assert outputs[0] == outputs[1] and outputs[0]["problems"] == []
+    assert sum(s["documents"] for s in outputs[0]["splits"].values()) == 50
+    code = main(["formats", "check", "--corpus", str(root / "card.yaml"), "--show", "3"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "round-trip: " in out

@@ -21,7 +21,6 @@ license: ...
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -109,9 +108,13 @@ class CorpusCard(BaseModel):
             return None
         if not value:
             raise ValueError("must not be empty (leave it out to use the types found)")
+        from biogner.corpora.problems import TYPE_NAME
+
         for label in value:
-            if not label.strip() or label != label.strip() or re.search(r"[\t\n\r]", label):
-                raise ValueError(f"type {label!r}: no blank, tab, newline or edge spaces")
+            if not TYPE_NAME.match(label):
+                raise ValueError(
+                    f"type {label!r}: word characters and `_ . + / -`, single inner spaces"
+                )
         if len(set(value)) != len(value):
             raise ValueError(f"types repeat: {list(value)}")
         return value

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from biogner.corpora.problems import Problem
+from biogner.corpora.problems import TYPE_NAME, Problem
 from biogner.types import Sentence
 
 Report = Callable[[str, int, str, str], None]  # (file, line, kind, message)
@@ -71,6 +71,18 @@ def files_of(path: Path, suffixes: Sequence[str]) -> list[Path]:
     return found
 
 
+def per_file(
+    read_file: Callable[[Path, Report], Iterator[AnnotatedDocument]], suffixes: Sequence[str]
+) -> Callable[[Path, Report], Iterator[AnnotatedDocument]]:
+    """A reader of one file made a reader of a file or a folder of such files."""
+
+    def read(path: Path, report: Report) -> Iterator[AnnotatedDocument]:
+        for file in files_of(path, suffixes):
+            yield from read_file(file, report)
+
+    return read
+
+
 def document_id(path: Path, root: Path) -> str:
     """A file's document id: its path under the split's folder, without the suffix."""
     base = root if root.is_dir() else root.parent
@@ -102,6 +114,9 @@ def clean_mentions(
     for m in doc.mentions:
         if not m.label.strip():
             report(doc.file, m.line, "missing_type", f"{where}: mention {m.start}-{m.end}")
+            continue
+        if not TYPE_NAME.match(m.label) or not _encodable(m.label):
+            report(doc.file, m.line, "unusable_type", f"{where}: type {m.label!r}")
             continue
         if declared is not None and m.label not in declared:
             report(
@@ -141,6 +156,23 @@ def clean_mentions(
             )
         kept.append(Mention(start, end, m.label, m.line, None, m.id))
     return _without_duplicates(doc, kept, report)
+
+
+def _encodable(text: str) -> bool:
+    """Whether `text` is valid Unicode (JSON may carry a lone surrogate, which no file holds)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def valid_text(doc: AnnotatedDocument, report: Report) -> bool:
+    """Whether the document's text can be stored and tokenized; reported if not."""
+    if _encodable(doc.text):
+        return True
+    report(doc.file, doc.line, "unreadable", f"document {doc.id}: a lone surrogate in its text")
+    return False
 
 
 def _without_duplicates(

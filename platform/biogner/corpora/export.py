@@ -13,7 +13,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def write_pubtator(docs: Sequence[ExportDocument], path: Path) -> Path:
 def write_jsonl(
     docs: Sequence[ExportDocument], path: Path, style: Literal["prodigy", "doccano"] = "prodigy"
 ) -> Path:
-    records = []
+    records: list[dict[str, Any]] = []
     for doc in docs:
         if style == "prodigy":
             spans = [{"start": s, "end": e, "label": label} for s, e, label in doc.mentions]

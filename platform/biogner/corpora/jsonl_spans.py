@@ -21,15 +21,10 @@ from biogner.corpora.documents import (
     Mention,
     Report,
     decoded_lines,
-    files_of,
+    per_file,
 )
 
 SUFFIXES = (".jsonl", ".json", ".ndjson")
-
-
-def read_jsonl(path: Path, report: Report) -> Iterator[AnnotatedDocument]:
-    for file in files_of(path, SUFFIXES):
-        yield from _records(file, report)
 
 
 def _records(file: Path, report: Report) -> Iterator[AnnotatedDocument]:
@@ -109,3 +104,6 @@ def _spans(record: dict[str, Any]) -> Iterator[tuple[Any, Any, Any, str | None]]
                 continue  # a relation or a choice, not a span
             for label in value.get("labels") or [""]:
                 yield value["start"], value["end"], label, value.get("text")
+
+
+read_jsonl = per_file(_records, SUFFIXES)

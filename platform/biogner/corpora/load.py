@@ -15,7 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from biogner.corpora.card import SPLITS, CorpusCard
-from biogner.corpora.documents import AnnotatedDocument, Problems, Report, clean_mentions
+from biogner.corpora.documents import (
+    AnnotatedDocument,
+    Problems,
+    Report,
+    clean_mentions,
+    valid_text,
+)
 from biogner.corpora.iob import ReadStats, read_tagged
 from biogner.corpora.problems import CorpusProblemError, Problem
 from biogner.corpora.segment import document_windows
@@ -182,7 +188,7 @@ def _check_documents(split: str, docs: list[AnnotatedDocument], problems: Proble
                 f"{split}: document {doc.id} also at {first.file}:{first.line}",
             )
         seen[doc.id] = doc
-    docs[:] = [d for d in docs if d.text.strip()]
+    docs[:] = [d for d in docs if d.text.strip() and valid_text(d, problems)]
 
 
 def _check_across(docs_by_split: dict[str, list[AnnotatedDocument]], problems: Problems) -> None:

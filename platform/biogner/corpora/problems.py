@@ -7,7 +7,11 @@ would lose or change an annotation blocks unless the card (or `--accept`) accept
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
+
+# A type name every writing can hold: word characters and `_ . + / -`, single inner spaces.
+TYPE_NAME = re.compile(r"^[^\W_][\w.+/-]*(?: [\w.+/-]+)*$")
 
 # kind -> (blocks by default: it loses or changes annotations, what it means)
 KINDS: dict[str, tuple[bool, str]] = {
@@ -21,6 +25,11 @@ KINDS: dict[str, tuple[bool, str]] = {
     "empty_mention": (True, "a mention with no characters (or only spaces); it is lost"),
     "undeclared_type": (True, "a type the card's entity_types does not list; the mention is lost"),
     "missing_type": (True, "a mention without a type; it is lost"),
+    "unusable_type": (
+        True,
+        "a type name the writings cannot hold (brackets, pipes, quotes, colons, line breaks); "
+        "the mention is lost: rename the type",
+    ),
     "nested": (
         True,
         "a mention inside another: kept, but writings without nesting (term, triple, json, bio) "

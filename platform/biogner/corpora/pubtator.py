@@ -15,15 +15,10 @@ from biogner.corpora.documents import (
     Mention,
     Report,
     decoded_lines,
-    files_of,
+    per_file,
 )
 
 SUFFIXES = (".pubtator", ".txt", ".tsv")
-
-
-def read_pubtator(path: Path, report: Report) -> Iterator[AnnotatedDocument]:
-    for file in files_of(path, SUFFIXES):
-        yield from _documents(file, report)
 
 
 def _documents(file: Path, report: Report) -> Iterator[AnnotatedDocument]:
@@ -69,3 +64,6 @@ def _documents(file: Path, report: Report) -> Iterator[AnnotatedDocument]:
         report(where, title[2], "unreadable", f"{title[0]}: a title without its abstract")
     if relations:
         report(where, 0, "not_entity", f"{relations} relation line(s): not entities, not read")
+
+
+read_pubtator = per_file(_documents, SUFFIXES)
