@@ -480,3 +480,13 @@ def test_the_shipped_example_is_clean_and_every_format_round_trips_it(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "round-trip: " in out
+
+
+def test_an_edited_file_is_read_again(tmp_path: Path) -> None:
+    card = write_corpus(tmp_path, "brat")
+    before = load_split(str(card), "test")
+    ann = tmp_path / "brat" / "test" / "d5.ann"
+    ann.write_text(ann.read_text().replace("\tChemical ", "\tDrug ", 1) + "\n")
+    after = load_split(str(card), "test")
+    assert {sp.label for s in before for sp in s.spans} == {"Chemical", "Disease"}
+    assert {sp.label for s in after for sp in s.spans} == {"Chemical", "Disease", "Drug"}

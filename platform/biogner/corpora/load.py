@@ -130,17 +130,57 @@ def _divide(card: CorpusCard, docs: list[AnnotatedDocument]) -> dict[str, list[i
     }
 
 
+# the last reads of this process, by what they read and the files' sizes and times: one
+# command asks a corpus several times (its types, the check, each split)
+_READS: dict[tuple, tuple[tuple, CorpusRead]] = {}
+_KEEP_READS = 4
+
+
+def _files_signature(card: CorpusCard, root: Path | None) -> tuple:
+    sources = [getattr(card, s) for s in SPLITS if getattr(card, s) is not None]
+    paths = [card.split_path(s, root) for s in SPLITS if getattr(card, s) is not None]
+    out: list[tuple[str, int | None, int | None]] = []
+    for path in paths:
+        files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
+            try:
+                st = f.stat()
+            except OSError:
+                out.append((str(f), None, None))
+                continue
+            out.append((str(f), st.st_size, st.st_mtime_ns))
+    return (len(sources), tuple(out))
+
+
 def read_corpus(
     card: CorpusCard,
     data_dir: str | os.PathLike | None = None,
     splits: Sequence[str] | None = None,
     stats: ReadStats | None = None,
 ) -> CorpusRead:
-    """Every requested split of a corpus (default: all it has), read and checked."""
+    """Every requested split of a corpus (default: all it has), read and checked; a read
+    of the same files in this process is reused (not when `stats` are to be counted)."""
     from biogner.corpora.registry import resolve_data_dir
 
-    problems = Problems()
     root = resolve_data_dir(data_dir) if card.builtin else None
+    if stats is not None:
+        return _read_corpus(card, root, splits, stats)
+    key = (card.model_dump_json(), card.root, str(root), tuple(splits or ()))
+    signature = _files_signature(card, root)
+    cached = _READS.get(key)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    read = _read_corpus(card, root, splits, None)
+    _READS[key] = (signature, read)
+    while len(_READS) > _KEEP_READS:
+        _READS.pop(next(iter(_READS)))
+    return read
+
+
+def _read_corpus(
+    card: CorpusCard, root: Path | None, splits: Sequence[str] | None, stats: ReadStats | None
+) -> CorpusRead:
+    problems = Problems()
     wanted = [s for s in (splits or card.declared_splits)]
     for split in wanted:
         if split not in card.declared_splits:
@@ -234,4 +274,4 @@ def load_split(
     if blocking:
         raise CorpusProblemError(card.name, blocking)
     sentences = read.splits[split].sentences
-    return sentences[:limit] if limit is not None else sentences
+    return list(sentences[:limit] if limit is not None else sentences)  # the read is shared
