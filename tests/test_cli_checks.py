@@ -81,6 +81,20 @@ def test_the_eta_counts_from_the_first_unit_not_from_a_model_load(monkeypatch) -
     assert "1.0/s" in out.lines[-1] and "eta 0m08s" in out.lines[-1]
 
 
+def test_units_that_come_in_one_burst_are_rated_from_the_start(monkeypatch) -> None:
+    """A whole split in one block (evaluation of 54 sentences): every row within
+    microseconds of the first printed 559957.7/s."""
+    now = [0.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    out = io.StringIO()
+    bar = progress.Progress("evaluate", 54, "sentences", every_s=0.0, out=out)
+    now[0] = 18.0
+    for _ in range(54):
+        bar.update()
+        now[0] += 1e-6
+    assert "54/54 sentences, 3.0/s" in out.getvalue().splitlines()[-1]
+
+
 def test_a_second_unit_is_counted_with_its_own_rate(monkeypatch) -> None:
     """Extraction counts documents and the sentences in them: both rates on one line."""
     now = [0.0]
