@@ -435,7 +435,8 @@ def test_hostile_records_are_reported_and_the_rest_is_read(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lines = [
-        '{"id": "ok", "text": "Aspirin helps.", "spans": [{"start": 0, "end": 7, "label": "Drug"}]}',
+        '{"id": "ok", "text": "Aspirin helps.", "spans": '
+        '[{"start": 0, "end": 7, "label": "Drug"}]}',
         '{"id": "sur", "text": "a\\ud800b aspirin", "spans": []}',
         '{"id": "pipe", "text": "Aspirin helps.", "spans": [{"start": 0, "end": 7, '
         '"label": "Drug|Chem"}]}',
@@ -490,3 +491,41 @@ def test_an_edited_file_is_read_again(tmp_path: Path) -> None:
     after = load_split(str(card), "test")
     assert {sp.label for s in before for sp in s.spans} == {"Chemical", "Disease"}
     assert {sp.label for s in after for sp in s.spans} == {"Chemical", "Disease", "Drug"}
+
+
+def test_hostile_bioc_json_documents_are_reported_one_by_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = {
+        "id": "good",
+        "passages": [
+            {
+                "offset": 0,
+                "text": "Aspirin helps.",
+                "annotations": [
+                    {
+                        "id": "1",
+                        "infons": {"type": "Drug"},
+                        "locations": [{"offset": 0, "length": 7}],
+                    }
+                ],
+            }
+        ],
+    }
+    hostile = [
+        {"id": "offset-text", "passages": [{"offset": "abc", "text": "x"}]},
+        {"id": "text-int", "passages": [{"offset": 0, "text": 5}]},
+        {"id": "far", "passages": [{"offset": 10**12, "text": "x"}]},
+        {"id": "ann-list", "passages": [{"offset": 0, "text": "x", "annotations": [[1, 2]]}]},
+        "not a document",
+        good,
+    ]
+    (tmp_path / "train.json").write_text(json.dumps({"documents": hostile}))
+    (tmp_path / "dev.json").write_text(json.dumps({"documents": 5}))
+    card = tmp_path / "card.yaml"
+    card.write_text("name: hostile-bioc\nformat: bioc-json\ntrain: train.json\ndev: dev.json\n")
+    assert main(["corpora", "check", str(card), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    unreadable = [p for p in data["problems"] if p["kind"] == "unreadable"]
+    assert len(unreadable) == 6  # five bad documents and the file whose documents are no list
+    assert data["splits"]["train"] == {"documents": 1, "sentences": 1, "mentions": {"Drug": 1}}

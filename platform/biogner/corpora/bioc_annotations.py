@@ -138,7 +138,9 @@ def _json_documents(file: Path, report: Report) -> Iterator[Parsed]:
     try:
         collection = json.loads(file.read_bytes().decode("utf-8-sig"))
         documents = collection["documents"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        if not isinstance(documents, list):
+            raise TypeError("`documents` is not a list")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
         report(str(file), 0, "unreadable", f"not a BioC JSON collection: {exc!s:.200}")
         return
     for n, doc in enumerate(documents):
@@ -147,7 +149,7 @@ def _json_documents(file: Path, report: Report) -> Iterator[Parsed]:
             relations = len(doc.get("relations") or []) + sum(
                 len(p.get("relations") or []) for p in doc["passages"]
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
             report(str(file), 0, "unreadable", f"document {n}: not as BioC JSON ({exc!r:.120})")
             continue
         yield str(doc.get("id") or f"{file.name}#{n}"), 0, passages, relations

@@ -80,7 +80,7 @@ def _document(
             Mention(int(s), int(e), str(label), lineno, stated)
             for s, e, label, stated in _spans(record)
         ]
-    except (TypeError, ValueError, KeyError, IndexError) as exc:
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
         report(str(file), lineno, "unreadable", f"{where}: spans not as expected ({exc!r:.120})")
         return None
     return doc
