@@ -91,7 +91,12 @@ def mixed(ray_session, small_data_dir: Path, card: Path, tmp_path_factory):
     return {"store": store, "run": run, "client": client, "tracking": tracking}
 
 
-def test_the_run_logs_the_card_and_the_data_it_learned_from(mixed, card: Path) -> None:
+def test_the_run_logs_the_card_and_the_data_it_learned_from(
+    mixed, card: Path, tmp_path: Path
+) -> None:
+    from biogner.models.config import METADATA_FILE
+    from biogner.tracking.models import download_model_dir
+
     run = mixed["run"]
     assert run.info.status == "FINISHED"
     assert run.data.tags["corpora"] == "NCBI-disease,ade-reports"
@@ -103,6 +108,10 @@ def test_the_run_logs_the_card_and_the_data_it_learned_from(mixed, card: Path) -
     assert profile["documents"] == 8 and profile["mentions"] == 8 * 6
     assert json.loads(ade.source)["card"] == str(card)
     assert len(ade.digest) == 16 and ade.digest != inputs["NCBI-disease"].digest
+    model_dir = download_model_dir(f"runs:/{run.info.run_id}/model", tmp_path)
+    model_card = json.loads((model_dir / METADATA_FILE).read_text())
+    assert model_card["corpora"] == ["NCBI-disease", "ade-reports"]
+    assert model_card["corpus_refs"] == ["NCBI-disease", str(card)]  # `evaluate --corpus all`
 
 
 def test_evaluate_scores_the_whole_test_split_of_the_card(

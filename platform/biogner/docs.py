@@ -21,6 +21,7 @@ START = "<!-- config-reference:start -->"
 END = "<!-- config-reference:end -->"
 # the marked blocks of bench/RESULTS.md the README quotes, each as `<!-- NAME:start -->` ...
 FIGURE_BLOCKS = (
+    "yourcorpus-figures",
     "recipe-figures",
     "study-figures",
     "speed-figures",
