@@ -315,14 +315,14 @@ TEXT = "Aspirin caused gastric bleeding in the patient."
             "",
             "nested",
             2,
-            True,
+            False,  # blocks only where a format cannot write it (next test)
         ),
         (
             "T1\tDisease 8 22\tcaused gastric\nT2\tDisease 15 31\tgastric bleeding\n",
             "",
             "overlap",
             2,
-            True,
+            False,  # blocks only where a format cannot write it (next test)
         ),
         ("T1\tDrug 0 7\tAspirin\nT2\tDisease 15 22;23 31\tgastric bleeding\n", "", None, 0, False),
         (
@@ -529,3 +529,34 @@ def test_hostile_bioc_json_documents_are_reported_one_by_one(
     unreadable = [p for p in data["problems"] if p["kind"] == "unreadable"]
     assert len(unreadable) == 6  # five bad documents and the file whose documents are no list
     assert data["splits"]["train"] == {"documents": 1, "sentences": 1, "mentions": {"Drug": 1}}
+
+
+@pytest.mark.parametrize(
+    ("ann", "holding", "losing"),
+    [
+        (
+            "T1\tDisease 15 31\tgastric bleeding\nT2\tDisease 23 31\tbleeding\n",
+            "multi_term",
+            "multi_bio",
+        ),
+        (
+            "T1\tDisease 8 22\tcaused gastric\nT2\tDisease 15 31\tgastric bleeding\n",
+            "multi_triple",
+            "multi_inline",
+        ),
+    ],
+)
+def test_nesting_and_crossing_block_only_a_format_that_cannot_write_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ann: str, holding: str, losing: str
+) -> None:
+    from biogner.corpora.check import require_clean
+
+    card = _brat_card(tmp_path, TEXT, ann)
+    assert main(["corpora", "check", str(card), "--format", holding]) == 0
+    assert main(["corpora", "check", str(card), "--format", losing, "--json"]) == 1
+    out = capsys.readouterr().out
+    losses = json.loads(out[out.index("{") :])["format_losses"]
+    assert len(losses) == 1 and losses[0].startswith(f"format {losing} cannot write 1 sentence")
+    require_clean(get_corpus(str(card)), formats=[holding])
+    with pytest.raises(CorpusProblemError, match=f"format {losing}"):
+        require_clean(get_corpus(str(card)), formats=[holding, losing])

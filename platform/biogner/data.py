@@ -115,7 +115,7 @@ def file_tasks(cfg: ConvertConfig) -> list[FileTask]:
         missing = [s for s in cfg.splits if s not in card.declared_splits]
         if missing:
             raise KeyError(f"corpus {card.name} has no {missing} split(s)")
-        require_clean(card, data_dir)
+        require_clean(card, data_dir, formats=cfg.formats)
         tasks += [FileTask(ref, split, data_dir, cfg.limit) for split in cfg.splits]
     return tasks
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from biogner.corpora.card import CorpusCard
 from biogner.corpora.load import CorpusRead, read_corpus
-from biogner.corpora.problems import KINDS, CorpusProblemError
+from biogner.corpora.problems import FORMAT_DEPENDENT, KINDS, CorpusProblemError, Problem
 
 
 def summary(read: CorpusRead) -> dict[str, Any]:
@@ -37,19 +37,61 @@ def check_corpus(card: CorpusCard, data_dir: str | os.PathLike | None = None) ->
     return read_corpus(card, data_dir)
 
 
+def writing_losses(read: CorpusRead, formats: Sequence[str]) -> list[str]:
+    """What each format loses of the corpus's nested and crossing mentions: its round trip
+    (`formats check`) over the sentences that hold them, one line per losing format."""
+    from biogner.evaluate.format_check import check_format
+    from biogner.formats import get_format
+
+    crowded = [
+        s
+        for split in read.splits.values()
+        for s in split.sentences
+        if any(a.end > b.start for a, b in zip(s.spans, s.spans[1:], strict=False))
+    ]
+    losses = []
+    for name in formats:
+        result = check_format(get_format(name), crowded, list(read.types))
+        if result.failures:
+            sent, reason = result.failures[0]
+            losses.append(
+                f"format {name} cannot write {len(result.failures)} sentence(s) of nested or "
+                f"crossing mentions, e.g. {sent.id}: {reason}"
+            )
+    return losses
+
+
+def blocking_for(
+    read: CorpusRead, accept: Sequence[str] = (), formats: Sequence[str] = ()
+) -> tuple[list[Problem], list[str]]:
+    """The problems that block, and the formats' losses: nested or crossing mentions block
+    only where a format named cannot write them (and their kind is not accepted)."""
+    accepted = {*read.card.accept, *accept}
+    blocking = read.blocking(accept)
+    crowded = [
+        p for p in read.problems.items if p.kind in FORMAT_DEPENDENT and p.kind not in accepted
+    ]
+    losses = writing_losses(read, formats) if crowded and formats else []
+    return (blocking + crowded if losses else blocking), losses
+
+
 def require_clean(
-    card: CorpusCard, data_dir: str | os.PathLike | None = None, accept: Sequence[str] = ()
+    card: CorpusCard,
+    data_dir: str | os.PathLike | None = None,
+    accept: Sequence[str] = (),
+    formats: Sequence[str] = (),
 ) -> CorpusRead:
     """The check training and conversion run first: CorpusProblemError when a problem
-    would lose or change annotations and neither the card nor `accept` accepts its kind."""
+    would lose or change annotations (in one of `formats`, for nested or crossing mentions)
+    and neither the card nor `accept` accepts its kind."""
     read = check_corpus(card, data_dir)
-    blocking = read.blocking(accept)
+    blocking, losses = blocking_for(read, accept, formats)
     if blocking:
-        raise CorpusProblemError(card.name, blocking)
+        raise CorpusProblemError(card.name, blocking, losses=losses)
     return read
 
 
-def format_report(read: CorpusRead, accept: Sequence[str] = ()) -> str:
+def format_report(read: CorpusRead, accept: Sequence[str] = (), formats: Sequence[str] = ()) -> str:
     """The check as text: a table of counts, then the problems grouped by kind."""
     data = summary(read)
     types = list(read.types)
@@ -68,7 +110,8 @@ def format_report(read: CorpusRead, accept: Sequence[str] = ()) -> str:
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
     ]
-    blocking = set(map(id, read.blocking(accept)))
+    blocked, losses = blocking_for(read, accept, formats)
+    blocking = set(map(id, blocked))
     by_kind = Counter(p.kind for p in read.problems.items)
     if not by_kind:
         lines.append("no problems")
@@ -80,6 +123,7 @@ def format_report(read: CorpusRead, accept: Sequence[str] = ()) -> str:
             lines.append(f"  {mark} {p}")
         if n > len(shown):
             lines.append(f"  ... {n - len(shown)} more (--json lists them all)")
+    lines += [f"  ERROR {loss}" for loss in losses]
     n_block = len(blocking)
     lines.append(
         f"{n_block} problem(s) would lose or change annotations"

@@ -8,6 +8,7 @@ would lose or change an annotation blocks unless the card (or `--accept`) accept
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 # A type name every writing can hold: word characters and `_ . + / -`, single inner spaces.
@@ -31,14 +32,14 @@ KINDS: dict[str, tuple[bool, str]] = {
         "the mention is lost: rename the type",
     ),
     "nested": (
-        True,
-        "a mention inside another: kept, but writings without nesting (term, triple, json, bio) "
-        "keep only the first of them",
+        False,
+        "a mention inside another: kept; a writing that cannot hold it (bio) keeps one of "
+        "them, so training in such a writing refuses it (`formats check` shows which)",
     ),
     "overlap": (
-        True,
-        "two mentions that cross: kept, but no writing holds both; the later one is dropped "
-        "when rendered",
+        False,
+        "two mentions that cross: kept; writings that rewrite the sentence (inline, bio) drop "
+        "one, so training in such a writing refuses it (`formats check` shows which)",
     ),
     "discontinuous": (True, "a mention in several pieces: none of the writings hold it; lost"),
     "duplicate_document": (True, "a document id twice in one split: the second is lost"),
@@ -82,12 +83,19 @@ class Problem:
         return f"{where}: {self.kind}: {self.message}"
 
 
-class CorpusProblemError(ValueError):
-    """A corpus whose problems would lose or change annotations; lists the first of them."""
+# kinds that lose annotations only in some writings: blocking is decided per format
+FORMAT_DEPENDENT = ("nested", "overlap")
 
-    def __init__(self, corpus: str, problems: list[Problem], shown: int = 10) -> None:
-        lines = [str(p) for p in problems[:shown]]
-        more = len(problems) - len(lines)
+
+class CorpusProblemError(ValueError):
+    """A corpus whose problems would lose or change annotations; lists the first of them
+    (and, for nesting a writing cannot hold, which formats lose what)."""
+
+    def __init__(
+        self, corpus: str, problems: list[Problem], shown: int = 10, losses: Sequence[str] = ()
+    ) -> None:
+        lines = [*losses[:shown], *(str(p) for p in problems[:shown])]
+        more = len(problems) - min(len(problems), shown)
         kinds = sorted({p.kind for p in problems})
         super().__init__(
             f"corpus {corpus}: {len(problems)} problem(s) would lose or change annotations:\n  "

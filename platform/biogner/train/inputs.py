@@ -33,7 +33,11 @@ def sentences_digest(sentences: Sequence[Sentence]) -> str:
 
 def check_corpora(cfg: TrainConfig) -> list[CorpusRead]:
     """`corpora check` on every corpus of the run; CorpusProblemError refuses it."""
-    return [require_clean(get_corpus(ref), cfg.data.data_dir) for ref in cfg.data.corpora]
+    formats = cfg.data.formats
+    return [
+        require_clean(get_corpus(ref), cfg.data.data_dir, formats=formats)
+        for ref in cfg.data.corpora
+    ]
 
 
 def log_corpora(cfg: TrainConfig, run_id: str, reads: Sequence[CorpusRead]) -> None:
