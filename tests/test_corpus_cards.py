@@ -560,3 +560,13 @@ def test_nesting_and_crossing_block_only_a_format_that_cannot_write_them(
     require_clean(get_corpus(str(card)), formats=[holding])
     with pytest.raises(CorpusProblemError, match=f"format {losing}"):
         require_clean(get_corpus(str(card)), formats=[holding, losing])
+
+
+def test_the_report_reads_a_card_s_ceiling_when_given_the_card(tmp_path: Path) -> None:
+    from biogner.study.report import CeilingCache
+
+    card = write_corpus(tmp_path, "jsonl")
+    name = get_corpus(str(card)).name
+    assert CeilingCache("test", None)("multi_triple", name) is None  # a name nobody registered
+    ceiling = CeilingCache("test", None, {name: str(card)})("multi_triple", name)
+    assert ceiling == 1.0  # an exact writing, every sentence written back
