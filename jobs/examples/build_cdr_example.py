@@ -3,8 +3,8 @@
 Provenance: the first 400 sentences of the BC5CDR test split as converted by
 cambridgeltl/MTL-Bioinformatics-2016 (data under CC BY 4.0; the BioCreative V CDR corpus,
 Li et al. 2016, Database, doi:10.1093/database/baw068). The IOB2 tokens are joined back into
-running text (no space before `, . ; : ) ]` or around `- / '`, none after `( [`, `2 . 5` as 2.5), every 8
-consecutive sentences make one document, its first sentence the title. Run from the
+running text (no space before `, . ; : ) ]` or around `- / '`, none after `( [`, `2 . 5` as
+2.5), every 8 consecutive sentences make one document, its first sentence the title. Run from the
 repository root: `python jobs/examples/build_cdr_example.py` (reads $BIOGNER_DATA_DIR).
 """
 
