@@ -570,3 +570,52 @@ def test_the_report_reads_a_card_s_ceiling_when_given_the_card(tmp_path: Path) -
     assert CeilingCache("test", None)("multi_triple", name) is None  # a name nobody registered
     ceiling = CeilingCache("test", None, {name: str(card)})("multi_triple", name)
     assert ceiling == 1.0  # an exact writing, every sentence written back
+
+
+def test_the_example_builder_rejoins_tokens_with_exact_offsets() -> None:
+    import runpy
+
+    from biogner.types import Sentence, Span
+
+    builder = runpy.run_path(
+        str(Path(__file__).parents[1] / "jobs" / "examples" / "build_cdr_example.py")
+    )
+    tokens = [
+        "A",
+        "56",
+        "-",
+        "year",
+        "-",
+        "old",
+        "(",
+        "n",
+        "=",
+        "2",
+        ".",
+        "5",
+        "mg",
+        ")",
+        "got",
+        "5",
+        "-",
+        "FU",
+        ",",
+        "then",
+        "Parkinson",
+        "'",
+        "s",
+        "disease",
+        ".",
+    ]
+    sent = Sentence.from_tokens("s", tokens)
+    joined = sent.text
+    spans = [
+        Span(joined.index("5 - FU"), joined.index("5 - FU") + 6, "Chemical"),
+        Span(joined.index("Parkinson"), joined.index("disease") + 7, "Disease"),
+    ]
+    text, offsets = builder["running_text"](Sentence.from_tokens("s", tokens, spans))
+    assert text == "A 56-year-old (n = 2.5 mg) got 5-FU, then Parkinson's disease."
+    assert [(text[s:e], label) for s, e, label in offsets] == [
+        ("5-FU", "Chemical"),
+        ("Parkinson's disease", "Disease"),
+    ]
