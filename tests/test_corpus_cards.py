@@ -619,3 +619,25 @@ def test_the_example_builder_rejoins_tokens_with_exact_offsets() -> None:
         ("5-FU", "Chemical"),
         ("Parkinson's disease", "Disease"),
     ]
+
+
+def test_a_type_absent_from_a_split_is_noted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_jsonl(
+        [ExportDocument("a", "", "Aspirin helps.", ((0, 7, "Drug"),))], tmp_path / "t.jsonl"
+    )
+    write_jsonl(
+        [ExportDocument("b", "", "Heparin helps.", ((0, 7, "Drug"),))], tmp_path / "e.jsonl"
+    )
+    card = tmp_path / "card.yaml"
+    card.write_text(
+        "name: absent\nformat: jsonl\ntrain: t.jsonl\ntest: e.jsonl\n"
+        "entity_types: [Drug, Disease]\n"
+    )
+    assert main(["corpora", "check", str(card), "--json"]) == 0  # a note, nothing lost
+    problems = json.loads(capsys.readouterr().out)["problems"]
+    assert [(p["kind"], p["message"]) for p in problems] == [
+        ("type_absent", "train: Disease"),
+        ("type_absent", "test: Disease"),
+    ]

@@ -209,6 +209,11 @@ def _read_corpus(
     types = card.entity_types or tuple(
         sorted({sp.label for r in result.values() for s in r.sentences for sp in s.spans})
     )
+    for split, read in result.items():
+        seen = {sp.label for s in read.sentences for sp in s.spans}
+        for label in types:
+            if label not in seen and read.sentences:
+                problems(card.card_path or card.name, 0, "type_absent", f"{split}: {label}")
     return CorpusRead(card, result, problems, types)
 
 

@@ -50,6 +50,10 @@ KINDS: dict[str, tuple[bool, str]] = {
     "whitespace_edge": (False, "a mention that starts or ends on a space: trimmed"),
     "empty_document": (False, "a document with no text: skipped"),
     "repaired_tag": (False, "an I- tag after O or another type: read as B- (CoNLL's rule)"),
+    "type_absent": (
+        False,
+        "a type with no mention in a split: that split cannot score it (train: never learned)",
+    ),
     "rejected_record": (False, "an example answered reject or ignore (Prodigy): not read"),
     "not_entity": (
         False,
