@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from corpus_support import write_ade_card
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
@@ -161,9 +162,11 @@ def marked_copy(out: Path) -> Path:
 
 def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir: Path) -> None:
     """Submitted with `--working-dir` a tree whose code differs from the installed biogner:
-    the job's driver and its training workers run the submitted code."""
+    the job's driver and its training workers run the submitted code. A user's corpus card
+    on the cluster's shared storage (outside the working dir) is read there."""
     tree = marked_copy(ray_head.temp_dir / "tree")
     store = ray_head.temp_dir / "store"
+    card = write_ade_card(ray_head.temp_dir / "shared" / "ade")
     uri = f"sqlite:///{store}/mlflow.db"
     cmd = [
         RAY,
@@ -185,6 +188,7 @@ def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir:
         f"scaling.storage_path={store}/ray",
         f"data.converted_dir={store}/conv",
         f"data.data_dir={data_dir}",
+        f"data.corpora=[NCBI-disease, {card}]",
     ]
     done = subprocess.run(
         cmd, env=client_env(), capture_output=True, text=True, timeout=JOB_TIMEOUT_S
@@ -210,6 +214,9 @@ def test_ray_job_submit_trains_and_logs_a_finished_run(ray_head: Head, data_dir:
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "job-test"
     assert run.data.params["optim.max_steps"] == "4"
+    assert run.data.tags["corpora"] == "NCBI-disease,ade-reports"
+    cards = [f.path for f in client.list_artifacts(run.info.run_id, "corpora")]
+    assert "corpora/ade-reports.yaml" in cards
     assert run.data.metrics["shipped_code"] == 1.0  # and so did its Ray Train worker
     assert [m.step for m in client.get_metric_history(run.info.run_id, "loss")] == [1, 2, 3, 4]
     models = [client.get_logged_model(o.model_id) for o in run.outputs.model_outputs]

@@ -6,54 +6,24 @@ served with both corpora's types, swept over; a defective corpus is refused befo
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 
 import httpx
 import pytest
+from corpus_support import adverse_event_docs, write_ade_card
 from mlflow.tracking import MlflowClient
 from serve_support import API_KEY, app_config, free_port
 
 from biogner.cli import main
 from biogner.corpora import get_corpus, load_split
-from biogner.corpora.export import ExportDocument, write_brat
+from biogner.corpora.export import write_brat
 
 ROOT = Path(__file__).parents[1]
-DRUGS = ["amoxicillin", "warfarin", "cisplatin", "lithium", "metformin", "heparin"]
-EVENTS = ["rash", "bleeding", "renal failure", "tremor", "lactic acidosis", "thrombocytopenia"]
-
-
-def adverse_event_docs(n: int, seed: int, prefix: str) -> list[ExportDocument]:
-    """Case-report-like documents with Drug and AdverseEvent mentions of their own."""
-    rng = random.Random(seed)
-    docs = []
-    for i in range(n):
-        title = f"Case {i + 1} of {prefix}"
-        body = ""
-        mentions = []
-        for _ in range(3):
-            drug, event = rng.choice(DRUGS), rng.choice(EVENTS)
-            sentence = f"The patient developed {event} after {drug} was started."
-            base = len(title) + 1 + len(body)
-            e0 = base + sentence.index(event)
-            d0 = base + sentence.index(drug)
-            mentions += [(e0, e0 + len(event), "AdverseEvent"), (d0, d0 + len(drug), "Drug")]
-            body += sentence + " "
-        docs.append(ExportDocument(f"{prefix}{i:02d}", title, body.rstrip(), tuple(mentions)))
-    return docs
 
 
 @pytest.fixture(scope="module")
 def card(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("ade")
-    for split, (n, seed) in {"train": (8, 1), "dev": (3, 2), "test": (3, 3)}.items():
-        write_brat(adverse_event_docs(n, seed, split), root / "export" / split)
-    path = root / "card.yaml"
-    path.write_text(
-        "name: ade-reports\nformat: brat\ntrain: export/train\ndev: export/dev\n"
-        "test: export/test\nentity_types: [Drug, AdverseEvent]\nlicense: CC0\n"
-    )
-    return path
+    return write_ade_card(tmp_path_factory.mktemp("ade"))
 
 
 @pytest.fixture(scope="module")
