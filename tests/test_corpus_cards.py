@@ -641,3 +641,21 @@ def test_a_type_absent_from_a_split_is_noted(
         ("type_absent", "train: Disease"),
         ("type_absent", "test: Disease"),
     ]
+
+
+def test_conversion_refuses_a_corpus_before_ray_starts(tmp_path: Path) -> None:
+    from biogner.data import ConvertConfig, file_tasks
+
+    card = _brat_card(tmp_path, TEXT, "T1\tDrug 0 7\tAspirin\nT2\tDrug 40 99\tpatient\n")
+    cfg = ConvertConfig(corpora=[str(card)], formats=["multi_term"], splits=["train"]).resolved()
+    assert cfg.corpora == [str(card.resolve())]  # absolute: a Ray worker reads it elsewhere
+    with pytest.raises(CorpusProblemError, match=r"x\.ann:2: offset_out_of_range"):
+        file_tasks(cfg)
+    (tmp_path / "n").mkdir()
+    nested = _brat_card(
+        tmp_path / "n", TEXT, "T1\tDisease 15 31\tgastric bleeding\nT2\tDisease 23 31\tbleeding\n"
+    )
+    (task,) = file_tasks(cfg.model_copy(update={"corpora": [str(nested)]}))
+    assert task.corpus == str(nested) and task.split == "train"
+    with pytest.raises(CorpusProblemError, match="format multi_bio cannot write"):
+        file_tasks(cfg.model_copy(update={"corpora": [str(nested)], "formats": ["multi_bio"]}))
