@@ -659,3 +659,54 @@ def test_conversion_refuses_a_corpus_before_ray_starts(tmp_path: Path) -> None:
     assert task.corpus == str(nested) and task.split == "train"
     with pytest.raises(CorpusProblemError, match="format multi_bio cannot write"):
         file_tasks(cfg.model_copy(update={"corpora": [str(nested)], "formats": ["multi_bio"]}))
+
+
+def test_label_studio_doccano_and_spacy_exports_read_the_same_mentions(tmp_path: Path) -> None:
+    text = "Aspirin caused gastric bleeding."
+    label_studio = [
+        {
+            "id": 7,
+            "data": {"text": text},
+            "annotations": [
+                {
+                    "result": [
+                        {
+                            "type": "labels",
+                            "value": {"start": 0, "end": 7, "text": "Aspirin", "labels": ["Drug"]},
+                        },
+                        {
+                            "type": "labels",
+                            "value": {
+                                "start": 15,
+                                "end": 31,
+                                "text": "gastric bleeding",
+                                "labels": ["AdverseEvent"],
+                            },
+                        },
+                        {"type": "relation", "from_id": "a", "to_id": "b"},
+                    ]
+                }
+            ],
+        }
+    ]
+    (tmp_path / "ls.json").write_text(json.dumps(label_studio))
+    doccano = {
+        "id": 7,
+        "text": text,
+        "entities": [
+            {"start_offset": 0, "end_offset": 7, "label": "Drug"},
+            {"start_offset": 15, "end_offset": 31, "label": "AdverseEvent"},
+        ],
+    }
+    spacy = {"id": 7, "text": text, "entities": [[0, 7, "Drug"], [15, 31, "AdverseEvent"]]}
+    (tmp_path / "doccano.jsonl").write_text(json.dumps(doccano) + "\n")
+    (tmp_path / "spacy.jsonl").write_text(json.dumps(spacy) + "\n")
+    seen = []
+    for name in ("ls.json", "doccano.jsonl", "spacy.jsonl"):
+        card = tmp_path / f"{name}.yaml"
+        card.write_text(f"name: x-{name.split('.')[0]}\nformat: jsonl\ntrain: {name}\n")
+        read = read_corpus(get_corpus(str(card)))
+        assert read.problems.items == [], name
+        (sentence,) = read.splits["train"].sentences
+        seen.append(sentence.mentions())
+    assert seen == [[("Aspirin", "Drug"), ("gastric bleeding", "AdverseEvent")]] * 3
