@@ -217,3 +217,23 @@ def test_bioc_in_and_out_keeps_passages_and_offsets(
                 assert texts[doc.id][loc.offset : loc.end] == ann.text
                 annotations += 1
     assert annotations > 0
+
+
+def test_a_bioc_passage_offset_far_past_the_text_is_one_bad_document(tmp_path: Path) -> None:
+    """`"offset": 1e12` built a string of 10^12 spaces (MemoryError, or the job killed) before
+    the size check: it is now a bad document with its reason, and the next one is read."""
+    from biogner.extract.documents import BadDocument, Document, read_documents
+
+    def document(doc_id: str, offset: int) -> dict:
+        passage = {"offset": offset, "text": "Aspirin.", "infons": {}, "annotations": []}
+        passage |= {"relations": [], "sentences": []}
+        return {"id": doc_id, "infons": {}, "relations": [], "passages": [passage]}
+
+    far, good = document("far", 10**12), document("good", 0)
+    collection = {"source": "", "date": "", "key": "", "infons": {}, "documents": [far, good]}
+    path = tmp_path / "in.json"
+    path.write_text(json.dumps(collection))
+    bad, ok = list(read_documents(path, "bioc-json", max_chars=100_000))
+    assert isinstance(bad, BadDocument) and bad.id == "far"
+    assert "characters past the text before it" in bad.reason
+    assert isinstance(ok, Document) and ok.text == "Aspirin."

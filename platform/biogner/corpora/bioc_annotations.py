@@ -10,7 +10,7 @@ counted. XML is parsed with line numbers, so a problem names the annotation's li
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,35 +53,52 @@ def read_bioc(path: Path, report: Report, as_json: bool) -> Iterator[AnnotatedDo
 Parsed = tuple[str, int, list[_Passage], int]
 
 
+class PassageError(ValueError):
+    """A passage that cannot be placed; `index` is its place in the sequence given."""
+
+    def __init__(self, reason: str, index: int) -> None:
+        super().__init__(reason)
+        self.index = index
+
+
+def place_passages(passages: Sequence[tuple[int, str | None]]) -> str:
+    """A BioC document's text: each passage (offset, text) at its offset, the gaps spaces, so
+    that BioC's offsets are the text's. PassageError names what is wrong: a passage without
+    text (sentence-level BioC), passages that overlap, or an offset far past the text before
+    it (a broken offset would otherwise build a string of that many spaces)."""
+    text = ""
+    for index in sorted(range(len(passages)), key=lambda i: passages[i][0]):
+        offset, body = passages[index]
+        if body is None:
+            raise PassageError("a passage without text (sentence-level BioC is not read)", index)
+        if offset < len(text):
+            raise PassageError(f"passages overlap at offset {offset}", index)
+        if offset - len(text) > MAX_PASSAGE_GAP:
+            raise PassageError(
+                f"passage offset {offset} is {offset - len(text)} characters past the text "
+                "before it",
+                index,
+            )
+        text += " " * (offset - len(text)) + body
+    return text
+
+
 def _assemble(
     file: Path, doc_id: str, line: int, passages: list[_Passage], report: Report
 ) -> AnnotatedDocument | None:
-    text = ""
-    doc = AnnotatedDocument(doc_id, "", str(file), line)
-    for p in sorted(passages, key=lambda p: p.offset):
-        if p.text is None:
-            report(str(file), p.line, "unreadable", f"{doc_id}: a passage without text")
-            return None
-        if p.offset < len(text):
-            report(str(file), p.line, "unreadable", f"{doc_id}: passages overlap at {p.offset}")
-            return None
-        if p.offset - len(text) > MAX_PASSAGE_GAP:
-            report(
-                str(file),
-                p.line,
-                "unreadable",
-                f"{doc_id}: passage offset {p.offset} is "
-                f"{p.offset - len(text)} characters past the text before it",
-            )
-            return None
-        text += " " * (p.offset - len(text)) + p.text
+    try:
+        text = place_passages([(p.offset, p.text) for p in passages])
+    except PassageError as exc:
+        report(str(file), passages[exc.index].line, "unreadable", f"{doc_id}: {exc}")
+        return None
+    doc = AnnotatedDocument(doc_id, text, str(file), line)
+    for p in passages:
         for a in p.annotations:
             mention = _mention(a, text, doc_id)
             if isinstance(mention, str):
                 report(str(file), a.line, "discontinuous", mention)
             else:
                 doc.mentions.append(mention)
-    doc.text = text
     return doc
 
 

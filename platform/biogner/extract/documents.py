@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from biogner.corpora.bioc_annotations import PassageError, place_passages
 from biogner.extract.config import InputFormat
 
 FORMATS_BY_SUFFIX = {
@@ -171,20 +172,14 @@ def _bioc(path: Path) -> Iterator[Read]:
     for n, doc in enumerate(collection.documents):
         where = f"{path}#document{n}"
         doc_id = str(doc.id or f"{path.name}#{n}")
-        text = ""
-        passages: list[Passage] = []
-        problem = None
-        for p in sorted(doc.passages, key=lambda p: int(p.offset)):
-            if p.text is None:
-                problem = "a passage without text (sentence-level BioC is not read)"
-                break
-            offset = int(p.offset)
-            if offset < len(text):
-                problem = f"passages overlap at offset {offset}"
-                break
-            text += " " * (offset - len(text)) + p.text
-            passages.append((offset, len(p.text), json.dumps(dict(p.infons), sort_keys=True)))
-        if problem is not None:
-            yield BadDocument(doc_id, where, problem)
-        else:
-            yield Document(doc_id, text, where, passages=tuple(passages))
+        ordered = sorted(doc.passages, key=lambda p: int(p.offset))
+        try:
+            text = place_passages([(int(p.offset), p.text) for p in ordered])
+        except PassageError as exc:
+            yield BadDocument(doc_id, where, str(exc))
+            continue
+        passages = tuple(
+            (int(p.offset), len(p.text), json.dumps(dict(p.infons), sort_keys=True))
+            for p in ordered
+        )
+        yield Document(doc_id, text, where, passages=passages)
