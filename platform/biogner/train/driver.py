@@ -17,7 +17,6 @@ from typing import Any
 
 from biogner.config import to_yaml
 from biogner.corpora import get_corpus
-from biogner.corpora.load import CorpusRead
 from biogner.models.card import ModelCard
 from biogner.progress import duration
 from biogner.runtime import compute_runtime_env, init_ray, log_file, verbose
@@ -31,7 +30,7 @@ from biogner.tracking.runs import (
 from biogner.tracking.tags import CORPORA_TAG, FORMAT_TAG, KIND_TAG, MODEL_TAG, TRAIN_KIND
 from biogner.train.config import TrainConfig
 from biogner.train.dataset import training_dataset
-from biogner.train.inputs import check_corpora, log_corpora
+from biogner.train.inputs import CorpusInput, check_corpora, log_corpora
 from biogner.train.lease import RunLease, check_live
 from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
 from biogner.train.rerun import check_rerun, ray_run_folder
@@ -131,7 +130,7 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
 
     `rows`, a Ray Dataset of tokenized rows (`id`, `input_ids`, `labels`), replaces the
     configured corpora: benchmarks and the GPU check train on fixed-length rows with it."""
-    reads = check_corpora(cfg) if rows is None else []  # a corpus that would lose mentions,
+    inputs = check_corpora(cfg) if rows is None else []  # a corpus that would lose mentions,
     check_rerun(cfg)  # a refused rerun and a second driver of a live run: refused before
     check_live(cfg.tracking, cfg.run_name)  # Ray starts, at no cost
     init_ray()
@@ -151,21 +150,21 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
     )
     lease = RunLease(cfg.tracking, run_id).acquire()  # LiveRunConflict: the run is another's
     try:
-        return _train(cfg, rows, run_id, reads)
+        return _train(cfg, rows, run_id, inputs)
     finally:
         lease.release()
 
 
 def _train(
-    cfg: TrainConfig, rows: Any | None, run_id: str, reads: list[CorpusRead]
+    cfg: TrainConfig, rows: Any | None, run_id: str, inputs: list[CorpusInput]
 ) -> TrainOutcome:
     """The body of `run_training`, with the run started and its lease held."""
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     try:
-        if reads:
-            log_corpora(cfg, run_id, reads)
+        if inputs:
+            log_corpora(cfg, run_id, inputs)
         if rows is None:
             dataset, counts = training_data(cfg)
         else:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from biogner.corpora import get_corpus
-from biogner.corpora.card import card_yaml
+from biogner.corpora.card import CorpusCard, card_yaml
 from biogner.corpora.check import require_clean
 from biogner.corpora.load import CorpusRead
 from biogner.train.config import TrainConfig
@@ -31,41 +33,54 @@ def sentences_digest(sentences: Sequence[Sentence]) -> str:
     return digest.hexdigest()[:16]
 
 
-def check_corpora(cfg: TrainConfig) -> list[CorpusRead]:
-    """`corpora check` on every corpus of the run; CorpusProblemError refuses it."""
-    formats = cfg.data.formats
-    return [
-        require_clean(get_corpus(ref), cfg.data.data_dir, formats=formats)
-        for ref in cfg.data.corpora
-    ]
+@dataclass(frozen=True)
+class CorpusInput:
+    """What a run logs of one corpus: its card and its training split's digest and counts
+    (the driver keeps these, not the corpus, for the hours the training lasts)."""
+
+    card: CorpusCard
+    digest: str
+    profile: dict[str, Any]
 
 
-def log_corpora(cfg: TrainConfig, run_id: str, reads: Sequence[CorpusRead]) -> None:
+def corpus_input(read: CorpusRead, split: str) -> CorpusInput:
+    part = read.splits.get(split)
+    sentences = part.sentences if part is not None else []
+    profile = {
+        "split": split,
+        "documents": len(part.documents) if part is not None else 0,
+        "sentences": len(sentences),
+        "mentions": sum(len(s.spans) for s in sentences),
+        "entity_types": list(read.types),
+    }
+    return CorpusInput(read.card, sentences_digest(sentences), profile)
+
+
+def check_corpora(cfg: TrainConfig) -> list[CorpusInput]:
+    """`corpora check` on every corpus of the run (CorpusProblemError refuses it); what the
+    run will log of each."""
+    d = cfg.data
+    reads = (require_clean(get_corpus(ref), d.data_dir, formats=d.formats) for ref in d.corpora)
+    return [corpus_input(read, d.split) for read in reads]
+
+
+def log_corpora(cfg: TrainConfig, run_id: str, inputs: Sequence[CorpusInput]) -> None:
     """Each corpus's card as an artifact and its training split as a run input."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     from biogner.tracking.runs import client_for
 
     client = client_for(cfg.tracking)
-    inputs = []
-    split = cfg.data.split
-    for read in reads:
-        card = read.card
-        sentences = read.splits[split].sentences if split in read.splits else []
+    datasets = []
+    for item in inputs:
+        card = item.card
         client.log_text(run_id, card_yaml(card), f"{CARDS_ARTIFACT_DIR}/{card.name}.yaml")
-        profile = {
-            "split": split,
-            "documents": len(read.splits[split].documents) if split in read.splits else 0,
-            "sentences": len(sentences),
-            "mentions": sum(len(s.spans) for s in sentences),
-            "entity_types": list(read.types),
-        }
         dataset = Dataset(
             name=card.name,
-            digest=sentences_digest(sentences),
+            digest=item.digest,
             source_type="biogner-corpus-card",
             source=json.dumps({"card": card.ref, "format": card.format}),
-            profile=json.dumps(profile),
+            profile=json.dumps(item.profile),
         )
-        inputs.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")]))
-    client.log_inputs(run_id, datasets=inputs)
+        datasets.append(DatasetInput(dataset, tags=[InputTag("mlflow.data.context", "train")]))
+    client.log_inputs(run_id, datasets=datasets)
