@@ -88,7 +88,7 @@ def _cmd_corpora_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary(read) | {"format_losses": losses}, indent=1, ensure_ascii=False))
     else:
-        print(format_report(read, args.accept, formats))
+        print(format_report(read, blocking, losses))
     return 1 if blocking else 0
 
 

@@ -8,8 +8,6 @@ from biogner.corpora.load import CorpusRead, load_split, read_corpus
 from biogner.corpora.problems import CorpusProblemError, Problem
 from biogner.corpora.registry import (
     CORPORA,
-    Corpus,
-    corpus_path,
     get_corpus,
     known_corpora,
     register_card,
@@ -20,7 +18,6 @@ from biogner.corpora.status import corpora_status, format_corpora_table
 __all__ = [
     "CORPORA",
     "CardError",
-    "Corpus",
     "CorpusCard",
     "CorpusProblemError",
     "CorpusRead",
@@ -29,7 +26,6 @@ __all__ = [
     "Problem",
     "ReadStats",
     "corpora_status",
-    "corpus_path",
     "download_corpus",
     "format_corpora_table",
     "get_corpus",

@@ -52,7 +52,7 @@ def read_brat(path: Path, report: Report) -> Iterator[AnnotatedDocument]:
             continue
         doc.mentions = list(_mentions(ann, raw, report))
         if raw.startswith("\ufeff"):
-            doc.text, doc.mentions = _byte_order_mark(raw, doc.mentions)
+            doc.text = _without_uncounted_mark(raw, doc.mentions)
         yield doc
 
 
@@ -109,15 +109,11 @@ def _text_bound(line: str, text: str) -> Mention | str:
     return Mention(pieces[0][0], pieces[-1][1], label, 0, stated, parts[0])
 
 
-def _byte_order_mark(text: str, mentions: list[Mention]) -> tuple[str, list[Mention]]:
-    """Whether the tool counted the byte-order mark as a character: the reading under which
-    more mentions' stated text matches the text wins (kept as a character on a tie)."""
+def _without_uncounted_mark(text: str, mentions: list[Mention]) -> str:
+    """The text as the tool counted it: without its byte-order mark when more mentions' stated
+    text matches that way (tools differ; kept as a character on a tie)."""
 
-    def matches(body: str, shift: int) -> int:
-        return sum(
-            m.text is not None and body[m.start - shift : m.end - shift] == m.text for m in mentions
-        )
+    def matches(body: str) -> int:
+        return sum(m.text is not None and body[m.start : m.end] == m.text for m in mentions)
 
-    if matches(text[1:], 0) > matches(text, 0):
-        return text[1:], mentions
-    return text, mentions
+    return text[1:] if matches(text[1:]) > matches(text) else text

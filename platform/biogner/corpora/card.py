@@ -32,7 +32,6 @@ from biogner.config import describe_errors
 SPLITS = ("train", "dev", "test")
 CARD_SUFFIXES = (".yaml", ".yml")
 AnnotationFormat = Literal["iob2", "conll", "jsonl", "brat", "pubtator", "bioc-xml", "bioc-json"]
-ANNOTATION_FORMATS: tuple[str, ...] = AnnotationFormat.__args__  # type: ignore[attr-defined]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$"
 
 

@@ -32,11 +32,6 @@ def summary(read: CorpusRead) -> dict[str, Any]:
     return {"splits": splits, "problems": [p.as_dict() for p in read.problems.items]}
 
 
-def check_corpus(card: CorpusCard, data_dir: str | os.PathLike | None = None) -> CorpusRead:
-    """Read every split of the corpus; its problems are on the result."""
-    return read_corpus(card, data_dir)
-
-
 def writing_losses(read: CorpusRead, formats: Sequence[str]) -> list[str]:
     """What each format loses of the corpus's nested and crossing mentions: its round trip
     (`formats check`) over the sentences that hold them, one line per losing format."""
@@ -84,15 +79,16 @@ def require_clean(
     """The check training and conversion run first: CorpusProblemError when a problem
     would lose or change annotations (in one of `formats`, for nested or crossing mentions)
     and neither the card nor `accept` accepts its kind."""
-    read = check_corpus(card, data_dir)
+    read = read_corpus(card, data_dir)
     blocking, losses = blocking_for(read, accept, formats)
     if blocking:
         raise CorpusProblemError(card.name, blocking, losses=losses)
     return read
 
 
-def format_report(read: CorpusRead, accept: Sequence[str] = (), formats: Sequence[str] = ()) -> str:
-    """The check as text: a table of counts, then the problems grouped by kind."""
+def format_report(read: CorpusRead, blocked: Sequence[Problem], losses: Sequence[str]) -> str:
+    """The check as text: a table of counts, then the problems grouped by kind, those in
+    `blocked` (and the formats' `losses`, from `blocking_for`) marked as errors."""
     data = summary(read)
     types = list(read.types)
     header = ["split", "documents", "sentences", *types]
@@ -110,7 +106,6 @@ def format_report(read: CorpusRead, accept: Sequence[str] = (), formats: Sequenc
     lines += [
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]
     ]
-    blocked, losses = blocking_for(read, accept, formats)
     blocking = set(map(id, blocked))
     by_kind = Counter(p.kind for p in read.problems.items)
     if not by_kind:

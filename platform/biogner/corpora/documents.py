@@ -59,15 +59,21 @@ class Problems:
         return [p for p in self.items if p.blocks(set(accepted))]
 
 
-def files_of(path: Path, suffixes: Sequence[str]) -> list[Path]:
-    """A file, or a folder's files with one of `suffixes` (recursively, sorted by path)."""
+def files_of(path: Path, suffixes: Sequence[str] | None = None) -> list[Path]:
+    """A file, or a folder's files (with one of `suffixes`, when given), recursively, sorted
+    by path."""
     if path.is_file():
         return [path]
     if not path.is_dir():
         raise FileNotFoundError(f"{path} not found")
-    found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    found = sorted(
+        p
+        for p in path.rglob("*")
+        if p.is_file() and (suffixes is None or p.suffix.lower() in suffixes)
+    )
     if not found:
-        raise FileNotFoundError(f"{path}: no {'/'.join(suffixes)} files in this folder")
+        kind = "/".join(suffixes) if suffixes is not None else "any"
+        raise FileNotFoundError(f"{path}: no {kind} files in this folder")
     return found
 
 

@@ -24,8 +24,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
+from biogner.corpora.card import CorpusCard
 from biogner.corpora.iob import IOBError, ReadStats, read_iob2
-from biogner.corpora.registry import SPLITS, Corpus, get_corpus, resolve_data_dir
+from biogner.corpora.registry import SPLITS, get_corpus, resolve_data_dir
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def split_url(corpus: Corpus, split: str, base_url: str | None = None) -> str:
+def split_url(corpus: CorpusCard, split: str, base_url: str | None = None) -> str:
     """Where a split is fetched from: the mirror (same layout as a data dir) or upstream."""
     if base_url:
         folder = urllib.parse.quote(corpus.folder)
@@ -198,7 +199,7 @@ def _remove_if_empty(created: list[Path]) -> None:
 
 
 def _fetch_split(
-    corpus: Corpus,
+    corpus: CorpusCard,
     split: str,
     target: Path,
     url: str,

@@ -20,6 +20,7 @@ from biogner.corpora.documents import (
     Problems,
     Report,
     clean_mentions,
+    files_of,
     valid_text,
 )
 from biogner.corpora.iob import ReadStats, read_tagged
@@ -71,10 +72,9 @@ def _read_source(
         hint = f"`biogner data download {card.name}`" if card.builtin else "the card's paths"
         raise FileNotFoundError(f"{path} not found (corpus {card.name}): check {hint}")
     if card.format in ("iob2", "conll"):
-        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         return [
             doc
-            for f in files
+            for f in files_of(path)
             for doc in read_tagged(f, card.format == "conll", problems, f.stem, stats)
         ]
     return list(_reader(card.format)(path, problems))
@@ -137,10 +137,12 @@ _KEEP_READS = 4
 
 
 def _files_signature(card: CorpusCard, root: Path | None) -> tuple:
-    sources = [getattr(card, s) for s in SPLITS if getattr(card, s) is not None]
-    paths = [card.split_path(s, root) for s in SPLITS if getattr(card, s) is not None]
+    """(path, size, mtime) of every file the card names (missing ones with None)."""
     out: list[tuple[str, int | None, int | None]] = []
-    for path in paths:
+    for split in SPLITS:
+        if getattr(card, split) is None:
+            continue
+        path = card.split_path(split, root)
         files = [path] if not path.is_dir() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
             try:
@@ -149,7 +151,7 @@ def _files_signature(card: CorpusCard, root: Path | None) -> tuple:
                 out.append((str(f), None, None))
                 continue
             out.append((str(f), st.st_size, st.st_mtime_ns))
-    return (len(sources), tuple(out))
+    return tuple(out)
 
 
 def read_corpus(
@@ -181,7 +183,7 @@ def _read_corpus(
     card: CorpusCard, root: Path | None, splits: Sequence[str] | None, stats: ReadStats | None
 ) -> CorpusRead:
     problems = Problems()
-    wanted = [s for s in (splits or card.declared_splits)]
+    wanted = list(splits or card.declared_splits)
     for split in wanted:
         if split not in card.declared_splits:
             raise KeyError(

@@ -20,7 +20,6 @@ from biogner.corpora.card import (
 
 DATA_DIR_ENV = "BIOGNER_DATA_DIR"
 BUILTIN_CARDS = Path(__file__).parent / "cards"
-Corpus = CorpusCard  # the name the rest of the code has always used for a corpus entry
 
 
 @cache
@@ -122,23 +121,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(".biogner") / "data"
 
 
-def corpus_path(
-    corpus: str | CorpusCard, split: str, data_dir: str | os.PathLike | None = None
-) -> Path:
-    """The file or folder of one split named in a card."""
-    entry = get_corpus(corpus) if isinstance(corpus, str) else corpus
-    if split not in SPLITS:
-        raise KeyError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-    return entry.split_path(split, resolve_data_dir(data_dir) if entry.builtin else None)
-
-
 __all__ = [
     "CORPORA",
     "DATA_DIR_ENV",
     "SPLITS",
-    "Corpus",
     "builtin_corpora",
-    "corpus_path",
     "get_corpus",
     "known_corpora",
     "register_card",
