@@ -4,12 +4,13 @@ corpus check, the data directory and downloads."""
 from biogner.corpora.card import CardError, CorpusCard, load_card
 from biogner.corpora.download import DownloadError, download_corpus
 from biogner.corpora.iob import IOBError, ReadStats, read_iob2, spans_to_tags
-from biogner.corpora.load import CorpusRead, load_split, read_corpus
+from biogner.corpora.load import CorpusRead, read_corpus
 from biogner.corpora.problems import CorpusProblemError, Problem
 from biogner.corpora.registry import (
     CORPORA,
     get_corpus,
     known_corpora,
+    load_split,
     register_card,
     resolve_data_dir,
 )

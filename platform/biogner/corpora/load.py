@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from biogner.corpora.card import SPLITS, CorpusCard
+from biogner.corpora.data_dir import resolve_data_dir
 from biogner.corpora.documents import (
     AnnotatedDocument,
     Problems,
@@ -24,7 +25,7 @@ from biogner.corpora.documents import (
     valid_text,
 )
 from biogner.corpora.iob import ReadStats, read_tagged
-from biogner.corpora.problems import CorpusProblemError, Problem
+from biogner.corpora.problems import Problem
 from biogner.corpora.segment import document_windows
 from biogner.types import Sentence
 
@@ -162,8 +163,6 @@ def read_corpus(
 ) -> CorpusRead:
     """Every requested split of a corpus (default: all it has), read and checked; a read
     of the same files in this process is reused (not when `stats` are to be counted)."""
-    from biogner.corpora.registry import resolve_data_dir
-
     root = resolve_data_dir(data_dir) if card.builtin else None
     if stats is not None:
         return _read_corpus(card, root, splits, stats)
@@ -258,27 +257,3 @@ def _check_across(docs_by_split: dict[str, list[AnnotatedDocument]], problems: P
                     break
             by_id.setdefault(doc.id, (split, doc.id))
             by_text.setdefault(doc.text, (split, doc.id))
-
-
-def load_split(
-    corpus: str | CorpusCard,
-    split: str,
-    data_dir: str | os.PathLike | None = None,
-    limit: int | None = None,
-    stats: ReadStats | None = None,
-    accept: Sequence[str] = (),
-) -> list[Sentence]:
-    """Sentences of one corpus split (the first `limit` when given); ids are
-    `<corpus>-<split>-<n>`. A problem that would lose or change annotations raises
-    CorpusProblemError (unless the card or `accept` accepts its kind)."""
-    from biogner.corpora.registry import get_corpus
-
-    card = get_corpus(corpus) if isinstance(corpus, str) else corpus
-    if split not in SPLITS:
-        raise KeyError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
-    read = read_corpus(card, data_dir, [split], stats)
-    blocking = read.blocking(accept)
-    if blocking:
-        raise CorpusProblemError(card.name, blocking)
-    sentences = read.splits[split].sentences
-    return list(sentences[:limit] if limit is not None else sentences)  # the read is shared

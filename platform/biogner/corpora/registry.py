@@ -1,11 +1,13 @@
 """Which corpora exist: the built-in cards (shipped in `corpora/cards/`), the cards a user
 registered (`biogner corpora register`, kept in `<BIOGNER_HOME>/.biogner/corpora/`), and any
-card named by its path. No corpus is written in code: a corpus is a card.
+card named by its path; and a split's sentences by any of these references (`load_split`).
+No corpus is written in code: a corpus is a card.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 
@@ -17,8 +19,12 @@ from biogner.corpora.card import (
     load_card,
     looks_like_card_path,
 )
+from biogner.corpora.data_dir import DATA_DIR_ENV, resolve_data_dir
+from biogner.corpora.iob import ReadStats
+from biogner.corpora.load import read_corpus
+from biogner.corpora.problems import CorpusProblemError
+from biogner.types import Sentence
 
-DATA_DIR_ENV = "BIOGNER_DATA_DIR"
 BUILTIN_CARDS = Path(__file__).parent / "cards"
 
 
@@ -86,8 +92,6 @@ def get_corpus(ref: str | CorpusCard) -> CorpusCard:
 def _with_types(card: CorpusCard) -> CorpusCard:
     if card.entity_types is not None:
         return card
-    from biogner.corpora.load import read_corpus
-
     return card.model_copy(update={"entity_types": read_corpus(card).types})
 
 
@@ -103,22 +107,26 @@ def register_card(path: str | Path) -> Path:
     return out
 
 
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """--data-dir, else $BIOGNER_DATA_DIR, else ../shared/data/bioner if it exists, else
-    .biogner/data (where `biogner data download` puts files)."""
-    if data_dir:
-        return Path(data_dir).expanduser()
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    repo_root = Path(__file__).resolve().parents[3]
-    for candidate in (
-        Path.cwd() / ".." / "shared" / "data" / "bioner",
-        repo_root.parent / "shared" / "data" / "bioner",
-    ):
-        if candidate.is_dir():
-            return candidate.resolve()
-    return Path(".biogner") / "data"
+def load_split(
+    corpus: str | CorpusCard,
+    split: str,
+    data_dir: str | os.PathLike | None = None,
+    limit: int | None = None,
+    stats: ReadStats | None = None,
+    accept: Sequence[str] = (),
+) -> list[Sentence]:
+    """Sentences of one corpus split (the first `limit` when given); ids are
+    `<corpus>-<split>-<n>`. A problem that would lose or change annotations raises
+    CorpusProblemError (unless the card or `accept` accepts its kind)."""
+    card = get_corpus(corpus) if isinstance(corpus, str) else corpus
+    if split not in SPLITS:
+        raise KeyError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    read = read_corpus(card, data_dir, [split], stats)
+    blocking = read.blocking(accept)
+    if blocking:
+        raise CorpusProblemError(card.name, blocking)
+    sentences = read.splits[split].sentences
+    return list(sentences[:limit] if limit is not None else sentences)  # the read is shared
 
 
 __all__ = [
@@ -128,6 +136,7 @@ __all__ = [
     "builtin_corpora",
     "get_corpus",
     "known_corpora",
+    "load_split",
     "register_card",
     "registered_corpora",
     "resolve_data_dir",
