@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from biogner.annotate.assemble import assemble
 from biogner.annotate.text import (
     Window,
     iter_windows,
@@ -22,8 +23,7 @@ from biogner.annotate.text import (
 )
 from biogner.formats import get_format
 from biogner.generation import Generation
-from biogner.serve.engine import assemble
-from biogner.serve.requests import check_texts, prepare
+from biogner.serve.requests import check_texts, request_windows
 from biogner.serve.schema import Limits
 from biogner.types import Sentence, Span
 
@@ -238,7 +238,7 @@ def test_blank_texts_get_no_entities_without_failing_their_batch() -> None:
     for i, blank in blanks.items():
         texts[i] = blank
     check_texts(texts, limits)  # no 422 for the whole batch
-    windows = prepare(texts, limits)
+    windows = request_windows(texts, limits)
     assert all(windows[i] == [] for i in blanks)
     # what the replica sends to the model: no input comes from a blank text
     model_inputs = [w.sentence for ws in windows for w in ws]
