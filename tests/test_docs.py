@@ -131,9 +131,11 @@ def headings(path: Path) -> list[str]:
     return [h.strip() for h in re.findall(r"^#+ (.+)$", text, flags=re.M)]
 
 
-# a section cited by its anchor or its heading in quotes: RESULTS.md, README, a docs page
+# a section cited by its anchor or its heading in quotes: RESULTS.md and its archive, README,
+# a docs page
 _CITATION = re.compile(
-    r"""(bench/RESULTS\.md|README(?:\.md)?|docs/[\w/-]+\.md)(?:#([\w-]+)|,? "([^"]+)")"""
+    r"(bench/RESULTS\.md|bench/results/archive/[\w-]+\.md|README(?:\.md)?|docs/[\w/-]+\.md)"
+    r"""(?:#([\w-]+)|,? "([^"]+)")"""
 )
 _CITING = ["platform", "jobs", "bench", "tests", "serve_configs", "infra", ".ci", "Makefile"]
 
@@ -153,7 +155,8 @@ def citations() -> list[tuple[str, str, str]]:
             except UnicodeDecodeError:
                 continue
             for cited, anchor, heading in _CITATION.findall(text):
-                found.append((str(path.relative_to(ROOT)), cited, anchor or heading))
+                section = anchor or " ".join(heading.split())  # a heading may wrap a line
+                found.append((str(path.relative_to(ROOT)), cited, section))
     return found
 
 
