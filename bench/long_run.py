@@ -16,7 +16,8 @@ allocator, which bench/train.py's plain loop no longer uses by default), and `ca
 primitive cache set to N kernels), `jemalloc` (jemalloc instead of glibc's allocator,
 LD_PRELOAD: a varying tensor size fragments glibc's heap).
 
-Found (bench/RESULTS.md, 2026-11-29): the oneDNN cache is not the cause (16384 kernels change
+Found (bench/results/archive/training.md, "The champion on a bf16 CPU", 2026-11-29): the
+oneDNN cache is not the cause (16384 kernels change
 nothing); glibc's allocator is (jemalloc: 1.33x tokens/s, memory flat instead of growing).
 
 Usage: python bench/long_run.py [--steps 160] [--window 20] [--variants glibc,jemalloc,cache16384]

@@ -1,7 +1,8 @@
 """What to do with the items constrained decoding had to steer: one constrained pass over a
 whole split, every overrule logged (position, the model's choice, the grammar's), then the
 answers scored under each rule of which overrules drop their item. Rules are compared on dev
-(bench/RESULTS.md, #11); `generation.overruled` is the one chosen.
+(bench/results/archive/quality.md, "What the constraint does where it overrules the model",
+#11); `generation.overruled` is the one chosen.
 
     python bench/overruled.py --model <hf model dir> --split dev [--threads 2]
 

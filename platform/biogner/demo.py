@@ -46,7 +46,7 @@ SAMPLE_ABSTRACT = (
 )
 
 
-# How the demo scores (dev and test alike), for speed on a CPU (bench/RESULTS.md, the demo):
+# How the demo scores (dev and test alike), for speed on a CPU (bench/RESULTS.md#demo):
 # batches of 32 sentences; two evaluation actors of one thread each (+16 % sentences/s over
 # one actor with two threads: small decoding matmuls scale badly across threads); answers
 # capped at 48 tokens: the longest gold answer of the NCBI-disease dev and test splits is 46
@@ -75,7 +75,7 @@ class DemoPreset:
 # `full`: the reference recipe (jobs/configs/ncbi_cpu.yaml: SmolLM2-135M fully fine-tuned,
 # lr 2e-4, bf16 where the CPU has it) for two term writings, 80 steps of 8
 # sentences each from the whole train split; both are scored on the whole dev split, which
-# picks the champion, and the champion on the whole test split (bench/RESULTS.md: the demo).
+# picks the champion, and the champion on the whole test split (bench/RESULTS.md#demo).
 # Term writings, not the v4 study's leading inline pair: an inline answer copies the sentence
 # (6x the generated tokens), which a demo's scoring budget cannot afford on an AVX2 laptop.
 # `tiny`: the same path with tiny-llama in a few minutes.
