@@ -65,6 +65,12 @@ def _defines(module: Path, name: str) -> bool:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if any(isinstance(t, ast.Name) and t.id == name for t in targets):
                 return True
+            exported = any(isinstance(t, ast.Name) and t.id == "__all__" for t in targets)
+            listed = isinstance(node.value, ast.List | ast.Tuple) and any(
+                isinstance(e, ast.Constant) and e.value == name for e in node.value.elts
+            )
+            if exported and listed:  # a lazy export (PEP 562)
+                return True
     return False
 
 

@@ -7,7 +7,7 @@
 - `models`: trained models logged as MLflow models (plain files, no pickles; the pyfunc
   itself is `biogner.pyfunc`), and back to a local folder;
 - `registry`: versions, aliases, and what a `models:/` URI points to;
-- `open`: `open_model`, a model URI resolved once, downloaded and its card read.
+- `open`: a model URI resolved once, downloaded and its card read (open_model).
 
 Nothing is imported here, so `biogner.tracking.config` and `.tags` never load MLflow.
 """
