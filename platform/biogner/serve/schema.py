@@ -87,7 +87,7 @@ class Batching(BaseModel):
         "decoded joins it (its windows go in as rows leave, with generation.rows_join) "
         "instead of waiting for the next batch; only while no other request waits, and for "
         "requests of at most max_batch_windows / 4 windows. Off by default: on a 2-core CPU "
-        "it served 32 clients no faster (bench/RESULTS.md)",
+        "it served 32 clients no faster (bench/RESULTS.md#serving)",
     )
 
 
