@@ -549,7 +549,7 @@ def test_hostile_bioc_json_documents_are_reported_one_by_one(
 def test_nesting_and_crossing_block_only_a_format_that_cannot_write_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], ann: str, holding: str, losing: str
 ) -> None:
-    from biogner.corpora.check import require_clean
+    from biogner.formats.coverage import require_clean
 
     card = _brat_card(tmp_path, TEXT, ann)
     assert main(["corpora", "check", str(card), "--format", holding]) == 0
