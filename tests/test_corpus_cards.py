@@ -9,17 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from corpus_support import write_bioc, write_jsonl
 
 from biogner.annotate.text import iter_windows
 from biogner.cli import main
 from biogner.corpora import CorpusProblemError, get_corpus, load_split, read_corpus
-from biogner.corpora.export import (
-    ExportDocument,
-    write_bioc,
-    write_brat,
-    write_jsonl,
-    write_pubtator,
-)
+from biogner.corpora.export import ExportDocument, write_brat, write_pubtator
 
 # Titles without a final period, a mention inside a word (IL2 in IL2R), a mention over what
 # the splitter takes for a sentence break (`Staph. Aureus infection`: joined), Unicode (é,
