@@ -11,15 +11,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from bioc import (
-    BioCAnnotation,
-    BioCCollection,
-    BioCDocument,
-    BioCLocation,
-    BioCPassage,
-    biocjson,
-    biocxml,
-)
+import bioc
+from bioc import biocjson, biocxml
 
 from biogner.corpora.export import ExportDocument, write_brat
 
@@ -76,29 +69,29 @@ def write_jsonl(
     return path
 
 
-def _bioc_collection(docs: Sequence[ExportDocument]) -> BioCCollection:
-    collection = BioCCollection()
+def _bioc_collection(docs: Sequence[ExportDocument]) -> bioc.BioCCollection:
+    collection = bioc.BioCCollection()
     collection.source = "biogner"
     for doc in docs:
-        document = BioCDocument()
+        document = bioc.BioCDocument()
         document.id = doc.id
         pieces = [("title", 0, doc.title), ("abstract", len(doc.title) + 1, doc.body)]
         if not doc.title:
             pieces = [("abstract", 0, doc.body)]
         n = 0
         for kind, offset, text in pieces:
-            passage = BioCPassage()
+            passage = bioc.BioCPassage()
             passage.offset = offset
             passage.text = text
             passage.infons["type"] = kind
             for start, end, label in doc.mentions:
                 if offset <= start and end <= offset + len(text):
                     n += 1
-                    ann = BioCAnnotation()
+                    ann = bioc.BioCAnnotation()
                     ann.id = f"T{n}"
                     ann.infons["type"] = label
                     ann.text = doc.text[start:end]
-                    ann.add_location(BioCLocation(start, end - start))
+                    ann.add_location(bioc.BioCLocation(start, end - start))
                     passage.add_annotation(ann)
             document.add_passage(passage)
         collection.add_document(document)
