@@ -72,7 +72,8 @@ class GenerationConfig(BaseModel):
         64,
         ge=1,
         description="sentences decoded together (finished ones leave the batch, so a large "
-        "batch costs little at its tail: 64 beat 16 and 32 on a 2-core CPU, bench/RESULTS.md#generation-speed)",
+        "batch costs little at its tail: 64 beat 16 and 32 on a 2-core CPU, "
+        "bench/RESULTS.md#generation-speed)",
     )
     max_new_tokens_cap: int = Field(768, ge=1, description="upper bound on any answer")
     device: str = Field("auto", description="auto, cpu, cuda")
