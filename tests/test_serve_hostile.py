@@ -235,7 +235,7 @@ def test_requests_for_types_of_one_group_are_one_model_call() -> None:
     from biogner.models.card import ModelCard
     from biogner.serve.loaded import LoadedModel
     from biogner.serve.requests import check_request
-    from biogner.serve.scheduling import Job, run_group
+    from biogner.serve.scheduling import Group, Job
     from biogner.serve.schema import ModelRef
 
     types = ["Chemical", "Disease", "Species"]
@@ -253,7 +253,7 @@ def test_requests_for_types_of_one_group_are_one_model_call() -> None:
         return Job(model, texts, windows, wanted, time.monotonic() + 60)
 
     chemical, disease = (
-        o.results for o in run_group([job(["Chemical"]), job(["Disease"])], chunk_size=64)
+        o.results for o in Group([job(["Chemical"]), job(["Disease"])], chunk_size=64).run()
     )
     assert generator.calls == [["Chemical", "Disease"]]  # one call for both requests
     assert chemical is not None and disease is not None

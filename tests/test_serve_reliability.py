@@ -29,7 +29,7 @@ from biogner.generation.generator import stream_in_batches
 from biogner.models.card import ModelCard
 from biogner.serve.loaded import LoadedModel
 from biogner.serve.requests import RequestError, check_request
-from biogner.serve.scheduling import Job, run_group
+from biogner.serve.scheduling import Group, Job
 from biogner.serve.schema import Limits, ModelRef
 from biogner.types import Sentence
 
@@ -99,9 +99,9 @@ def test_the_window_cap_counts_every_text_and_allows_exactly_the_cap() -> None:
 def test_run_group_sends_windows_in_chunks_and_matches_one_call() -> None:
     texts = ["Colon cancer and fever. " * 3, "No cancer here. Or there.", "x"]
     whole = Model()
-    expected = run_group([job(loaded(whole), texts)], chunk_size=1000)
+    expected = Group([job(loaded(whole), texts)], chunk_size=1000).run()
     chunked = Model()
-    got = run_group([job(loaded(chunked), texts)], chunk_size=2)
+    got = Group([job(loaded(chunked), texts)], chunk_size=2).run()
     assert got == expected and expected[0].results is not None
     assert len(whole.calls) == 1 and [len(c) for c in chunked.calls] == [2, 2, 2]
     assert [e.text for e in expected[0].results[0].entities] == ["cancer"] * 3
@@ -116,7 +116,7 @@ def test_work_of_a_request_whose_client_left_is_dropped() -> None:
 
     model = loaded(Model(client_b_leaves))
     jobs += [job(model, ["Cancer. " * 4], rid="a"), job(model, ["Fever. " * 40], rid="b")]
-    results = run_group(jobs, chunk_size=2)
+    results = Group(jobs, chunk_size=2).run()
     assert results[1].results is None and results[0].results is not None
     generated = [text for call in model.generator.calls for text in call]
     assert generated.count("Fever .") <= 2  # at most the first chunk, nothing after it
@@ -125,7 +125,7 @@ def test_work_of_a_request_whose_client_left_is_dropped() -> None:
 
 def test_an_expired_request_costs_no_model_work() -> None:
     model = loaded(Model())
-    results = run_group([job(model, ["Cancer."], deadline_s=-1.0)], chunk_size=4)
+    results = Group([job(model, ["Cancer."], deadline_s=-1.0)], chunk_size=4).run()
     assert [r.results for r in results] == [None] and model.generator.calls == []
 
 

@@ -51,6 +51,20 @@ def sentences(text: str) -> list[str]:
     ]
 
 
+def to_joined(window: Window, start: int, end: int) -> tuple[int, int] | None:
+    """Map raw-text [start, end) to `window.sentence.text`: the inverse of `to_original` on
+    token characters (None if no token of the window lies inside it), to test it against."""
+    joined = window.sentence.token_offsets()
+    offsets = window.offsets
+    first = next((k for k, (_, e) in enumerate(offsets) if start < e), None)
+    last = next((k for k in range(len(offsets) - 1, -1, -1) if end > offsets[k][0]), None)
+    if first is None or last is None or first > last:
+        return None
+    j_start = joined[first][0] + max(start - offsets[first][0], 0)
+    j_end = joined[last][0] + (min(end, offsets[last][1]) - offsets[last][0])
+    return (j_start, j_end) if j_start < j_end else None
+
+
 @pytest.mark.parametrize(
     ("text", "tokens"),
     [
@@ -180,7 +194,7 @@ def test_any_joined_span_maps_to_the_same_characters_in_the_raw_text(
     raw = text[o_start:o_end]
     assert readable(raw) == joined.replace(" ", "")
     assert readable(raw[0]) and readable(raw[-1])
-    back = window.to_joined(o_start, o_end)
+    back = to_joined(window, o_start, o_end)
     assert back is not None
     assert window.sentence.text[back[0] : back[1]] == joined.strip(" ")
 
@@ -317,7 +331,7 @@ def generations_for(fmt_name: str, windows: list[Window], gold: list[tuple[int, 
     for window in windows:
         spans = []
         for start, end, label in gold:
-            mapped = window.to_joined(start, end)
+            mapped = to_joined(window, start, end)
             if mapped is not None and window.offsets[0][0] <= start < window.offsets[-1][1]:
                 spans.append(Span(mapped[0], mapped[1], label))
         sentence = Sentence(window.sentence.id, window.sentence.text, window.sentence.tokens)

@@ -24,7 +24,7 @@ class Job:
     """One request's model work, pinned to the model it was validated on. The batch loop
     skips it once its client is gone (`cancelled`) or its deadline (monotonic) has passed,
     so an abandoned request does not hold the replica. A big job is served a slice at a
-    time (`run_group`'s budget): `found` keeps what is done between its batches."""
+    time (`Group`'s budget): `found` keeps what is done between its batches."""
 
     model: LoadedModel
     texts: list[str]
@@ -170,16 +170,6 @@ def _pending(k: int, job: Job) -> list[tuple[int, int, Sentence]]:
     return [(k, j, w.sentence) for j, w in enumerate(windows) if job.found[j] is None]
 
 
-def run_group(
-    jobs: Sequence[Job],
-    chunk_size: int,
-    on_done: Callable[[int, list[TextResult] | None], None] | None = None,
-    budget: int | None = None,
-) -> list[Outcome]:
-    """Results of jobs served together as one `Group`, none joining."""
-    return Group(jobs, chunk_size, on_done, budget).run()
-
-
 def _results(job: Job) -> list[TextResult] | None:
     """A job's entities, or None when some of its windows were dropped (no partial answer)."""
     done = [g for g in job.found if g is not None]
@@ -188,4 +178,4 @@ def _results(job: Job) -> list[TextResult] | None:
     return assemble(job.texts, job.windows, done, set(job.types), job.min_score)
 
 
-__all__ = ["Group", "Job", "Outcome", "run_group"]
+__all__ = ["Group", "Job", "Outcome"]
