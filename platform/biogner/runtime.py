@@ -224,9 +224,7 @@ def stop_local_ray(grace_s: float = 10.0) -> list[int]:
 def shipped_package() -> Path | None:
     """This process's biogner package folder when it runs from a source tree (`platform/`, as
     a `ray job submit --working-dir` ships it), None when it is an installed package."""
-    import biogner
-
-    package = Path(biogner.__file__).resolve().parent
+    package = Path(__file__).resolve().parent  # this module sits at the package's top
     return package if package.parent.name == "platform" else None
 
 
