@@ -172,7 +172,7 @@ def _warn_no_jemalloc() -> None:
     if sys.platform.startswith("linux"):
         print(
             "biogner: jemalloc not found: CPU training and generation run on glibc's allocator, "
-            "about 1.6x slower (bench/RESULTS.md). Fix: `sudo apt install libjemalloc2` "
+            "about 1.6x slower (bench/RESULTS.md#training). Fix: `sudo apt install libjemalloc2` "
             f"({ALLOCATOR_ENV}=system silences this).",
             file=sys.stderr,
         )
