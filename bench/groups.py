@@ -29,7 +29,7 @@ from free_text_probe import SENTENCES  # noqa: E402
 from biogner.annotate.text import tokenize_text  # noqa: E402
 from biogner.formats import get_format  # noqa: E402
 from biogner.generation import Generator  # noqa: E402
-from biogner.generation.generator import Generation, join_generations  # noqa: E402
+from biogner.generation.generated import Generation, join_generations  # noqa: E402
 from biogner.generation.routing import ask_plan  # noqa: E402
 from biogner.models.config import GenerationConfig  # noqa: E402
 from biogner.types import Sentence  # noqa: E402
@@ -46,7 +46,7 @@ def extract(gen: Generator, sentences: list[Sentence], types: list[str], mode: s
     if mode == "after":
         return gen.extract(sentences, fmt, types)
     plan = ask_plan(types, gen.type_groups)
-    per_group = [gen._extract(sentences, fmt, [group] * len(sentences)) for group in plan]
+    per_group = [gen.extract(sentences, fmt, group) for group in plan]  # each group whole
     return [join_generations(list(parts), types) for parts in zip(*per_group, strict=True)]
 
 

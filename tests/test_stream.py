@@ -166,9 +166,9 @@ def test_sentences_arriving_while_others_are_decoded(
         assert key not in got
         got[key] = generation
 
-    gen.stream(fmt, types, intake, done)
+    gen.batch_continuously(fmt, types, intake, done)
     while bursts or waiting:  # the stream ended on an empty hand-over: start it again
-        gen.stream(fmt, types, intake, done)
+        gen.batch_continuously(fmt, types, intake, done)
     assert sorted(got) == list(range(len(sentences)))
     for k, generation in got.items():
         assert generation.answers == expected[k].answers  # type: ignore[attr-defined]
