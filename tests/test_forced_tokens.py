@@ -8,8 +8,8 @@ import pytest
 
 from biogner.formats import get_format
 from biogner.generation.constraints import RowConstraint, Vocabulary
-from biogner.generation.decode import Row
 from biogner.generation.forced import extend_forced
+from biogner.generation.row import Row
 from biogner.types import Sentence
 
 TEXT = "Whereas mice exhibit brain abnormalities ."

@@ -10,7 +10,6 @@ import pytest
 from conftest import write_noise_model
 
 from biogner.corpora import load_split
-from biogner.formats import get_format
 from biogner.generation import Generator
 from biogner.generation.routing import ask_plan
 from biogner.models.card import ModelCard
@@ -52,7 +51,7 @@ def test_a_request_is_asked_in_the_groups_the_model_learned(data_dir, routed: Pa
     cfg = GenerationConfig(device="cpu", dtype="float32", max_new_tokens_cap=48, batch_size=4)
     gen = Generator(routed, cfg)
     fmt = "multi_inline"
-    whole = gen._extract(sentences, get_format(fmt), [["Chemical", "Disease"]] * len(sentences))
+    whole = gen.extract(sentences, fmt, ["Chemical", "Disease"])  # a whole group: as asked
     only_chemical = gen.extract(sentences, fmt, ["Chemical"])
     # one question, the group's: the same answers as asking the whole group ...
     assert [g.answers for g in only_chemical] == [g.answers for g in whole]
@@ -62,7 +61,7 @@ def test_a_request_is_asked_in_the_groups_the_model_learned(data_dir, routed: Pa
     for one, both in zip(only_chemical, whole, strict=True):
         assert one.parse.spans == [s for s in both.parse.spans if s.label == "Chemical"]
     # two groups: two questions, answers in the model's group order, spans of both kept
-    species = gen._extract(sentences, get_format(fmt), [["Species"]] * len(sentences))
+    species = gen.extract(sentences, fmt, ["Species"])
     mixed = gen.extract(sentences, fmt, ["Species", "Chemical"])
     for g, c, s in zip(mixed, whole, species, strict=True):
         assert g.answers == [*c.answers, *s.answers]
@@ -91,7 +90,7 @@ def test_the_groups_of_a_request_share_one_batch(data_dir, routed: Path, fmt: st
     alone, per_group = [], []
     for group in groups:
         passes.clear()
-        alone.append(gen._extract(sentences, get_format(fmt), [group] * len(sentences)))
+        alone.append(gen.extract(sentences, fmt, group))  # a whole group: asked as it is
         per_group.append(len(passes))
     passes.clear()
     together = gen.extract(sentences, fmt, ["Species", "DNA", "Chemical"])

@@ -208,10 +208,10 @@ class Answers:
     def __init__(self) -> None:
         self.calls: list[list[str]] = []
 
-    def stream(self, fmt: str, types: Any, intake: Any, done: Any) -> None:
-        from biogner.generation.generator import stream_in_batches
+    def batch_continuously(self, fmt: str, types: Any, intake: Any, done: Any) -> None:
+        from biogner.generation.generator import extract_in_batches
 
-        stream_in_batches(lambda batch: self.extract(batch, fmt, types), intake, done, 64)
+        extract_in_batches(lambda batch: self.extract(batch, fmt, types), intake, done, 64)
 
     def extract(self, sentences: Any, fmt: str, types: Any) -> list[Any]:
         from biogner.formats.base import ParseResult

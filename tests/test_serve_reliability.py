@@ -25,7 +25,7 @@ from starlette.requests import Request
 from biogner.annotate.annotator import Annotator
 from biogner.formats import get_format
 from biogner.generation import Generation
-from biogner.generation.generator import stream_in_batches
+from biogner.generation.generator import extract_in_batches
 from biogner.models.card import ModelCard
 from biogner.serve.loaded import LoadedModel
 from biogner.serve.requests import RequestError, check_request
@@ -45,8 +45,8 @@ class Model:
     client that goes away). Sentences are streamed to it a batch at a time, as to a
     `Generator` whose rows cannot join a running batch."""
 
-    def stream(self, fmt: str, types: Sequence[str], intake, done) -> None:
-        stream_in_batches(lambda batch: self.extract(batch, fmt, types), intake, done, 64)
+    def batch_continuously(self, fmt: str, types: Sequence[str], intake, done) -> None:
+        extract_in_batches(lambda batch: self.extract(batch, fmt, types), intake, done, 64)
 
     def __init__(self, on_call: Callable[[int], None] = lambda n: None) -> None:
         self.calls: list[list[str]] = []

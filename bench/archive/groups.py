@@ -25,7 +25,7 @@ from bench.free_text_probe import SENTENCES
 from biogner.annotate.text import tokenize_text
 from biogner.formats import get_format
 from biogner.generation import Generator
-from biogner.generation.generator import Generation, join_generations
+from biogner.generation.generated import Generation, join_generations
 from biogner.generation.routing import ask_plan
 from biogner.models.config import GenerationConfig
 from biogner.types import Sentence
@@ -42,7 +42,7 @@ def extract(gen: Generator, sentences: list[Sentence], types: list[str], mode: s
     if mode == "after":
         return gen.extract(sentences, fmt, types)
     plan = ask_plan(types, gen.type_groups)
-    per_group = [gen._extract(sentences, fmt, [group] * len(sentences)) for group in plan]
+    per_group = [gen.extract(sentences, fmt, group) for group in plan]  # each group whole
     return [join_generations(list(parts), types) for parts in zip(*per_group, strict=True)]
 
 

@@ -15,10 +15,15 @@ what step-by-step decoding records.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from biogner.generation.decode import Row
+from biogner.formats.base import Writing
+from biogner.generation.row import Row
+
+
+def counts_items(writing: Writing) -> bool:
+    """The writing counts the items constrained decoding steered (term, triple, json), so
+    a forced token's logits are still computed to know whether the model chose it."""
+    return type(writing).without_items is not Writing.without_items
 
 
 def extend_forced(row: Row, end_ids: Collection[int], checked: bool) -> None:

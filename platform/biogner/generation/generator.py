@@ -7,99 +7,91 @@ writing and the sentence length, so a model cannot ramble on for ever, and a wri
 restates the sentence (inline, bio) gets room to do it. By default each answer is decoded
 under its writing's grammar for its sentence (`constraints`), by biogner's decode loop
 (`decode`; `generation.decoder: hf` runs transformers' `generate` instead, `reference`).
+
+The `Generator` shapes the questions (prompts, budgets, grammars, drafts, the type groups
+asked together) and reads the answers; the decoder its config names (`decoders`) decodes
+them with the loaded model (`loaded.LoadedLM`), which is all the loops see of it.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from biogner.chat_tokens import encode, prompt_ids
+from biogner.chat_tokens import prompt_ids
 from biogner.formats import Format, get_format
-from biogner.formats.base import ParseResult, Writing
-from biogner.generation import decode, reference, stream
+from biogner.formats.base import Writing
 from biogner.generation.answer import Turn
-from biogner.generation.attention import use_gqa_kernel
 from biogner.generation.constraints import RowConstraint, Vocabulary
+from biogner.generation.continuous import Ask
+from biogner.generation.decoders import JoiningLoop, decoder_for
+from biogner.generation.forced import counts_items
+from biogner.generation.generated import Generation, join_generations
+from biogner.generation.loaded import DecodeSettings, load_lm
 from biogner.generation.memory import MentionMemory
-from biogner.generation.packed import pack_linears
-from biogner.generation.prefix import PrefixCache
-from biogner.generation.quantize import quantize
 from biogner.generation.routing import ask_plan
 from biogner.generation.scores import span_scores
 from biogner.generation.speculation import CopyDrafter, Drafter, MentionDrafter
 from biogner.models.card import has_card, read_card
-from biogner.models.config import GenerationConfig, ModelConfig
-from biogner.models.load import load_model
-from biogner.prompts import render_chat
-from biogner.runtime import cpu_threads
+from biogner.models.config import GenerationConfig
 from biogner.types import Sentence
 
-END_TOKENS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "</s>")
-ANSWER_MARKER = "\x00answer\x00"
-
-
-@dataclass
-class Generation:
-    """What a model wrote for one sentence, and what the format's parser made of it."""
-
-    sentence: Sentence
-    answers: list[str]
-    parse: ParseResult
-    generated_tokens: int
-    truncated: bool = False  # an answer hit its token budget
-    answer_tokens: list[list[int]] = field(default_factory=list)  # per turn, as generated
+# (one sentence's asks for the continuous loop: key, sentence, the types of its one question)
+Asks = Callable[[int], list[tuple[int, Sentence, list[str]]]]
 
 
 class Generator:
-    """A model held in memory that extracts entities from sentences in one format."""
+    """A model held in memory that extracts entities from sentences in one format.
+
+    `cfg` may be replaced (`gen.cfg = ...`): the decoder and the loops' settings follow the
+    new config; what loads the model (device, dtype, quantize, packed_linear, gqa_kernel,
+    threads) keeps the first one's."""
 
     def __init__(self, model_dir: str | Path, cfg: GenerationConfig | None = None) -> None:
-        self.cfg = cfg or GenerationConfig()
+        cfg = cfg or GenerationConfig()
         self.model_dir = Path(model_dir)
-        device = self.cfg.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
-        if self.device.type == "cpu":
-            torch.set_num_threads(self.cfg.threads or cpu_threads())
-        model_cfg = ModelConfig(
-            spec=str(self.model_dir), lora=False, dtype=self.cfg.dtype, padding_side="left"
-        )
-        self.model, self.tokenizer = load_model(model_cfg, self.device, for_training=False)
-        if self.cfg.gqa_kernel and self.device.type == "cpu":
-            use_gqa_kernel(self.model)
-        if self.cfg.quantize != "none":
-            self.model = quantize(self.model, self.cfg.quantize, self.device)
-        if self.cfg.packed_linear and self.device.type == "cpu":
-            pack_linears(self.model)  # (what quantization left: the LM head)
-        self.end_ids = self._end_ids()
-        self.answer_end_id = self._answer_end_id()
+        self.lm = load_lm(self.model_dir, cfg)
+        self.cfg = cfg
         self._vocabulary: Vocabulary | None = None
-        self.prefixes = PrefixCache(self.model, self.device)
         self.memory = MentionMemory()  # what this model marked so far: drafts mark it too
         # a biogner model's card; a bare HF directory (benches, tests) has none
         self.card = read_card(self.model_dir) if has_card(self.model_dir) else None
         self.type_groups = self.card.type_groups if self.card is not None else []
 
-    def _end_ids(self) -> list[int]:
-        tok = self.tokenizer
-        ids = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        vocab = tok.get_vocab()
-        ids.update(vocab[t] for t in END_TOKENS if t in vocab)
-        return sorted(ids)
+    @property
+    def cfg(self) -> GenerationConfig:
+        return self._cfg
+
+    @cfg.setter
+    def cfg(self, cfg: GenerationConfig) -> None:
+        self._cfg = cfg
+        self.decoder = decoder_for(cfg)  # chosen once per config, from the registry
+        self.lm = self.lm.with_settings(DecodeSettings.of(cfg))
+
+    @property
+    def model(self) -> Any:
+        """The loaded transformers model (quantized, packed as the config asked)."""
+        return self.lm.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.lm.tokenizer
+
+    @property
+    def device(self) -> torch.device:
+        return self.lm.device
 
     def vocabulary(self) -> Vocabulary:
         """The model's vocabulary for constrained decoding, built on first use."""
         if self._vocabulary is None:
-            head = self.model.get_output_embeddings()
+            head = self.lm.head
             # (a dynamically quantized head has out_features and a weight() method)
             size = int(getattr(head, "out_features", 0) or head.weight.shape[0])
-            self._vocabulary = Vocabulary(self.tokenizer, size, self.end_ids)
+            self._vocabulary = Vocabulary(self.tokenizer, size, self.lm.end_ids)
         return self._vocabulary
 
     def answer_budget(self, fmt: Format, sentence: Sentence, n_types: int) -> int:
@@ -108,36 +100,6 @@ class Generator:
         n_text = len(self.tokenizer(sentence.text, add_special_tokens=False)["input_ids"])
         types_here = n_types if fmt.turn == "multi" else 1
         return min(fmt.writing.answer_budget(n_text, types_here), self.cfg.max_new_tokens_cap)
-
-    def next_turn_ids(self, chat: list[dict[str, str]], question: str) -> list[int]:
-        """Tokens between an assistant answer's content and the next answer: the end of that
-        turn, the next user turn and the generation prompt, as the chat template writes them."""
-        text = render_chat(
-            self.tokenizer,
-            [
-                *chat,
-                {"role": "assistant", "content": ANSWER_MARKER},
-                {"role": "user", "content": question},
-            ],
-            add_generation_prompt=True,
-        )
-        return encode(self.tokenizer, text[text.rindex(ANSWER_MARKER) + len(ANSWER_MARKER) :])
-
-    def _answer_end_id(self) -> int | None:
-        """The end token the chat template writes right after an answer (drafted last)."""
-        after = self.next_turn_ids([{"role": "user", "content": "x"}], "y")
-        return after[0] if after and after[0] in self.end_ids else None
-
-    def _prefix(self, fmt: Format, types: list[str]) -> list[int] | None:
-        """The prompt tokens every sentence of `fmt` asked for `types` starts with."""
-        if not self.cfg.prefix_cache:
-            return None
-
-        def prompt_for(text: str) -> list[int]:
-            first = fmt.questions(text, types)[0]
-            return prompt_ids(self.tokenizer, [*fmt.opening(), {"role": "user", "content": first}])
-
-        return self.prefixes.prefix_ids(f"{fmt.name}\x00{types}", prompt_for)
 
     def extract(
         self, sentences: Sequence[Sentence], fmt: Format | str, types: Sequence[str]
@@ -149,17 +111,21 @@ class Generator:
         multi-corpus model asks its six groups in one batch's passes, not in six batches."""
         fmt = get_format(fmt) if isinstance(fmt, str) else fmt
         types = list(types)
-        plan = ask_plan(types, self.type_groups) if self.type_groups else [types]
+        plan = self._plan(types)
         if plan == [types]:
-            return self._extract(sentences, fmt, [types] * len(sentences))
+            return self._ask(sentences, fmt, [types] * len(sentences))
         n = len(sentences)
-        asked = self._extract(
+        asked = self._ask(
             [s for _ in plan for s in sentences], fmt, [group for group in plan for _ in sentences]
         )
         per_group = [asked[k * n : (k + 1) * n] for k in range(len(plan))]
         return [join_generations(list(gens), types) for gens in zip(*per_group, strict=True)]
 
-    def _extract(
+    def _plan(self, types: list[str]) -> list[list[str]]:
+        """The type lists asked for `types` (`routing.ask_plan`; all in one without groups)."""
+        return ask_plan(types, self.type_groups) if self.type_groups else [types]
+
+    def _ask(
         self, sentences: Sequence[Sentence], fmt: Format, asked: Sequence[list[str]]
     ) -> list[Generation]:
         """Every turn of `fmt` for each sentence, asked for its types `asked[i]` in one
@@ -167,7 +133,8 @@ class Generator:
 
         Rows are batched by their number of turns (a `conv` row asks a question per type),
         then by prompt length (less padding); a batch keeps its rows for all the turns of a
-        `conv` format, so the cache of one turn serves the next."""
+        `conv` format, so the cache of one turn serves the next. With continuous batching
+        (`decoders`), one-turn rows join a running batch instead."""
         pairs = list(zip(sentences, asked, strict=True))
         budgets = [self.answer_budget(fmt, s, len(t)) for s, t in pairs]
         questions = [fmt.questions(s.text, t) for s, t in pairs]
@@ -179,58 +146,45 @@ class Generator:
         writing = fmt.writing
         constrained = self.cfg.constrained and writing.constrainable
         checked = constrained and counts_items(writing)
-        prefixes = [self._prefix(fmt, t) if self.cfg.decoder == "biogner" else None for t in asked]
-
-        def constraint(i: int, turn: int) -> RowConstraint | None:
-            return self._constraint(writing, sentences[i], turn_types[i][turn])
-
-        def drafter(i: int, turn: int) -> Drafter | None:
-            return self._drafter(writing, sentences[i], turn_types[i][turn])
-
-        def record(i: int, result: list[Turn]) -> None:
-            generations[i] = self._generation(sentences[i], result, fmt, asked[i])
-
-        if self._streams():  # one-turn rows: a stream that rows join as others leave
+        shared = self.decoder.shares_prefixes
+        prefixes = [self._prefix(fmt, t) if shared else None for t in asked]
+        loop = self.decoder.batch_continuously
+        if loop is not None:  # one-turn rows: a running batch that rows join as others leave
             pending = iter([i for i in order if len(questions[i]) == 1])
             order = [i for i in order if len(questions[i]) > 1]
-            self._stream(
+            self._join_continuously(
+                loop,
                 fmt,
                 lambda room: [(i, sentences[i], asked[i]) for i in itertools.islice(pending, room)],
                 generations.__setitem__,
             )
         for chunk in batches(order, [len(q) for q in questions], self.cfg.batch_size):
-            chats = [fmt.opening() for _ in chunk]
-            chunk_questions = [questions[i] for i in chunk]
-            allowed = [budgets[i] for i in chunk]
 
             def row_constraint(
                 row: int, turn: int, chunk: list[int] = chunk
             ) -> RowConstraint | None:
-                return constraint(chunk[row], turn)
+                i = chunk[row]
+                return self._constraint(writing, sentences[i], turn_types[i][turn])
 
             def row_drafter(row: int, turn: int, chunk: list[int] = chunk) -> Drafter | None:
-                return drafter(chunk[row], turn)
+                i = chunk[row]
+                return self._drafter(writing, sentences[i], turn_types[i][turn])
 
-            if self.cfg.decoder == "hf":
-                done = reference.conversation(
-                    self, chats, chunk_questions, allowed, row_constraint if constrained else None
-                )
-            else:
-                done = decode.conversation(
-                    self,
-                    chats,
-                    chunk_questions,
-                    allowed,
-                    row_constraint if constrained else None,
-                    row_drafter,
-                    [prefixes[i] for i in chunk],
-                    checked=checked,
-                )
+            done = self.decoder.conversation(
+                self.lm,
+                [fmt.opening() for _ in chunk],
+                [questions[i] for i in chunk],
+                [budgets[i] for i in chunk],
+                row_constraint if constrained else None,
+                row_drafter,
+                [prefixes[i] for i in chunk],
+                checked,
+            )
             for i, result in zip(chunk, done, strict=True):
-                record(i, result)
+                generations[i] = self._generation(sentences[i], result, fmt, asked[i])
         return [generations[i] for i in range(len(sentences))]
 
-    def stream(
+    def batch_continuously(
         self,
         fmt: Format | str,
         types: Sequence[str],
@@ -242,13 +196,15 @@ class Generator:
         now), `done(key, generation)` gets each as soon as it is done; returns once the
         intake is empty and every answer is done. The answers are those of `extract`.
 
-        Where every question is one turn (`rows_join`), sentences join the running batch as
-        rows leave; otherwise they are taken a batch at a time."""
+        Where every question is one turn and the decoder batches continuously
+        (`rows_join`), sentences join the running batch as rows leave; otherwise they are
+        taken a batch at a time (`extract_in_batches`)."""
         fmt = get_format(fmt) if isinstance(fmt, str) else fmt
         types = list(types)
-        plan = ask_plan(types, self.type_groups) if self.type_groups else [types]
-        if not self._streams() or any(len(fmt.questions("x", group)) > 1 for group in plan):
-            stream_in_batches(
+        plan = self._plan(types)
+        loop = self.decoder.batch_continuously
+        if loop is None or any(len(fmt.questions("x", group)) > 1 for group in plan):
+            extract_in_batches(
                 lambda batch: self.extract(batch, fmt, types), intake, done, self.cfg.batch_size
             )
             return
@@ -269,38 +225,27 @@ class Generator:
                 whole = [got[g] for g in range(len(plan))]
                 done(key, whole[0] if plan == [types] else join_generations(whole, types))
 
-        self._stream(fmt, asks, answered)
+        self._join_continuously(loop, fmt, asks, answered)
 
-    def _stream(
+    def _join_continuously(
         self,
+        loop: JoiningLoop,
         fmt: Format,
-        intake: Callable[[int], list[tuple[int, Sentence, list[str]]]],
+        intake: Asks,
         done: Callable[[int, Generation], None],
     ) -> None:
-        """One-turn questions decoded as a stream (`generation.stream`): `intake(room)` hands
-        over up to `room` (key, sentence, the types asked in its one question)."""
+        """One-turn questions decoded by continuous batching (`loop`, `generation.rows_join`):
+        `intake(room)` hands over up to `room` (key, sentence, the types asked in its one
+        question)."""
         writing = fmt.writing
         constrained = self.cfg.constrained and writing.constrainable
         asked: dict[int, tuple[Sentence, list[str]]] = {}
 
-        def asks(room: int) -> list[stream.Ask]:
+        def asks(room: int) -> list[Ask]:
             out = []
             for key, sentence, types in intake(room):
                 asked[key] = (sentence, types)
-                (turn,) = fmt.turn_types(types)  # the types of its one turn
-                out.append(
-                    stream.Ask(
-                        key,
-                        [
-                            *fmt.opening(),
-                            {"role": "user", "content": fmt.questions(sentence.text, types)[0]},
-                        ],
-                        self._prefix(fmt, types),
-                        self.answer_budget(fmt, sentence, len(types)),
-                        self._constraint(writing, sentence, turn),
-                        self._drafter(writing, sentence, turn),
-                    )
-                )
+                out.append(self._one_turn_ask(fmt, key, sentence, types))
             return out
 
         def answered(key: int, turn: Turn) -> None:
@@ -308,12 +253,30 @@ class Generator:
             done(key, self._generation(sentence, [turn], fmt, types))
 
         checked = constrained and counts_items(writing)
-        stream.stream(self, asks, answered, self.cfg.batch_size, checked)
+        loop(self.lm, asks, answered, self.cfg.batch_size, checked)
 
-    def _streams(self) -> bool:
-        """Whether one-turn rows are decoded as a stream (`stream`): biogner's loop with rows
-        leaving and joining."""
-        return self.cfg.decoder == "biogner" and self.cfg.rows_leave and self.cfg.rows_join
+    def _one_turn_ask(self, fmt: Format, key: int, sentence: Sentence, types: list[str]) -> Ask:
+        """A sentence's one-turn question, ready to join a running batch."""
+        (turn,) = fmt.turn_types(types)  # the types of its one turn
+        return Ask(
+            key,
+            [*fmt.opening(), {"role": "user", "content": fmt.questions(sentence.text, types)[0]}],
+            self._prefix(fmt, types),
+            self.answer_budget(fmt, sentence, len(types)),
+            self._constraint(fmt.writing, sentence, turn),
+            self._drafter(fmt.writing, sentence, turn),
+        )
+
+    def _prefix(self, fmt: Format, types: list[str]) -> list[int] | None:
+        """The prompt tokens every sentence of `fmt` asked for `types` starts with."""
+        if not self.cfg.prefix_cache:
+            return None
+
+        def prompt_for(text: str) -> list[int]:
+            first = fmt.questions(text, types)[0]
+            return prompt_ids(self.tokenizer, [*fmt.opening(), {"role": "user", "content": first}])
+
+        return self.lm.prefixes.prefix_ids(f"{fmt.name}\x00{types}", prompt_for)
 
     def _constraint(
         self, writing: Writing, sentence: Sentence, types: list[str]
@@ -331,7 +294,7 @@ class Generator:
         the sentence (marking what the memory guesses), the sentence's text after a begun
         mention for those that quote mentions; None where drafting is off."""
         if writing.restates_sentence:
-            end, length = self.answer_end_id, self.cfg.copy_draft_tokens
+            end, length = self.lm.answer_end_id, self.cfg.copy_draft_tokens
             if end is None or not length:
                 return None
             guesses = self.memory.guesses(sentence, types) if self.cfg.mention_memory else []
@@ -361,37 +324,14 @@ class Generator:
         )
 
 
-def join_generations(parts: list[Generation], types: list[str]) -> Generation:
-    """One sentence's generations for several type groups as one, keeping the spans of the
-    requested `types` (a group asked whole may answer types nobody requested)."""
-    wanted = set(types)
-    parse = ParseResult()
-    answers = 0
-    for part in parts:
-        parse.extend(part.parse, answer=answers)
-        answers += len(part.answers)
-    unrequested = [s for s in parse.spans if s.label not in wanted]
-    parse.spans = [s for s in parse.spans if s.label in wanted]
-    parse.scores = {s: v for s, v in parse.scores.items() if s.label in wanted}
-    parse.predicted_mentions = max(0, parse.predicted_mentions - len(unrequested))
-    return Generation(
-        parts[0].sentence,
-        [a for part in parts for a in part.answers],
-        parse.finish(),
-        sum(part.generated_tokens for part in parts),
-        any(part.truncated for part in parts),
-        [t for part in parts for t in part.answer_tokens],
-    )
-
-
-def stream_in_batches(
+def extract_in_batches(
     extract: Callable[[list[Sentence]], list[Generation]],
     intake: Callable[[int], Sequence[tuple[int, Sentence]]],
     done: Callable[[int, Generation], None],
     size: int,
 ) -> None:
-    """`Generator.stream` where sentences cannot join a running batch: what `intake` has,
-    `size` at a time, each batch through `extract`."""
+    """`Generator.batch_continuously` where sentences cannot join a running batch: what
+    `intake` has, `size` at a time, each batch through `extract`."""
     while items := list(intake(size)):
         found = extract([sentence for _, sentence in items])
         for (key, _), generation in zip(items, found, strict=True):
@@ -408,9 +348,3 @@ def batches(order: Sequence[int], turns: Sequence[int], size: int) -> list[list[
         else:
             out.append([i])
     return out
-
-
-def counts_items(writing: Writing) -> bool:
-    """The writing counts the items constrained decoding steered (term, triple, json), so
-    a forced token's logits are still computed to know whether the model chose it."""
-    return type(writing).without_items is not Writing.without_items

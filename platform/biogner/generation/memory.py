@@ -9,7 +9,7 @@ often a remembered text went unmarked, and guesses the spans of a new sentence f
 (longest remembered text first, marked in more answers than not). The draft then carries
 their markup (`speculation.CopyDrafter`); a wrong guess is refused like any draft.
 
-Lossless: a guess only shapes drafts, never an answer (decode.settle keeps a drafted token
+Lossless: a guess only shapes drafts, never an answer (step.settle keeps a drafted token
 only where greedy decoding chose it). It learns from the answers themselves, so it needs no
 training data and follows whatever the served model does; answers do not depend on what it
 holds, only the number of passes does.

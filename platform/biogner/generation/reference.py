@@ -9,7 +9,7 @@ token for token: the property tests and `bench/generation.py` run both
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
@@ -17,9 +17,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 from biogner.chat_tokens import prompt_ids
 from biogner.generation.answer import Turn, read_turn
 from biogner.generation.constraints import ConstrainedLogits, RowConstraint
-
-if TYPE_CHECKING:
-    from biogner.generation.generator import Generator
+from biogner.generation.loaded import LoadedLM
 
 
 def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,7 +33,7 @@ def left_pad(rows: Sequence[list[int]], pad_id: int) -> tuple[torch.Tensor, torc
 
 @torch.inference_mode()
 def conversation(
-    gen: Generator,
+    lm: LoadedLM,
     chats: list[list[dict[str, str]]],
     questions: list[list[str]],
     budgets: list[int],
@@ -47,7 +45,7 @@ def conversation(
     text), after the chat template's turn separator and the next question; with
     `reuse_kv_cache` the keys and values of everything before it are reused instead of
     recomputed. Padding, the end token and anything generated after it are masked."""
-    tokenizer, pad = gen.tokenizer, gen.tokenizer.pad_token_id
+    tokenizer, pad = lm.tokenizer, lm.pad_id
     turns = len(questions[0])
     for chat, qs in zip(chats, questions, strict=True):
         chat.append({"role": "user", "content": qs[0]})
@@ -58,7 +56,7 @@ def conversation(
         if turn:
             block, block_mask = left_pad(
                 [
-                    gen.next_turn_ids(c[:-1], qs[turn])
+                    lm.next_turn_ids(c[:-1], qs[turn])
                     for c, qs in zip(chats, questions, strict=True)
                 ],
                 pad,
@@ -72,17 +70,17 @@ def conversation(
         processor = ConstrainedLogits(rows, ids.shape[1])
         probs = TokenProbs(ids.shape[1])
         processors: list[LogitsProcessor] = [processor] if any(r is not None for r in rows) else []
-        processors += [probs] if gen.cfg.scores else []  # after the mask: what was chosen from
+        processors += [probs] if lm.settings.scores else []  # after the mask: what was chosen from
         if processors:
             cache["logits_processor"] = LogitsProcessorList(processors)
-        out = gen.model.generate(
-            input_ids=ids.to(gen.device),
-            attention_mask=mask.to(gen.device),
+        out = lm.model.generate(
+            input_ids=ids.to(lm.device),
+            attention_mask=mask.to(lm.device),
             **cache,
             max_new_tokens=max(budgets),
             do_sample=False,
             num_beams=1,
-            eos_token_id=gen.end_ids,
+            eos_token_id=lm.end_ids,
             pad_token_id=pad,
             return_dict_in_generate=True,
         )
@@ -97,16 +95,16 @@ def conversation(
             result = read_turn(
                 new[row].tolist(),
                 budgets[row],
-                gen.end_ids,
+                lm.end_ids,
                 rows[row],
                 tokenizer,
-                probs.probs[row] if gen.cfg.scores else (),
+                probs.probs[row] if lm.settings.scores else (),
             )
             new_mask[row, : len(result.tokens)] = 1
             results[row].append(result)
             chat.append({"role": "assistant", "content": result.text})
         ids, mask = sequences, torch.cat([mask, new_mask], 1)
-        past = out.past_key_values if gen.cfg.reuse_kv_cache else None
+        past = out.past_key_values if lm.settings.reuse_kv_cache else None
     return results
 
 

@@ -7,7 +7,7 @@ rest of the sentence with no more markup, or every remaining word tagged `(O)`),
 followed by the end token when the completion is whole. The model reads the draft in the
 same forward pass as the row's next token (prompt-lookup decoding); each drafted token is
 kept only while it equals what constrained greedy decoding chooses at its place from those
-logits, and the first that differs is replaced by that choice (`decode.settle`). Lossless by
+logits, and the first that differs is replaced by that choice (`step.settle`). Lossless by
 construction: a draft only saves forward passes, it never decides a token.
 
 `MentionDrafter` (the writings that quote mentions) drafts the sentence's text after the

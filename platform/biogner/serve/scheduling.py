@@ -62,7 +62,7 @@ class Outcome:
 
 class Group:
     """Jobs that share a model and entity types, served together in one stream of windows
-    (`Generator.stream`), and the jobs that join it while it runs (`add`).
+    (`Generator.batch_continuously`), and the jobs that join it while it runs (`add`).
 
     Windows go to the model as it has room for them (rows join its batch as others leave),
     at most `chunk_size` at a time, the job with the fewest left first, so a small request
@@ -125,7 +125,9 @@ class Group:
         try:
             while True:
                 generator = self.model.generator
-                generator.stream(self.model.format, self.types, self._intake, self._done)
+                generator.batch_continuously(
+                    self.model.format, self.types, self._intake, self._done
+                )
                 with self.lock:  # a job that joined after the stream's last intake: go on
                     if self.pos >= len(self.queue):
                         break

@@ -1,4 +1,4 @@
-"""Rows joining a running batch (`generation.rows_join`, `generation.stream`): the answers are
+"""Rows joining a running batch (`generation.rows_join`, `generation.continuous`): the answers are
 those of batches cut from a list and of step-by-step greedy decoding, token for token, while
 sentences do join batches whose other rows are half-way through their answers."""
 
@@ -166,9 +166,9 @@ def test_sentences_arriving_while_others_are_decoded(
         assert key not in got
         got[key] = generation
 
-    gen.stream(fmt, types, intake, done)
+    gen.batch_continuously(fmt, types, intake, done)
     while bursts or waiting:  # the stream ended on an empty hand-over: start it again
-        gen.stream(fmt, types, intake, done)
+        gen.batch_continuously(fmt, types, intake, done)
     assert sorted(got) == list(range(len(sentences)))
     for k, generation in got.items():
         assert generation.answers == expected[k].answers  # type: ignore[attr-defined]
