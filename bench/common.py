@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,12 @@ def cpu_flags() -> list[str]:
     from biogner.models.load import cpu_flags as all_flags  # (torch: imported when asked)
 
     return sorted(f for f in all_flags() if f.startswith(("avx", "amx")))
+
+
+def command(module: str, argv: Sequence[str] | None) -> str:
+    """How a run was started, for its JSON record: `python -m <module>` and its arguments
+    (`argv`, or the command line's where `main` was called without)."""
+    return " ".join(["python", "-m", module, *(sys.argv[1:] if argv is None else argv)])
 
 
 def median(values: Sequence[float]) -> float:

@@ -10,9 +10,9 @@ A format study gives each writing its own checkpoint: `--cell FORMAT=DIR` (repea
 each format on the model trained in it, so its answers are that writing's, not another's
 squeezed into it; that is the study's sentences/s per writing.
 
-Usage: python bench/constrain_cost.py --model DIR [--formats all] [--split dev] [--limit 64]
+Usage: python -m bench.constrain_cost --model DIR [--formats all] [--split dev] [--limit 64]
            [--batch-size 32] [--dtype auto]
-       python bench/constrain_cost.py --cell conv_term=DIR --cell conv_bio=DIR ... [--name N]
+       python -m bench.constrain_cost --cell conv_term=DIR --cell conv_bio=DIR ... [--name N]
 Prints a table, writes bench/results/<name>.json (default constrain_cost). Run it alone on the
 machine.
 """
@@ -23,11 +23,9 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_json  # noqa: E402
+from bench.common import table, write_json
 
 if TYPE_CHECKING:
     from biogner.generation import Generator

@@ -12,7 +12,7 @@ and the alternatives of all starts. Per engine, with the SmolLM2 tokenizer:
 - correctness: every token of every gold answer is allowed, the end token is allowed after
   it, and a corrupted mention (its last character changed) is refused somewhere.
 
-Usage: python bench/constrain_engines.py [--engines llguidance,xgrammar,outlines-core]
+Usage: python -m bench.constrain_engines [--engines llguidance,xgrammar,outlines-core]
            [--split dev] [--limit N]
 Prints a table, writes bench/results/constrain_engines.json.
 """
@@ -24,11 +24,9 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_json  # noqa: E402
+from bench.common import table, write_json
 
 REGEX_META = set("\\.+*?()|[]{}^$#&-~/\"'")
 

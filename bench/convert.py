@@ -2,25 +2,23 @@
 
 Both read the IOB2 files, render every format and write Parquet. Prints a table, writes
 bench/results/convert.json. Usage:
-    python bench/convert.py [--corpus NCBI-disease,BC5CDR,JNLPBA] [--format all] [--repeats 3]
+    python -m bench.convert [--corpus NCBI-disease,BC5CDR,JNLPBA] [--format all] [--repeats 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-import pyarrow as pa  # noqa: E402
-import pyarrow.parquet as pq  # noqa: E402
-from common import median, table, write_json  # noqa: E402
-
-from biogner.corpora import load_split  # noqa: E402
-from biogner.data import ConvertConfig, convert, render_rows  # noqa: E402
+from bench.common import median, table, write_json
+from biogner.corpora import load_split
+from biogner.data import ConvertConfig, convert, render_rows
 
 
 def plain_loop(cfg: ConvertConfig, out: Path) -> int:
@@ -35,14 +33,14 @@ def plain_loop(cfg: ConvertConfig, out: Path) -> int:
     return len(rows)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--corpus", default="NCBI-disease,BC5CDR,JNLPBA")
     parser.add_argument("--format", default="all")
     parser.add_argument("--split", default="train,dev,test")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--data-dir")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from biogner.runtime import init_ray
 

@@ -6,26 +6,23 @@ The documents are NCBI-disease's sentences (train, dev, test, in file order) gro
 as one JSONL file; the job runs with `--actors` generation actors of one thread each, as
 `biogner extract` would. Prints a table and writes bench/results/<name>.json.
 
-Usage: python bench/extract.py --model /path/to/model [--documents 1000] [--actors 2]
+Usage: python -m bench.extract --model /path/to/model [--documents 1000] [--actors 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import cpu_flags, table, write_json  # noqa: E402
-
-from biogner.corpora import load_split  # noqa: E402
-from biogner.corpora.registry import resolve_data_dir  # noqa: E402
-from biogner.extract.config import ExtractConfig  # noqa: E402
-from biogner.extract.job import run_extract  # noqa: E402
+from bench.common import cpu_flags, table, write_json
+from biogner.corpora import load_split
+from biogner.corpora.registry import resolve_data_dir
+from biogner.extract.config import ExtractConfig
+from biogner.extract.job import run_extract
 
 
 def build_documents(data_dir: str | None, documents: int, per_document: int, out: Path) -> int:
@@ -46,7 +43,7 @@ def build_documents(data_dir: str | None, documents: int, per_document: int, out
     return needed
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="model dir or models:/, runs:/ URI")
     parser.add_argument("--documents", type=int, default=1000)
@@ -55,7 +52,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--tracking-uri", default=None, help="default: a temporary SQLite store")
     parser.add_argument("--name", default="extract")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench-extract-") as tmp:
         root = Path(tmp)

@@ -7,23 +7,20 @@ chemicals, diseases, genes and proteins, species, anatomy, cells and cell lines)
 each sentence with the entities returned, then a count per type. Writes
 bench/results/<name>.json.
 
-Usage: python bench/free_text_probe.py --model-uri runs:/<id>/model [--types A,B]
+Usage: python -m bench.free_text_probe --model-uri runs:/<id>/model [--types A,B]
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from collections import Counter
-from pathlib import Path
+from collections.abc import Sequence
 
-sys.path.insert(0, str(Path(__file__).parent))
+import httpx
 
-import httpx  # noqa: E402
-from common import write_json  # noqa: E402
-
-from biogner.serve.app import parse_config, resolve_locations  # noqa: E402
-from biogner.serve.local import start_app, stop_app, wait_ready  # noqa: E402
+from bench.common import write_json
+from biogner.serve.app import parse_config, resolve_locations
+from biogner.serve.local import start_app, stop_app, wait_ready
 
 SENTENCES = [
     "Cisplatin-induced nephrotoxicity was reduced by magnesium supplementation in rats.",
@@ -53,13 +50,13 @@ SENTENCES = [
 ]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-uri", required=True)
     parser.add_argument("--types", help="comma-separated entity types (default: all)")
     parser.add_argument("--port", type=int, default=8013)
     parser.add_argument("--name", default="free_text_probe")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     from biogner.runtime import init_ray
 
     init_ray()

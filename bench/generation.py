@@ -34,7 +34,7 @@ grammar, the model's module calls); "matmul-only s/s" is the rate if only the ma
 products cost time: the ceiling no decode loop reaches on this machine at these shapes
 without computing less or faster arithmetic.
 
-Usage: python bench/generation.py --model DIR [--formats multi_inline,multi_bio]
+Usage: python -m bench.generation --model DIR [--formats multi_inline,multi_bio]
            [--corpus NCBI-disease] [--split dev] [--limit N] [--batch-size 16]
            [--before-batch-size 16] [--dtype auto] [--modes before,after] [--name generation]
            [--profile N]
@@ -45,17 +45,14 @@ Prints a table per format, writes bench/results/<name>.json. Run it alone on the
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import cpu_flags, table, write_json  # noqa: E402
-
-from biogner.generation.packed import weights_in  # noqa: E402
-from biogner.models.config import MECHANISMS_OFF  # noqa: E402
+from bench.common import cpu_flags, table, write_json
+from biogner.generation.packed import weights_in
+from biogner.models.config import MECHANISMS_OFF
 
 OFF = MECHANISMS_OFF
 MODES: dict[str, dict[str, Any]] = {

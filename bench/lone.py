@@ -4,10 +4,10 @@ the `Generator`'s whole call against its forward passes (how many, and each one'
 A lone request decodes one row, so every pass reads all the weights whatever its width: its
 latency is passes x the cost of reading the model, plus what runs between passes (grammar,
 drafts, the LM head). Each repeat starts with an empty mention memory: the time of a
-sentence the model has not answered before (bench/serve.py --teach-from measures a replica
+sentence the model has not answered before (`python -m bench.serve --teach-from` measures a replica
 that has). Prints a line per sentence, writes bench/results/<name>.json.
 
-Usage: python bench/lone.py --model <model dir> [--format multi_inline] [--repeats 7]
+Usage: python -m bench.lone --model <model dir> [--format multi_inline] [--repeats 7]
        [--compare packed_linear=false,true]
 """
 
@@ -16,22 +16,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import cpu_flags, write_json  # noqa: E402
-from serve import TEXTS  # noqa: E402
-
-from biogner.annotate.text import tokenize_text  # noqa: E402
-from biogner.generation import Generation, Generator  # noqa: E402
-from biogner.generation.memory import MentionMemory  # noqa: E402
-from biogner.models.config import GenerationConfig  # noqa: E402
-from biogner.types import Sentence  # noqa: E402
+from bench.common import command, cpu_flags, write_json
+from bench.serve import TEXTS
+from biogner.annotate.text import tokenize_text
+from biogner.generation import Generation, Generator
+from biogner.generation.memory import MentionMemory
+from biogner.models.config import GenerationConfig
+from biogner.types import Sentence
 
 
 def variants(compare: str | None) -> list[tuple[str, dict[str, Any]]]:
@@ -106,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_json(
         args.name,
         {
-            "command": " ".join(["python", "bench/lone.py", *(argv or sys.argv[1:])]),
+            "command": command("bench.lone", argv),
             "cpu_flags": cpu_flags(),
             "rows": rows,
             "median_total_ms": medians,

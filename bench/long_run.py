@@ -16,10 +16,11 @@ allocator, which bench/train.py's plain loop no longer uses by default), and `ca
 primitive cache set to N kernels), `jemalloc` (jemalloc instead of glibc's allocator,
 LD_PRELOAD: a varying tensor size fragments glibc's heap).
 
-Found (bench/RESULTS.md, 2026-11-29): the oneDNN cache is not the cause (16384 kernels change
+Found (bench/results/archive/training.md, "The champion on a bf16 CPU", 2026-11-29): the
+oneDNN cache is not the cause (16384 kernels change
 nothing); glibc's allocator is (jemalloc: 1.33x tokens/s, memory flat instead of growing).
 
-Usage: python bench/long_run.py [--steps 160] [--window 20] [--variants glibc,jemalloc,cache16384]
+Usage: python -m bench.long_run [--steps 160] [--window 20] [--variants glibc,jemalloc,cache16384]
            [--format conv_term]
 Prints a table, writes bench/results/long_run.json. Run it alone on the machine.
 """
@@ -32,12 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import median, table, write_json  # noqa: E402
-from train import bench_config, run_plain  # noqa: E402
-
-from biogner.runtime import jemalloc_library  # noqa: E402
+from bench.common import command, median, table, write_json
+from bench.train import bench_config, run_plain
+from biogner.runtime import jemalloc_library
 
 CACHE_ENV = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
@@ -105,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_json(
         "long_run",
         {
-            "command": "python bench/long_run.py "
-            + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command("bench.long_run", argv),
             "model": args.model,
             "format": args.format,
             "steps": args.steps,

@@ -7,7 +7,7 @@ that answered the dev split has learned what it marks there; the test sentences 
 gets are new to it. Each sentence's answer is also learned as it goes, as a replica would.
 Prints a table, writes bench/results/<name>.json.
 
-Usage: python bench/memory.py --model <model dir> [--teach-from NCBI-disease:dev]
+Usage: python -m bench.memory --model <model dir> [--teach-from NCBI-disease:dev]
        [--texts-from NCBI-disease:test] [--limit 200]
 """
 
@@ -15,21 +15,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import cpu_flags, table, write_json  # noqa: E402
-
-from biogner.corpora import load_split, resolve_data_dir  # noqa: E402
-from biogner.generation import Generator  # noqa: E402
-from biogner.generation.memory import MentionMemory  # noqa: E402
-from biogner.models.config import GenerationConfig  # noqa: E402
-from biogner.types import Sentence  # noqa: E402
+from bench.common import command, cpu_flags, table, write_json
+from biogner.corpora import load_split, resolve_data_dir
+from biogner.generation import Generator
+from biogner.generation.memory import MentionMemory
+from biogner.models.config import GenerationConfig
+from biogner.types import Sentence
 
 
 def split(where: str, limit: int | None = None) -> list[Sentence]:
@@ -85,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_json(
         args.name,
         {
-            "command": " ".join(["python", "bench/memory.py", *(argv or sys.argv[1:])]),
+            "command": command("bench.memory", argv),
             "cpu_flags": cpu_flags(),
             "taught_texts": len(taught),
             "taught_s": taught_s,

@@ -1,9 +1,10 @@
 """What to do with the items constrained decoding had to steer: one constrained pass over a
 whole split, every overrule logged (position, the model's choice, the grammar's), then the
 answers scored under each rule of which overrules drop their item. Rules are compared on dev
-(bench/RESULTS.md, #11); `generation.overruled` is the one chosen.
+(bench/results/archive/quality.md, "What the constraint does where it overrules the model",
+#11); `generation.overruled` is the one chosen.
 
-    python bench/overruled.py --model <hf model dir> --split dev [--threads 2]
+    python -m bench.overruled --model <hf model dir> --split dev [--threads 2]
 
 Prints a table and writes JSON (default bench/results/overruled_<format>_<split>.json).
 One pass serves every rule: dropping only removes items from the text, the tokens are the
@@ -15,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -103,14 +104,14 @@ def score_rule(
     return scorer.scores.as_metrics()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", required=True, help="a biogner HF model directory")
     parser.add_argument("--split", default="dev")
     parser.add_argument("--corpus", default="NCBI-disease")
     parser.add_argument("--threads", type=int)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     fmt = read_card(Path(args.model)).format
     torch.manual_seed(0)
     rows, seconds, vocab = logged_pass(args.model, fmt, args.split, args.threads, args.corpus)

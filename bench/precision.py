@@ -8,22 +8,18 @@ with the same length every step and once with a new length every step, so a gap 
 two shows what shape changes cost (kernel selection, allocation).
 
 Prints a table, writes bench/results/precision.json. Usage:
-    python bench/precision.py [--model smollm2-135m] [--batch 8] [--length 96] [--steps 6]
+    python -m bench.precision [--model smollm2-135m] [--batch 8] [--length 96] [--steps 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import median, table, write_json  # noqa: E402
+from bench.common import command, median, table, write_json
 
 
 def step_seconds(model: Any, batch: int, length: int, autocast: Callable[[], Any]) -> float:
@@ -39,7 +35,7 @@ def step_seconds(model: Any, batch: int, length: int, autocast: Callable[[], Any
     return time.perf_counter() - start
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     import torch
 
     from biogner.models.config import ModelConfig
@@ -51,7 +47,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=96)
     parser.add_argument("--steps", type=int, default=6, help="measured steps per cell")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     torch.set_num_threads(cpu_threads())
     model, _ = load_model(ModelConfig(spec=args.model, lora=False), "cpu", for_training=True)
@@ -86,7 +82,7 @@ def main() -> None:
     path = write_json(
         "precision",
         {
-            "command": "python bench/precision.py " + " ".join(sys.argv[1:]),
+            "command": command("bench.precision", argv),
             "settings": vars(args),
             "native_bf16": cpu_has_native_bf16(),
             "rows": rows,

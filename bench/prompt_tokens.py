@@ -5,27 +5,24 @@ as training does (`tokenize_chat`), and reports the mean total length, the super
 (answer) tokens and the prompt overhead. Token counts, not timings: any machine gives the
 same table. Prints it and writes bench/results/prompt_tokens.json.
 
-    python bench/prompt_tokens.py [--model smollm2-135m] [--corpus NCBI-disease] [--limit 400]
+    python -m bench.prompt_tokens [--model smollm2-135m] [--corpus NCBI-disease] [--limit 400]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
+from collections.abc import Sequence
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import table, write_json  # noqa: E402
+from bench.common import command, table, write_json
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--corpus", default="NCBI-disease")
     parser.add_argument("--limit", type=int, default=400)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from biogner.chat_tokens import tokenize_chat
     from biogner.corpora import get_corpus, load_split
@@ -56,8 +53,8 @@ def main() -> None:
             }
         )
     print(table(rows, ["format", "tokens", "answer", "text", "overhead"]))
-    command = "python bench/prompt_tokens.py " + " ".join(sys.argv[1:])
-    print(f"wrote {write_json('prompt_tokens', {'command': command, 'rows': rows})}")
+    record = {"command": command("bench.prompt_tokens", argv), "rows": rows}
+    print(f"wrote {write_json('prompt_tokens', record)}")
 
 
 if __name__ == "__main__":

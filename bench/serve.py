@@ -11,7 +11,7 @@ The default model is `tiny-llama` built from config (random weights, answers cap
 --max-new-tokens tokens), so the numbers measure the serving path, not a model's speed; pass
 --model-uri (models:/name@champion, runs:/..., a directory) to serve a trained model.
 Usage:
-    python bench/serve.py [--levels 1,8,32,64] [--duration 15] [--batch 16] [--model-uri URI]
+    python -m bench.serve [--levels 1,8,32,64] [--duration 15] [--batch 16] [--model-uri URI]
 """
 
 from __future__ import annotations
@@ -21,20 +21,18 @@ import asyncio
 import json
 import socket
 import statistics
-import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+import httpx
 
-import httpx  # noqa: E402
-from common import table, write_json  # noqa: E402
-
+from bench.common import command, table, write_json
 from biogner.models.load import save_model_dir
-from biogner.serve.app import parse_config, resolve_locations  # noqa: E402
-from biogner.serve.local import start_app, stop_app, wait_ready  # noqa: E402
+from biogner.serve.app import parse_config, resolve_locations
+from biogner.serve.local import start_app, stop_app, wait_ready
 
 APP = "bench-serve"
 TEXTS = [
@@ -228,7 +226,7 @@ def teach(base: str, texts: list[str]) -> None:
     print(f"taught {len(texts)} texts in {time.perf_counter() - started:.0f} s")
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--levels", default="1,8,32,64", help="client concurrency levels")
     parser.add_argument("--duration", type=float, default=15.0, help="measured s per level")
@@ -276,7 +274,7 @@ def main() -> None:
         help="[SECTION.]KEY=V1,V2: a batched variant per value of generation.KEY or "
         "batching.KEY (JSON values, e.g. batching.join_running=false,true)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     args.texts = corpus_texts(args.texts_from) if args.texts_from else TEXTS
     args.teach = corpus_texts(args.teach_from) if args.teach_from else []
     args.levels = [int(x) for x in args.levels.split(",")]
@@ -347,7 +345,7 @@ def main() -> None:
     path = write_json(
         args.name,
         {
-            "command": " ".join(["python", "bench/serve.py", *sys.argv[1:]]),
+            "command": command("bench.serve", argv),
             "model_uri": args.model_uri or "tiny-llama (built from config)",
             "levels": args.levels,
             "duration_s": args.duration,

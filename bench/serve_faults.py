@@ -22,7 +22,7 @@ claim below is counted, not sampled:
   ended in it; when the second replica was up and when it went away.
 
 Prints one table per scenario, writes bench/results/serve_faults.json. Usage:
-    python bench/serve_faults.py [--scenarios kill,overload,swap,autoscale] [--duration 60]
+    python -m bench.serve_faults [--scenarios kill,overload,swap,autoscale] [--duration 60]
 """
 
 from __future__ import annotations
@@ -31,22 +31,20 @@ import argparse
 import asyncio
 import os
 import signal
-import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+import httpx
+import psutil
 
-import httpx  # noqa: E402
-import psutil  # noqa: E402
-from common import table, write_json  # noqa: E402
-from serve import TEXTS, build_tiny_model, free_port, percentile  # noqa: E402
+from bench.common import command, table, write_json
+from bench.serve import TEXTS, build_tiny_model, free_port, percentile
 
 APP = "bench-faults"
 MODEL_NAME = "bench-ner"
@@ -382,7 +380,7 @@ SCENARIOS = {
 }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -397,7 +395,7 @@ def main() -> None:
     parser.add_argument("--follow-s", type=float, default=2.0, help="follow_alias_s (swap)")
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     names = [s for s in args.scenarios.split(",") if s]
     unknown = [s for s in names if s not in SCENARIOS]
     if unknown:
@@ -428,7 +426,7 @@ def main() -> None:
     path = write_json(
         "serve_faults",
         {
-            "command": " ".join(["python", "bench/serve_faults.py", *sys.argv[1:]]),
+            "command": command("bench.serve_faults", argv),
             "settings": vars(args),
             "results": results,
         },

@@ -13,7 +13,7 @@ Reported per scenario: the attacker's statuses and median seconds, the victim's 
 errors, p50/p95/max latency, and /healthz max latency. Prints a table, writes
 bench/results/serve_hostile.json. Run it alone on the machine.
 
-Usage: python bench/serve_hostile.py [--seconds 10] [--port 8011]
+Usage: python -m bench.serve_hostile [--seconds 10] [--port 8011]
 """
 
 from __future__ import annotations
@@ -23,20 +23,18 @@ import asyncio
 import json
 import socket
 import statistics
-import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+import httpx
 
-import httpx  # noqa: E402
-from common import table, write_json  # noqa: E402
-
-from biogner.models.load import save_model_dir  # noqa: E402
-from biogner.serve.app import parse_config, resolve_locations  # noqa: E402
-from biogner.serve.local import start_app, stop_app, wait_ready  # noqa: E402
+from bench.common import table, write_json
+from biogner.models.load import save_model_dir
+from biogner.serve.app import parse_config, resolve_locations
+from biogner.serve.local import start_app, stop_app, wait_ready
 
 APP = "bench-hostile"
 KEY = "bench-key"
@@ -169,7 +167,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--port", type=int, default=0)
@@ -178,7 +176,7 @@ def main() -> None:
         "--scenarios",
         default="baseline,type-bomb,readyz-flood,big-neighbour,slow-upload,text-plain",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     import tempfile
 
     from biogner.runtime import init_ray

@@ -10,7 +10,7 @@ Peak memory: the summed RSS (and PSS, which counts shared pages once) of the who
 process tree, sampled during fit; for the plain loop, the peak RSS of its own process.
 
 Prints a table, writes bench/results/train.json (train_gpu.json with --gpu). Usage:
-    python bench/train.py [--models tiny-llama,smollm2-135m] [--workers 1,2] [--steps 12]
+    python -m bench.train [--models tiny-llama,smollm2-135m] [--workers 1,2] [--steps 12]
         [--batch-size 4] [--zero 2] [--gpu [--model-config qwen2.5-0.5b]]
 """
 
@@ -21,7 +21,6 @@ import contextlib
 import multiprocessing
 import os
 import resource
-import sys
 import tempfile
 import threading
 import time
@@ -29,14 +28,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
+import psutil
 
-import psutil  # noqa: E402
-from common import median, table, write_json  # noqa: E402
-
-from biogner.config import load_config  # noqa: E402
-from biogner.runtime import allocator_env  # noqa: E402
-from biogner.train.config import TrainConfig  # noqa: E402
+from bench.common import command, median, table, write_json
+from biogner.config import load_config
+from biogner.runtime import allocator_env
+from biogner.train.config import TrainConfig
 
 GIB = 1024**3
 LORA_TARGETS = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
@@ -476,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = write_json(
         "train_gpu" if args.gpu else "train",
         {
-            "command": "python bench/train.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "command": command("bench.train", argv),
             "settings": {k: v for k, v in vars(args).items() if not callable(v)},
             "rows": rows,
             "cells": cells,

@@ -9,17 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
+from corpus_support import write_bioc, write_jsonl
 
 from biogner.annotate.text import iter_windows
 from biogner.cli import main
 from biogner.corpora import CorpusProblemError, get_corpus, load_split, read_corpus
-from biogner.corpora.export import (
-    ExportDocument,
-    write_bioc,
-    write_brat,
-    write_jsonl,
-    write_pubtator,
-)
+from biogner.corpora.export import ExportDocument, write_brat, write_pubtator
 
 # Titles without a final period, a mention inside a word (IL2 in IL2R), a mention over what
 # the splitter takes for a sentence break (`Staph. Aureus infection`: joined), Unicode (é,
@@ -549,7 +544,7 @@ def test_hostile_bioc_json_documents_are_reported_one_by_one(
 def test_nesting_and_crossing_block_only_a_format_that_cannot_write_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], ann: str, holding: str, losing: str
 ) -> None:
-    from biogner.corpora.check import require_clean
+    from biogner.formats.coverage import require_clean
 
     card = _brat_card(tmp_path, TEXT, ann)
     assert main(["corpora", "check", str(card), "--format", holding]) == 0

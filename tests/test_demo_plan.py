@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from biogner.demo import PLAN_FILE, PRESETS, demo_plan
+from biogner.demo import PLAN_FILE, PRESETS, demo_plan, demo_setup, demo_sweep
 from biogner.demo_plan import (
     MARGIN,
     MIN_STEPS,
@@ -23,6 +23,7 @@ from biogner.demo_plan import (
 from biogner.generation import packed
 from biogner.models.config import ModelConfig
 from biogner.models.load import CPU_BF16_ENV, cpu_bf16_override, cpu_has_native_bf16, load_model
+from biogner.study.sweep import cell_train_config
 
 FORMATS = ("conv_term", "multi_term")
 N_DEV, N_TEST = 923, 940  # NCBI-disease
@@ -141,3 +142,23 @@ def test_the_plan_is_kept_for_reruns_and_budget_zero_is_the_full_demo(tmp_path: 
     )
     # no probe, no corpus: the saved plan is what a rerun trains (same cells, same runs)
     assert demo_plan(preset, home, "no-such-folder", budget_minutes=20) == saved
+
+
+def test_the_demo_s_cells_train_the_plan_on_one_worker_in_its_own_store(tmp_path: Path) -> None:
+    """The sweep the demo runs resolves into training configs that take the plan's steps,
+    checkpoint once at the end, read the demo's own shards and log to the demo's store."""
+    setup = demo_setup(True, tmp_path / ".biogner", str(tmp_path / "data"), 8000)
+    sweep = demo_sweep(setup, ("conv_term", "multi_term"), 7, setup.home / "converted")
+    assert sweep.evaluate.splits == ["dev"] and sweep.metric == "dev_f1"
+    cells = sweep.cells()
+    assert [c.formats for c in cells] == [("conv_term",), ("multi_term",)]
+    cfg = cell_train_config(sweep, cells[0])
+    assert cfg.optim.max_steps == cfg.optim.checkpoint_every_steps == 7
+    assert cfg.data.limit == PRESETS["tiny"].train_limit
+    assert cfg.data.converted_dir == str(tmp_path / ".biogner" / "converted")
+    assert cfg.data.data_dir == str(tmp_path / "data")
+    assert (cfg.scaling.num_workers, cfg.deepspeed.zero_stage) == (1, 0)
+    assert cfg.model.spec == "tiny-llama" and not cfg.model.lora
+    assert cfg.tracking.uri == f"sqlite:///{setup.home}/mlflow.db"
+    assert cfg.tracking.experiment == "biogner-demo-tiny"
+    assert setup.champion_uri.endswith("biogner-tiny@champion")

@@ -1142,12 +1142,20 @@ def test_dockerfile_parser_sees_a_missing_copy_source(tmp_path: Path) -> None:
 
 
 def _validate_cluster_launcher(config: dict[str, Any]) -> dict[str, Any]:
-    """Ray's own cluster-launcher validation (its JSON schema, after filling defaults)."""
-    from ray.autoscaler._private.util import prepare_config, validate_config
+    """Ray's own cluster-launcher schema, the `ray-schema.json` that `ray up` checks a
+    cluster file against, and its check that the node types' `min_workers` fit the cluster's
+    `max_workers`."""
+    import importlib.resources
+    import json
 
-    prepared = prepare_config(copy.deepcopy(config))
-    validate_config(prepared)
-    return prepared
+    import jsonschema
+
+    schema = importlib.resources.files("ray.autoscaler").joinpath("ray-schema.json")
+    jsonschema.validate(config, json.loads(schema.read_text()))
+    if "max_workers" in config:
+        types = config["available_node_types"].values()
+        assert sum(t.get("min_workers", 0) for t in types) <= config["max_workers"]
+    return copy.deepcopy(config)
 
 
 def test_vm_cluster_yaml_passes_the_ray_cluster_launcher_schema() -> None:

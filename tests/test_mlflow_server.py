@@ -24,12 +24,13 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from biogner.annotate.assemble import assemble
 from biogner.config import load_config
 from biogner.evaluate.config import EvalConfig
 from biogner.evaluate.runner import run_evaluation
 from biogner.models.config import GenerationConfig
-from biogner.serve import engine
-from biogner.serve.requests import check_texts, prepare
+from biogner.serve.loaded import load
+from biogner.serve.requests import check_texts, request_windows
 from biogner.serve.schema import Limits
 from biogner.study.select import select_champion
 from biogner.tracking.config import TrackingConfig
@@ -185,7 +186,7 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
     assert mv.run_id == trained.run_id and str(mv.version) == selection.version
     assert mv.tags["format"] == "conv_term"
 
-    loaded = engine.load(
+    loaded = load(
         f"models:/{selection.model_name}@champion",
         TrackingConfig(tracking_uri=server.uri),
         GenerationConfig(batch_size=4, max_new_tokens_cap=32, device="cpu"),
@@ -195,11 +196,11 @@ def test_train_evaluate_select_serve_through_an_mlflow_server(
         assert loaded.format == "conv_term" and loaded.entity_types == ["Disease"]
         limits = Limits()
         check_texts([SENTENCE], limits)
-        windows = prepare([SENTENCE], limits)
+        windows = request_windows([SENTENCE], limits)
         generations = loaded.generator.extract(
             [w.sentence for w in windows[0]], loaded.format, loaded.entity_types
         )
-        (result,) = engine.assemble([SENTENCE], windows, generations)
+        (result,) = assemble([SENTENCE], windows, generations)
     finally:
         loaded.close()
     assert loaded.download_dir is None

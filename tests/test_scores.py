@@ -11,6 +11,7 @@ import pytest
 from conftest import COPIER_TYPES as TYPES
 from conftest import write_noise_model
 
+from biogner.annotate.assemble import assemble
 from biogner.annotate.text import iter_windows
 from biogner.corpora import load_split
 from biogner.evaluate.calibration import calibrate
@@ -19,7 +20,6 @@ from biogner.generation import Generator
 from biogner.generation.answer import Turn
 from biogner.generation.scores import span_scores
 from biogner.models.config import GenerationConfig
-from biogner.serve.engine import assemble
 from biogner.serve.schema import ExtractRequest
 from biogner.types import Sentence
 

@@ -442,16 +442,22 @@ def test_a_multi_corpus_model_routes_the_requested_types(client, service) -> Non
 FRESH_PROCESS_PREDICT = """
 import json, sys
 import mlflow, pandas as pd
+import biogner
+from biogner.models.config import GenerationConfig
 texts, types, cap = json.loads(sys.argv[1])
 model = mlflow.pyfunc.load_model("models:/ner-tiny@champion")
 frame = pd.DataFrame({"text": texts, "entity_types": [types] * len(texts)})
-print(json.dumps([json.loads(r) for r in model.predict(frame, params={"max_new_tokens_cap": cap})]))
+pyfunc = [json.loads(r) for r in model.predict(frame, params={"max_new_tokens_cap": cap})]
+m = biogner.load("models:/ner-tiny@champion", generation=GenerationConfig(max_new_tokens_cap=cap))
+api = [[e.model_dump() for e in row] for row in m.extract(texts, entity_types=types)]
+print(json.dumps({"pyfunc": pyfunc, "api": api}))
 """
 
 
-def test_mlflows_pyfunc_in_a_fresh_process_answers_as_the_endpoint(client, service) -> None:
-    """After the redeploy above, the champion through MLflow's own loader, in a new Python
-    process that has biogner installed, gives the endpoint's entities for the same texts."""
+def test_the_python_api_and_mlflows_pyfunc_answer_as_the_endpoint(client, service) -> None:
+    """After the redeploy above, the champion through `biogner.load(...).extract` and through
+    MLflow's own loader, in a new Python process that has biogner installed, gives the
+    endpoint's entities (offsets, labels, scores) for the same texts."""
     info = client.get("/v1/model").json()
     assert info["model"]["uri"] == "models:/ner-tiny@champion"
     cap = 16  # the endpoint's generation.max_new_tokens_cap (serve_support.app_config)
@@ -470,8 +476,9 @@ def test_mlflows_pyfunc_in_a_fresh_process_answers_as_the_endpoint(client, servi
         )
         assert done.returncode == 0, done.stderr[-3000:]
         predicted = json.loads(done.stdout.strip().splitlines()[-1])
-        assert predicted == served, types
-        assert any(predicted), "the noise champion marks something"
+        assert predicted["pyfunc"] == served, types
+        assert predicted["api"] == served, types
+        assert any(served), "the noise champion marks something"
 
 
 def test_killed_replica_is_replaced(client, service) -> None:

@@ -159,9 +159,9 @@ def registry(store: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str,
 def test_replica_swaps_to_the_alias_target_and_keeps_its_model_on_a_broken_one(
     registry: dict[str, Any],
 ) -> None:
-    from biogner.serve.engine import Job
     from biogner.serve.replica import NERModel
     from biogner.serve.requests import check_request
+    from biogner.serve.scheduling import Job
     from biogner.serve.schema import Limits
 
     store, (v1, v2, v3) = registry["store"], registry["versions"]

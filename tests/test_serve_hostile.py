@@ -159,7 +159,7 @@ def test_a_readiness_flood_costs_the_model_one_call(monkeypatch) -> None:
 
 
 def test_reload_errors_name_no_server_path() -> None:
-    from biogner.serve.replica import _describe
+    from biogner.serve.swaps import _describe
 
     exc = FileNotFoundError(
         "/tmp/biogner-serve-k2/model/biogner_model.json not found: not a biogner model directory"
@@ -231,9 +231,11 @@ def test_requests_for_types_of_one_group_are_one_model_call() -> None:
     """Each distinct entity_types subset was its own batch group (batching defeated)."""
     import time
 
+    from biogner.annotate.annotator import Annotator
     from biogner.models.card import ModelCard
-    from biogner.serve.engine import Job, LoadedModel, run_group
+    from biogner.serve.loaded import LoadedModel
     from biogner.serve.requests import check_request
+    from biogner.serve.scheduling import Group, Job
     from biogner.serve.schema import ModelRef
 
     types = ["Chemical", "Disease", "Species"]
@@ -241,7 +243,7 @@ def test_requests_for_types_of_one_group_are_one_model_call() -> None:
         format="multi_term", entity_types=types, type_groups=[["Chemical", "Disease"], ["Species"]]
     )
     generator = Answers()
-    model = LoadedModel(generator, ModelRef(uri="m"), card)  # type: ignore[arg-type]
+    model = LoadedModel(Annotator(generator, card, card.format), ModelRef(uri="m"))  # type: ignore[arg-type]
     assert model.asked_types(["Disease"]) == model.asked_types(["Chemical"]) == types[:2]
     assert model.asked_types(["Species", "Chemical"]) == types
 
@@ -250,7 +252,9 @@ def test_requests_for_types_of_one_group_are_one_model_call() -> None:
         windows = check_request(texts, wanted, Limits())
         return Job(model, texts, windows, wanted, time.monotonic() + 60)
 
-    chemical, disease = run_group([job(["Chemical"]), job(["Disease"])], chunk_size=64)
+    chemical, disease = (
+        o.results for o in Group([job(["Chemical"]), job(["Disease"])], chunk_size=64).run()
+    )
     assert generator.calls == [["Chemical", "Disease"]]  # one call for both requests
     assert chemical is not None and disease is not None
     assert {e.label for r in chemical for e in r.entities} == {"Chemical"}

@@ -2,7 +2,7 @@
 dropped work, model work off the event loop, a failed model reload, overload and error
 responses that keep internals in the log.
 
-The serving code runs for real (`engine`, and the Ingress/NERModel classes constructed
+The serving code runs for real (`scheduling`, and the Ingress/NERModel classes constructed
 directly, as in test_serve_auth.py); what stands in is only what they call: the model's
 generator (it answers every sentence in one fixed way, or fails, or is slow) and the
 Ingress's handle to the model deployment (it answers, fails, or never answers).
@@ -22,12 +22,14 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
+from biogner.annotate.annotator import Annotator
 from biogner.formats import get_format
 from biogner.generation import Generation
 from biogner.generation.generator import extract_in_batches
 from biogner.models.card import ModelCard
-from biogner.serve.engine import Job, LoadedModel, run_group
+from biogner.serve.loaded import LoadedModel
 from biogner.serve.requests import RequestError, check_request
+from biogner.serve.scheduling import Group, Job
 from biogner.serve.schema import Limits, ModelRef
 from biogner.types import Sentence
 
@@ -64,7 +66,7 @@ class Model:
 
 def loaded(generator: Any) -> LoadedModel:
     card = ModelCard(format="multi_term", entity_types=TYPES)
-    return LoadedModel(generator, ModelRef(name="m", uri="/models/m"), card)
+    return LoadedModel(Annotator(generator, card, card.format), ModelRef(name="m", uri="/models/m"))
 
 
 def job(model: LoadedModel, texts: list[str], deadline_s: float = 60.0, rid: str = "r") -> Job:
@@ -97,12 +99,12 @@ def test_the_window_cap_counts_every_text_and_allows_exactly_the_cap() -> None:
 def test_run_group_sends_windows_in_chunks_and_matches_one_call() -> None:
     texts = ["Colon cancer and fever. " * 3, "No cancer here. Or there.", "x"]
     whole = Model()
-    expected = run_group([job(loaded(whole), texts)], chunk_size=1000)
+    expected = Group([job(loaded(whole), texts)], chunk_size=1000).run()
     chunked = Model()
-    got = run_group([job(loaded(chunked), texts)], chunk_size=2)
-    assert got == expected and expected[0] is not None
+    got = Group([job(loaded(chunked), texts)], chunk_size=2).run()
+    assert got == expected and expected[0].results is not None
     assert len(whole.calls) == 1 and [len(c) for c in chunked.calls] == [2, 2, 2]
-    assert [e.text for e in expected[0][0].entities] == ["cancer"] * 3
+    assert [e.text for e in expected[0].results[0].entities] == ["cancer"] * 3
 
 
 def test_work_of_a_request_whose_client_left_is_dropped() -> None:
@@ -114,8 +116,8 @@ def test_work_of_a_request_whose_client_left_is_dropped() -> None:
 
     model = loaded(Model(client_b_leaves))
     jobs += [job(model, ["Cancer. " * 4], rid="a"), job(model, ["Fever. " * 40], rid="b")]
-    results = run_group(jobs, chunk_size=2)
-    assert results[1] is None and results[0] is not None
+    results = Group(jobs, chunk_size=2).run()
+    assert results[1].results is None and results[0].results is not None
     generated = [text for call in model.generator.calls for text in call]
     assert generated.count("Fever .") <= 2  # at most the first chunk, nothing after it
     assert generated.count("Cancer .") == 4
@@ -123,8 +125,8 @@ def test_work_of_a_request_whose_client_left_is_dropped() -> None:
 
 def test_an_expired_request_costs_no_model_work() -> None:
     model = loaded(Model())
-    results = run_group([job(model, ["Cancer."], deadline_s=-1.0)], chunk_size=4)
-    assert results == [None] and model.generator.calls == []
+    results = Group([job(model, ["Cancer."], deadline_s=-1.0)], chunk_size=4).run()
+    assert [r.results for r in results] == [None] and model.generator.calls == []
 
 
 # --------------------------------------------------------------------------- NERModel

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from biogner.annotate.assemble import assemble
 from biogner.annotate.text import (
     Window,
     iter_windows,
@@ -22,8 +23,7 @@ from biogner.annotate.text import (
 )
 from biogner.formats import get_format
 from biogner.generation import Generation
-from biogner.serve.engine import assemble
-from biogner.serve.requests import check_texts, prepare
+from biogner.serve.requests import check_texts, request_windows
 from biogner.serve.schema import Limits
 from biogner.types import Sentence, Span
 
@@ -49,6 +49,20 @@ def sentences(text: str) -> list[str]:
     return [
         " ".join(text[s:e] for s, e in sent) for sent in split_sentences(text, tokenize_text(text))
     ]
+
+
+def to_joined(window: Window, start: int, end: int) -> tuple[int, int] | None:
+    """Map raw-text [start, end) to `window.sentence.text`: the inverse of `to_original` on
+    token characters (None if no token of the window lies inside it), to test it against."""
+    joined = window.sentence.token_offsets()
+    offsets = window.offsets
+    first = next((k for k, (_, e) in enumerate(offsets) if start < e), None)
+    last = next((k for k in range(len(offsets) - 1, -1, -1) if end > offsets[k][0]), None)
+    if first is None or last is None or first > last:
+        return None
+    j_start = joined[first][0] + max(start - offsets[first][0], 0)
+    j_end = joined[last][0] + (min(end, offsets[last][1]) - offsets[last][0])
+    return (j_start, j_end) if j_start < j_end else None
 
 
 @pytest.mark.parametrize(
@@ -180,7 +194,7 @@ def test_any_joined_span_maps_to_the_same_characters_in_the_raw_text(
     raw = text[o_start:o_end]
     assert readable(raw) == joined.replace(" ", "")
     assert readable(raw[0]) and readable(raw[-1])
-    back = window.to_joined(o_start, o_end)
+    back = to_joined(window, o_start, o_end)
     assert back is not None
     assert window.sentence.text[back[0] : back[1]] == joined.strip(" ")
 
@@ -238,7 +252,7 @@ def test_blank_texts_get_no_entities_without_failing_their_batch() -> None:
     for i, blank in blanks.items():
         texts[i] = blank
     check_texts(texts, limits)  # no 422 for the whole batch
-    windows = prepare(texts, limits)
+    windows = request_windows(texts, limits)
     assert all(windows[i] == [] for i in blanks)
     # what the replica sends to the model: no input comes from a blank text
     model_inputs = [w.sentence for ws in windows for w in ws]
@@ -317,7 +331,7 @@ def generations_for(fmt_name: str, windows: list[Window], gold: list[tuple[int, 
     for window in windows:
         spans = []
         for start, end, label in gold:
-            mapped = window.to_joined(start, end)
+            mapped = to_joined(window, start, end)
             if mapped is not None and window.offsets[0][0] <= start < window.offsets[-1][1]:
                 spans.append(Span(mapped[0], mapped[1], label))
         sentence = Sentence(window.sentence.id, window.sentence.text, window.sentence.tokens)

@@ -1,4 +1,4 @@
-"""Rows joining a running batch (`generation.rows_join`, `generation.stream`): the answers are
+"""Rows joining a running batch (`generation.rows_join`, `generation.continuous`): the answers are
 those of batches cut from a list and of step-by-step greedy decoding, token for token, while
 sentences do join batches whose other rows are half-way through their answers."""
 
@@ -141,8 +141,9 @@ def routed_model(out: Path) -> Path:
 def test_sentences_arriving_while_others_are_decoded(
     tmp_path: Path, sentences: list[Sentence], fmt: str, types: list[str], join: bool
 ) -> None:
-    """`Generator.stream` (serving): sentences handed over in bursts as the model asks for
-    more get the answers `extract` gives them, each handed back once, as soon as it is done."""
+    """`Generator.batch_continuously` (serving): sentences handed over in bursts as the model
+    asks for more get the answers `extract` gives them, each handed back once, as soon as it
+    is done."""
     cfg = GenerationConfig(
         device="cpu", dtype="float32", max_new_tokens_cap=40, batch_size=4, rows_join=join
     )

@@ -19,8 +19,10 @@ from mlflow_store import make_cfg
 from transformers import AutoModelForCausalLM, LlamaConfig
 
 from biogner.models.config import METADATA_FILE
+from biogner.pyfunc.contract import ENTRY_CODE, HF_ARTIFACT_KEY
+from biogner.pyfunc.model import BiognerHFModel
 from biogner.tracking.config import TrackingConfig
-from biogner.tracking.models import BiognerHFModel, download_model_dir, log_hf_model
+from biogner.tracking.models import download_model_dir, log_hf_model
 from biogner.tracking.registry import check_model_version, get_alias_version, register_champion
 from biogner.tracking.runs import (
     client_for,
@@ -322,19 +324,19 @@ def test_mlflows_own_pyfunc_predicts_entities_with_offsets(store: Path, tmp_path
         loaded.predict(pd.DataFrame({"text": texts[:1]}), params={"entity_types": ["Gene"]})
 
 
-def test_a_model_logged_before_tracking_was_a_package_still_loads(
-    store: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("old_import", ["from biogner.tracking", "from biogner.tracking.models"])
+def test_a_model_logged_with_an_older_entry_still_loads(
+    store: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, old_import: str
 ) -> None:
-    """Logged models carry their pyfunc entry as code; the old one imported
-    `biogner.tracking.BiognerHFModel`, and stores keep such models."""
+    """Logged models carry their pyfunc entry as code; older ones import the class from
+    `biogner.tracking` (before it was a package) or `biogner.tracking.models` (before
+    `biogner.pyfunc`), and stores keep such models: both still load (forwarded)."""
     import biogner.tracking.models as models
 
-    old_entry = models._PYFUNC_CODE.replace(
-        "from biogner.tracking.models import", "from biogner.tracking import"
-    )
-    assert "from biogner.tracking import BiognerHFModel" in old_entry
-    monkeypatch.setattr(models, "_PYFUNC_CODE", old_entry)
-    cfg = make_cfg(store, "exp-old-entry")
+    old_entry = ENTRY_CODE.replace("from biogner.pyfunc.model", old_import)
+    assert f"{old_import} import BiognerHFModel" in old_entry
+    monkeypatch.setattr(models, "ENTRY_CODE", old_entry)
+    cfg = make_cfg(store, f"exp-old-entry-{old_import.count('.')}")
     with tracked_run(cfg, "old-entry") as run_id:
         log_hf_model(run_id, tiny_model_dir, metadata=METADATA, cfg=cfg)
     setup(cfg)
@@ -437,7 +439,7 @@ def test_an_alias_lookup_writes_nothing_and_keeps_mlflows_uri(
 @pytest.mark.parametrize("escape", ["../outside", "/etc", ".", "hf/../../outside"])
 def test_a_model_whose_mlmodel_points_outside_itself_is_refused(tmp_path: Path, escape: str):
     """The MLmodel's artifact path is data from the store: never a way to any directory."""
-    from biogner.tracking.models import HF_ARTIFACT_KEY, hf_dir_in
+    from biogner.tracking.models import hf_dir_in
 
     root = tmp_path / "model"
     root.mkdir()

@@ -149,15 +149,11 @@ def test_rerun_resumes_from_checkpoint_with_same_data_and_optimizer(zero2_run, s
 
 
 def _train_workers() -> list[psutil.Process]:
-    """Ray Train workers of *this* session's cluster: the descendants of its raylet. (Matching
-    every `RayTrainWorker` on the machine killed another job's training worker once.)"""
-    import ray._private.worker as ray_worker
-
-    node = ray_worker._global_node
-    assert node is not None, "no local Ray node in this process"
-    (raylet,) = node.all_processes["raylet"]
+    """Ray Train workers of *this* session's cluster: descendants of this process, which
+    started that local Ray (its raylet, and under it the workers). (Matching every
+    `RayTrainWorker` on the machine killed another job's training worker once.)"""
     found = []
-    for proc in psutil.Process(raylet.process.pid).children(recursive=True):
+    for proc in psutil.Process().children(recursive=True):
         try:
             if "RayTrainWorker" in " ".join(proc.cmdline()):
                 found.append(proc)

@@ -36,8 +36,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ (train.py, common.py)
-
 # Dense bf16 peak (TFLOP/s, no sparsity) by the words in torch.cuda.get_device_name().
 BF16_PEAK_TFLOPS: list[tuple[tuple[str, ...], float]] = [
     (("H200",), 989.4),
@@ -327,8 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if gpu and not torch.cuda.is_available():
         print("no CUDA device: run with --cpu for the CPU version of this check", file=sys.stderr)
         return 2
-    from train import build_config_model
-
+    from bench.train import build_config_model
     from biogner.models.config import TINY_LLAMA
     from biogner.models.load import count_parameters
     from biogner.runtime import init_ray

@@ -10,7 +10,9 @@
 # DeepSpeed ZeRO-2/3 x full/LoRA through biogner's own training path, the ZeRO-3 export
 # round-trip, and batched generation with biogner's Generator. Results go to $OUT (the device
 # tool's output folder) or bench/results/: gpu_check.json and gpu_check.md (cpu_check.* with
-# --cpu). Extra arguments are passed to check.py (see `python bench/gpu/check.py --help`).
+# --cpu). Extra arguments are passed to check.py (see `python -m bench.gpu.check --help`); it
+# runs as the module bench.gpu.check from the repository root, which puts the root (the bench
+# package) first on sys.path, so PYTHONPATH names only the unpacked site and platform/.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -36,7 +38,7 @@ if [ $cpu = 1 ]; then
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any "$PACK"/wheels/*.whl
   echo "   pack installed for cp312 ($(du -sh "$SITE" | cut -f1)); the CPU run uses $PY's packages"
-  export PYTHONPATH="platform:bench${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="platform${PYTHONPATH:+:$PYTHONPATH}"
 else
   missing=$("$PY" - "$PACK"/wheels/*.whl <<'EOF'
 import importlib.metadata, sys
@@ -54,7 +56,7 @@ EOF
     "$PY" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" $missing
   fi
   echo "   installed: $(echo "$missing" | xargs -n1 basename 2>/dev/null | cut -d- -f1 | tr '\n' ' ')"
-  export PYTHONPATH="$SITE:platform:bench${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$SITE:platform${PYTHONPATH:+:$PYTHONPATH}"
 fi
 echo "   $(( $(date +%s) - t0 )) s"
 
@@ -65,4 +67,4 @@ if [ -d "$PACK/data" ] && [ -z "${BIOGNER_DATA_DIR:-}" ] && [ $cpu = 0 ]; then
   export BIOGNER_DATA_DIR="$PWD/$PACK/data"
 fi
 export BIOGNER_HOME=${BIOGNER_HOME:-/tmp/biogner-gpu-check}
-exec "$PY" bench/gpu/check.py --out "$RESULTS" "$@"
+exec "$PY" -m bench.gpu.check --out "$RESULTS" "$@"

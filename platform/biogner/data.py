@@ -19,9 +19,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from biogner.corpora import CORPORA, get_corpus, load_split
-from biogner.corpora.check import require_clean
+from biogner.corpora.data_dir import resolve_data_dir
 from biogner.corpora.registry import SPLITS
 from biogner.formats import FORMATS, get_format
+from biogner.formats.coverage import require_clean
 from biogner.models.load import load_tokenizer
 from biogner.prompts import render_chat
 from biogner.types import Sentence, Span
@@ -106,8 +107,6 @@ def file_tasks(cfg: ConvertConfig) -> list[FileTask]:
     """The (corpus, split) slices to read, each corpus checked first (`corpora check`): a
     corpus whose problems would lose annotations, or a missing file, fails here, before
     Ray starts work."""
-    from biogner.corpora.registry import resolve_data_dir
-
     data_dir = str(resolve_data_dir(cfg.data_dir).resolve())
     tasks = []
     for ref in cfg.corpora:

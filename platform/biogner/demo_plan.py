@@ -7,7 +7,7 @@ times the demo model's forward and forward+backward passes at the demo's shapes,
 precision training and generation will use here (a few seconds), and `choose_plan` picks the
 largest preset whose estimate fits the budget less a margin: both writings at the preset's
 steps, then fewer steps, then one writing. The estimate's constants come from timed demos
-(RESULTS).
+(bench/RESULTS.md#demo).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 
 from biogner.generation.packed import pack_linears
 
-# Fitted on timed demos (bench/RESULTS.md, "The demo on its time budget"), one pair per kind of
+# Fitted on timed demos (bench/RESULTS.md#demo), one pair per kind of
 # matmul unit (`kernels`): the probe's large forward gains far more from AMX tiles than the
 # decode loop's small passes do, so one constant per arithmetic overestimated scoring on an
 # AMX box or underestimated it 2x elsewhere. A real optimizer step (8 sentences, padding,

@@ -131,7 +131,8 @@ def compute_runtime_env(niceness: int = 0) -> dict[str, Any]:
 
     Niceness: Ray starts its workers at nice 15 (RAY_worker_niceness), where any other
     process on the node, Ray's own included, preempts them, and a CPU worker's OpenMP threads
-    then wait for each other at every barrier (bench/RESULTS.md). An unprivileged process
+    then wait for each other at every barrier (bench/results/archive/training.md, "The champion
+    on a bf16 CPU"). An unprivileged process
     cannot lower its own nice value, so it is set when Ray starts the worker. The allocator
     (`allocator_env`) is chosen there too: LD_PRELOAD only acts when a process starts."""
     return {"env_vars": {"RAY_worker_niceness": str(niceness), **allocator_env()}}
@@ -150,7 +151,7 @@ def allocator_env() -> dict[str, str]:
     Why: a long CPU training run brings a new tensor shape at most steps (length-grouped
     batches), which fragments glibc's heap: its worker's memory grew past 10 GiB and its
     tokens/s fell by a quarter; under jemalloc it stepped 1.33x faster with memory flat
-    (bench/long_run.py, bench/RESULTS.md). Empty where the machine has no jemalloc, where
+    (bench/long_run.py, bench/RESULTS.md#training). Empty where the machine has no jemalloc, where
     LD_PRELOAD is already set (the user's choice, which workers inherit, wins) or with
     BIOGNER_ALLOCATOR=system."""
     choice = os.environ.get(ALLOCATOR_ENV, "jemalloc").strip().lower() or "jemalloc"
@@ -166,11 +167,12 @@ def allocator_env() -> dict[str, str]:
 
 @functools.cache  # once per process
 def _warn_no_jemalloc() -> None:
-    """Say it once: without jemalloc a CPU training run is ~1.6x slower (bench/RESULTS.md)."""
+    """Say it once: without jemalloc a CPU training run is ~1.6x slower
+    (bench/RESULTS.md#training)."""
     if sys.platform.startswith("linux"):
         print(
             "biogner: jemalloc not found: CPU training and generation run on glibc's allocator, "
-            "about 1.6x slower (bench/RESULTS.md). Fix: `sudo apt install libjemalloc2` "
+            "about 1.6x slower (bench/RESULTS.md#training). Fix: `sudo apt install libjemalloc2` "
             f"({ALLOCATOR_ENV}=system silences this).",
             file=sys.stderr,
         )
@@ -224,9 +226,7 @@ def stop_local_ray(grace_s: float = 10.0) -> list[int]:
 def shipped_package() -> Path | None:
     """This process's biogner package folder when it runs from a source tree (`platform/`, as
     a `ray job submit --working-dir` ships it), None when it is an installed package."""
-    import biogner
-
-    package = Path(biogner.__file__).resolve().parent
+    package = Path(__file__).resolve().parent  # this module sits at the package's top
     return package if package.parent.name == "platform" else None
 
 

@@ -182,20 +182,6 @@ class Window:
         o_end = self.offsets[last][0] + (min(end, j_last_end) - j_last)
         return (o_start, o_end) if o_start < o_end else None
 
-    def to_joined(self, start: int, end: int) -> Offsets | None:
-        """Map raw-text [start, end) to `sentence.text` (the inverse of `to_original` on
-        token characters); None if no token of this window lies inside it."""
-        joined = self.sentence.token_offsets()
-        first = next((k for k, (_, e) in enumerate(self.offsets) if start < e), None)
-        last = next(
-            (k for k in range(len(self.offsets) - 1, -1, -1) if end > self.offsets[k][0]), None
-        )
-        if first is None or last is None or first > last:
-            return None
-        j_start = joined[first][0] + max(start - self.offsets[first][0], 0)
-        j_end = joined[last][0] + (min(end, self.offsets[last][1]) - self.offsets[last][0])
-        return (j_start, j_end) if j_start < j_end else None
-
 
 def iter_windows(
     text: str, max_tokens: int, max_chars: int, id_prefix: str = "w"

@@ -69,10 +69,11 @@ def _cmd_corpora_check(args: argparse.Namespace) -> int:
     import json
 
     from biogner.corpora import get_corpus
-    from biogner.corpora.check import blocking_for, format_report, summary
+    from biogner.corpora.check import format_report, summary
     from biogner.corpora.load import read_corpus
     from biogner.corpora.problems import KINDS
     from biogner.formats import resolve_formats
+    from biogner.formats.coverage import blocking_for
 
     unknown = [k for k in args.accept if k not in KINDS]
     if unknown:

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from biogner.config import describe_errors
+from biogner.corpora.problems import KINDS, TYPE_NAME
 
 SPLITS = ("train", "dev", "test")
 CARD_SUFFIXES = (".yaml", ".yml")
@@ -107,8 +108,6 @@ class CorpusCard(BaseModel):
             return None
         if not value:
             raise ValueError("must not be empty (leave it out to use the types found)")
-        from biogner.corpora.problems import TYPE_NAME
-
         for label in value:
             if not TYPE_NAME.match(label):
                 raise ValueError(
@@ -121,8 +120,6 @@ class CorpusCard(BaseModel):
     @field_validator("accept")
     @classmethod
     def _known_kinds(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from biogner.corpora.problems import KINDS
-
         unknown = [k for k in value if k not in KINDS]
         if unknown:
             raise ValueError(f"unknown problem kinds {unknown}; known: {', '.join(KINDS)}")

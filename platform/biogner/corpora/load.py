@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from biogner.corpora.bioc_annotations import read_bioc
+from biogner.corpora.brat import read_brat
 from biogner.corpora.card import SPLITS, CorpusCard
 from biogner.corpora.data_dir import resolve_data_dir
 from biogner.corpora.documents import (
@@ -25,7 +27,9 @@ from biogner.corpora.documents import (
     valid_text,
 )
 from biogner.corpora.iob import ReadStats, read_tagged
+from biogner.corpora.jsonl_spans import read_jsonl
 from biogner.corpora.problems import Problem
+from biogner.corpora.pubtator import read_pubtator
 from biogner.corpora.segment import document_windows
 from biogner.types import Sentence
 
@@ -51,11 +55,6 @@ Reader = Callable[[Path, Report], Iterator[AnnotatedDocument]]
 
 
 def _reader(fmt: str) -> Reader:
-    from biogner.corpora.bioc_annotations import read_bioc
-    from biogner.corpora.brat import read_brat
-    from biogner.corpora.jsonl_spans import read_jsonl
-    from biogner.corpora.pubtator import read_pubtator
-
     readers: dict[str, Reader] = {
         "brat": read_brat,
         "jsonl": read_jsonl,

@@ -23,6 +23,7 @@ from biogner.corpora.data_dir import DATA_DIR_ENV, resolve_data_dir
 from biogner.corpora.iob import ReadStats
 from biogner.corpora.load import read_corpus
 from biogner.corpora.problems import CorpusProblemError
+from biogner.home import biogner_home
 from biogner.types import Sentence
 
 BUILTIN_CARDS = Path(__file__).parent / "cards"
@@ -36,8 +37,6 @@ def builtin_corpora() -> dict[str, CorpusCard]:
 
 
 def registered_dir() -> Path:
-    from biogner.tracking.config import biogner_home
-
     return biogner_home() / ".biogner" / "corpora"
 
 

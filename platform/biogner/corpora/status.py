@@ -12,6 +12,7 @@ from typing import TypedDict
 from biogner.corpora.card import CorpusCard
 from biogner.corpora.download import sha256_file
 from biogner.corpora.iob import DOCSTART
+from biogner.corpora.load import read_corpus
 from biogner.corpora.registry import CORPORA, SPLITS, registered_corpora, resolve_data_dir
 
 
@@ -85,8 +86,6 @@ def corpora_status(
 
 def _registered_status(card: CorpusCard) -> CorpusStatus:
     """A registered card as read now (its files are the user's: no checksum to verify)."""
-    from biogner.corpora.load import read_corpus
-
     try:
         read = read_corpus(card)
     except (OSError, KeyError, ValueError) as exc:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from biogner.corpora.registry import get_corpus
+from biogner.formats import get_format
 from biogner.models.config import GenerationConfig
 from biogner.tracking.config import TrackingConfig
 
@@ -51,8 +53,6 @@ class EvalConfig(BaseModel):
     @classmethod
     def _known_corpus(cls, name: str) -> str:
         """Checked when the config loads: a typo fails before Ray starts or a model loads."""
-        from biogner.corpora.registry import get_corpus
-
         try:
             return get_corpus(name).ref
         except KeyError as exc:
@@ -63,8 +63,6 @@ class EvalConfig(BaseModel):
     def _known_format(cls, name: str | None) -> str | None:
         if name is None:
             return None
-        from biogner.formats import get_format
-
         try:
             return get_format(name).name
         except KeyError as exc:

@@ -3,11 +3,11 @@ corpus says, and the *ceiling F1* of a perfect model writing it."""
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from biogner.evaluate.metrics import Scorer
+from biogner.formats.coverage import roundtrip
 from biogner.formats.turns import Format
 from biogner.types import Sentence
 
@@ -36,17 +36,12 @@ def check_format(fmt: Format, sentences: Iterable[Sentence], types: Sequence[str
     result = FormatCheck(fmt.name, fmt.exact)
     for sent in sentences:
         result.sentences += 1
-        parsed = fmt.parse(fmt.answers(sent, types), sent, types)
-        result.scorer.add(sent.id, sent.spans, parsed.spans, parsed)
-        if parsed.spans == list(sent.spans) and not parsed.problems:
-            result.exact_roundtrips += 1
-            continue
-        same_mentions = Counter((s.text_in(sent.text), s.label) for s in parsed.spans) == Counter(
-            sent.mentions()
-        )
-        if not fmt.exact and same_mentions and not parsed.problems:
+        trip = roundtrip(fmt, sent, types)
+        result.scorer.add(sent.id, sent.spans, trip.parsed.spans, trip.parsed)
+        if trip.failure is not None:
+            result.failures.append((sent, trip.failure))
+        elif trip.ambiguous:
             result.ambiguous += 1
-            continue
-        reason = "; ".join(parsed.problems) or f"got {parsed.spans}, expected {list(sent.spans)}"
-        result.failures.append((sent, reason))
+        else:
+            result.exact_roundtrips += 1
     return result

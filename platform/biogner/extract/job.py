@@ -1,5 +1,5 @@
-"""The extraction job: documents -> the endpoint's sentence windows -> the shared Generator in
-a Ray Data actor pool -> entities with offsets into each document, written per block.
+"""The extraction job: documents -> the shared `annotate.Annotator` in a Ray Data actor pool
+(`actor.DocumentActor`) -> entities with offsets into each document, written per block.
 
 A job users can trust with a day of work: documents are cut into blocks in input order; each
 finished block is written whole (`writers.write_block`) and then recorded in the manifest, so
@@ -15,15 +15,21 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
+
+from biogner.extract.actor import DocumentActor
 from biogner.extract.config import ExtractConfig
 from biogner.extract.documents import FORMATS_BY_SUFFIX, BadDocument, Document, read_documents
 from biogner.extract.writers import block_file, write_block
 from biogner.progress import Progress
+from biogner.runtime import compute_runtime_env, init_ray
+from biogner.tracking.open import open_model
+from biogner.tracking.runs import client_for, tracked_run
 from biogner.tracking.tags import EXTRACT_KIND, INPUTS_DIGEST_TAG, KIND_TAG, MODEL_URI_TAG
 
 MANIFEST = "manifest.json"
@@ -79,41 +85,6 @@ def inputs_digest(docs: Sequence[Document]) -> str:
     return digest.hexdigest()
 
 
-class ExtractActor:
-    """Ray Data actor: holds one Generator; document rows -> rows with their entities."""
-
-    def __init__(self, model_dir: str, fmt: str, types: list[str], cfg: dict[str, Any]) -> None:
-        from biogner.generation import Generator
-        from biogner.runtime import cpu_threads
-
-        job = ExtractConfig.model_validate(cfg)
-        gen = job.generation
-        if gen.threads is None:
-            gen = gen.model_copy(update={"threads": cpu_threads(job.num_actors)})
-        self.generator = Generator(model_dir, gen)
-        self.fmt, self.types, self.job = fmt, types, job
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        from biogner.annotate.text import iter_windows
-        from biogner.serve.engine import assemble
-
-        texts = [str(t) for t in batch["text"]]
-        windows = [
-            list(iter_windows(text, self.job.window_tokens, self.job.window_chars, f"d{i}w"))
-            for i, text in enumerate(texts)
-        ]
-        flat = [w.sentence for ws in windows for w in ws]
-        gens = self.generator.extract(flat, self.fmt, self.types) if flat else []
-        results = assemble(texts, windows, gens, set(self.types), self.job.min_score)
-        keep = ("block", "index", "id", "text", "title_length", "passages")
-        out = {k: list(batch[k]) for k in keep}
-        out["entities"] = [
-            json.dumps([e.model_dump() for e in r.entities], ensure_ascii=False) for r in results
-        ]
-        out["sentences"] = [len(ws) for ws in windows]
-        return out
-
-
 def _load_manifest(path: Path, key: dict[str, Any]) -> dict[str, Any]:
     """The manifest of an earlier run into this output, or a new one; an output made from
     other inputs, another model or another output format is refused (not mixed)."""
@@ -164,20 +135,64 @@ def log_documents_input(
 
 def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     """Run the job (see the module docstring); returns what it did."""
-    import ray
-
-    from biogner.runtime import compute_runtime_env, init_ray
-    from biogner.tracking.open import open_model
-    from biogner.tracking.runs import client_for, tracked_run
-
     start = time.perf_counter()
     files = input_files(cfg.inputs, cfg.input_format)
     model = open_model(cfg.model, cfg.tracking)
-    card = model.card
-    types = [t for t in card.entity_types if cfg.entity_types is None or t in cfg.entity_types]
-    unknown = sorted(set(cfg.entity_types or []) - set(card.entity_types))
+    types = _entity_types(cfg, model.card.entity_types)
+    docs, bad = _read_inputs(files, cfg)
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_errors(out / ERRORS, bad)
+    key = {
+        "inputs_digest": inputs_digest(docs),
+        "model": model.pinned,
+        "format": model.card.format,
+        "entity_types": types,
+        "output_format": cfg.output_format,
+        "docs_per_block": cfg.docs_per_block,
+    }
+    blocks = Blocks(out, _load_manifest(out / MANIFEST, key), docs, cfg)
+    summary = ExtractSummary(
+        out, len(docs), len(bad), len(blocks.docs), len(blocks.done), 0, 0, 0, 0.0
+    )
+    tags = {
+        KIND_TAG: EXTRACT_KIND,
+        MODEL_URI_TAG: model.pinned,
+        INPUTS_DIGEST_TAG: key["inputs_digest"],
+    }
+    params = cfg.model_dump(mode="json")
+    with tracked_run(cfg.tracking, f"extract-{out.name}", tags=tags, params=params) as run_id:
+        summary.run_id = run_id
+        client = client_for(cfg.tracking)
+        if files:
+            digest = str(key["inputs_digest"])
+            log_documents_input(client, run_id, files, digest, len(docs), cfg.input_format)
+        if blocks.todo:
+            init_ray()
+            rows = _mapped_rows(
+                blocks, DocumentActor, (str(model.dir), model.card.format, types, params), cfg
+            )
+            blocks.write_all(rows, summary)
+        blocks.save()
+        summary.seconds = time.perf_counter() - start
+        _log_summary(client, run_id, summary, sum(len(blocks.docs[b]) for b in blocks.todo))
+        client.log_artifact(run_id, str(blocks.manifest_path))
+        client.log_artifact(run_id, str(out / ERRORS))
+    return summary
+
+
+def _entity_types(cfg: ExtractConfig, known: list[str]) -> list[str]:
+    """The types asked, in the model's order; one it does not know fails before any work."""
+    unknown = sorted(set(cfg.entity_types or []) - set(known))
     if unknown:
-        raise ValueError(f"unknown entity types {unknown}; this model knows {card.entity_types}")
+        raise ValueError(f"unknown entity types {unknown}; this model knows {known}")
+    return [t for t in known if cfg.entity_types is None or t in cfg.entity_types]
+
+
+def _read_inputs(
+    files: Sequence[Path], cfg: ExtractConfig
+) -> tuple[list[Document], list[BadDocument]]:
+    """Every document of the input files in order, and those that could not be read."""
     docs: list[Document] = []
     bad: list[BadDocument] = []
     for path in files:
@@ -186,104 +201,97 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
                 docs.append(item)
             else:
                 bad.append(item)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_errors(out / ERRORS, bad)
-    key = {
-        "inputs_digest": inputs_digest(docs),
-        "model": model.pinned,
-        "format": card.format,
-        "entity_types": types,
-        "output_format": cfg.output_format,
-        "docs_per_block": cfg.docs_per_block,
+    return docs, bad
+
+
+class Blocks:
+    """The documents cut into blocks, which of them earlier runs finished (the manifest), and
+    writing each block whole as soon as all its rows are back."""
+
+    def __init__(
+        self, out: Path, manifest: dict[str, Any], docs: Sequence[Document], cfg: ExtractConfig
+    ) -> None:
+        n = cfg.docs_per_block
+        self.out, self.manifest, self.output_format = out, manifest, cfg.output_format
+        self.manifest_path = out / MANIFEST
+        self.docs = [list(docs[i : i + n]) for i in range(0, len(docs), n)]
+        self.done = [b for b in range(len(self.docs)) if str(b) in manifest["blocks"]]
+        todo = [b for b in range(len(self.docs)) if str(b) not in manifest["blocks"]]
+        self.todo = todo if cfg.stop_after_blocks is None else todo[: cfg.stop_after_blocks]
+
+    def items(self) -> list[dict[str, Any]]:
+        """The documents of the blocks to do, as the actors' input rows."""
+        return [
+            {
+                "block": b,
+                "index": j,
+                "id": d.id,
+                "text": d.text,
+                "title_length": -1 if d.title_length is None else d.title_length,
+                "passages": json.dumps(d.passages),
+            }
+            for b in self.todo
+            for j, d in enumerate(self.docs[b])
+        ]
+
+    def write_all(self, rows: Iterable[dict[str, Any]], summary: ExtractSummary) -> None:
+        """Write each block once all its rows are back (they come in any order)."""
+        n_docs = sum(len(self.docs[b]) for b in self.todo)
+        progress = Progress(f"extract {self.out.name}", n_docs, "documents", also="sentences")
+        pending: dict[int, list[dict[str, Any]]] = {}
+        for row in rows:
+            b = int(row["block"])
+            pending.setdefault(b, []).append(row)
+            progress.update(also=int(row["sentences"]))
+            if len(pending[b]) == len(self.docs[b]):
+                self._write(b, sorted(pending.pop(b), key=lambda r: int(r["index"])), summary)
+
+    def _write(self, b: int, rows: list[dict[str, Any]], summary: ExtractSummary) -> None:
+        written = [_output_row(r) for r in rows]
+        path = block_file(self.out, b, self.output_format)
+        write_block(path, written, self.output_format)
+        self.manifest["blocks"][str(b)] = {"file": path.name, "documents": len(rows)}
+        self.save()
+        summary.blocks_written += 1
+        summary.files.append(path)
+        summary.sentences += sum(int(r["sentences"]) for r in rows)
+        summary.entities += sum(len(w["entities"]) for w in written)
+
+    def save(self) -> None:
+        _save_manifest(self.manifest_path, self.manifest)
+
+
+def _mapped_rows(
+    blocks: Blocks, actor: type, actor_args: tuple[Any, ...], cfg: ExtractConfig
+) -> Iterable[dict[str, Any]]:
+    """The documents to do through a pool of `actor`s (Ray Data), rows in any order."""
+    items = blocks.items()
+    ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 32))
+    mapped = ds.map_batches(
+        actor,
+        fn_constructor_args=actor_args,
+        batch_size=32,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.num_actors, len(items)))),
+        num_gpus=1 if cfg.use_gpu else 0,
+        runtime_env=compute_runtime_env(),
+    )
+    return mapped.iter_rows()
+
+
+def _log_summary(client: Any, run_id: str, summary: ExtractSummary, docs_now: int) -> None:
+    seconds = summary.seconds
+    metrics = {
+        "documents": float(summary.documents),
+        "bad_documents": float(summary.bad_documents),
+        "blocks_written": float(summary.blocks_written),
+        "blocks_skipped": float(summary.blocks_done_before),
+        "sentences": float(summary.sentences),
+        "entities": float(summary.entities),
+        "documents_per_s": docs_now / seconds if seconds else 0.0,
+        "sentences_per_s": summary.sentences / seconds if seconds else 0.0,
     }
-    manifest_path = out / MANIFEST
-    manifest = _load_manifest(manifest_path, key)
-    n = cfg.docs_per_block
-    blocks = [docs[i : i + n] for i in range(0, len(docs), n)]
-    done_before = [b for b in range(len(blocks)) if str(b) in manifest["blocks"]]
-    todo = [b for b in range(len(blocks)) if str(b) not in manifest["blocks"]]
-    if cfg.stop_after_blocks is not None:
-        todo = todo[: cfg.stop_after_blocks]
-    summary = ExtractSummary(out, len(docs), len(bad), len(blocks), len(done_before), 0, 0, 0, 0.0)
-    params = cfg.model_dump(mode="json")
-    tags = {
-        KIND_TAG: EXTRACT_KIND,
-        MODEL_URI_TAG: model.pinned,
-        INPUTS_DIGEST_TAG: key["inputs_digest"],
-    }
-    with tracked_run(cfg.tracking, f"extract-{out.name}", tags=tags, params=params) as run_id:
-        summary.run_id = run_id
-        if files:
-            log_documents_input(
-                client_for(cfg.tracking),
-                run_id,
-                files,
-                str(key["inputs_digest"]),
-                len(docs),
-                cfg.input_format,
-            )
-        if todo:
-            init_ray()
-            items = [
-                {
-                    "block": b,
-                    "index": j,
-                    "id": d.id,
-                    "text": d.text,
-                    "title_length": -1 if d.title_length is None else d.title_length,
-                    "passages": json.dumps(d.passages),
-                }
-                for b in todo
-                for j, d in enumerate(blocks[b])
-            ]
-            actors = max(1, min(cfg.num_actors, len(items)))
-            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items) // 32))
-            mapped = ds.map_batches(
-                ExtractActor,
-                fn_constructor_args=(str(model.dir), card.format, types, params),
-                batch_size=32,
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                num_gpus=1 if cfg.use_gpu else 0,
-                runtime_env=compute_runtime_env(),
-            )
-            progress = Progress(f"extract {out.name}", len(items), "documents", also="sentences")
-            pending: dict[int, list[dict[str, Any]]] = {}
-            for row in mapped.iter_rows():
-                b = int(row["block"])
-                pending.setdefault(b, []).append(row)
-                progress.update(also=int(row["sentences"]))
-                if len(pending[b]) < len(blocks[b]):
-                    continue
-                rows = sorted(pending.pop(b), key=lambda r: int(r["index"]))
-                written = [_output_row(r) for r in rows]
-                path = block_file(out, b, cfg.output_format)
-                write_block(path, written, cfg.output_format)
-                manifest["blocks"][str(b)] = {"file": path.name, "documents": len(rows)}
-                _save_manifest(manifest_path, manifest)
-                summary.blocks_written += 1
-                summary.files.append(path)
-                summary.sentences += sum(int(r["sentences"]) for r in rows)
-                summary.entities += sum(len(w["entities"]) for w in written)
-        _save_manifest(manifest_path, manifest)
-        summary.seconds = time.perf_counter() - start
-        client = client_for(cfg.tracking)
-        docs_now = sum(len(blocks[b]) for b in todo)
-        metrics = {
-            "documents": float(len(docs)),
-            "bad_documents": float(len(bad)),
-            "blocks_written": float(summary.blocks_written),
-            "blocks_skipped": float(len(done_before)),
-            "sentences": float(summary.sentences),
-            "entities": float(summary.entities),
-            "documents_per_s": docs_now / summary.seconds if summary.seconds else 0.0,
-            "sentences_per_s": summary.sentences / summary.seconds if summary.seconds else 0.0,
-        }
-        for name, value in metrics.items():
-            client.log_metric(run_id, name, value)
-        client.log_artifact(run_id, str(manifest_path))
-        client.log_artifact(run_id, str(out / ERRORS))
-    return summary
+    for name, value in metrics.items():
+        client.log_metric(run_id, name, value)
 
 
 def _output_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -181,11 +181,6 @@ def unescape_line(line: str) -> str:
     return line[1:] if line.startswith("\\") else line
 
 
-def answer_lines(answer: str) -> list[str]:
-    """Non-empty lines of an answer, or [] for the empty answer."""
-    return [line for line, _, _ in located_lines(answer)]
-
-
 def located_lines(answer: str) -> list[tuple[str, int, int]]:
     """Non-empty lines of an answer, stripped, each with where it is in `answer` (its
     ending newline included); [] for the empty answer."""

@@ -22,7 +22,7 @@ hold such a token are counted (`overruled_rate`). A case the grammar sets right 
 every steered item; or, the default, `drop_unended`: drop the items the model tried to end
 where the grammar would not let it (a spent mention, a mention cut mid-word: what follows is
 stretched by the grammar, rarely a gold mention). Chosen on the whole dev split
-(bench/RESULTS.md, `bench/overruled.py`).
+(bench/results/archive/quality.md, "What the constraint does where it overrules the model").
 
 An answer cut by its token budget is completed by its writing (`Writing.complete`: the
 rest of a restated sentence) or cut back to its longest prefix the grammar accepts

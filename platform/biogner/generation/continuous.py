@@ -18,7 +18,8 @@ batch cut from a list (tests/test_stream.py).
 Off by default (`generation.rows_join`): a joining row takes the batch's whole width of
 columns, so attention and the per-pass cache copies work over the oldest row's span, and on
 a 2-core CPU whole-split evaluation ran ~15 % slower with it than with sorted batches cut
-from the list (bench/RESULTS.md). A cache per row (paged attention) would remove that cost.
+from the list (bench/results/archive/generation.md, "Packed Linear weights, and rows that
+join a running batch"). A cache per row (paged attention) would remove that cost.
 """
 
 from __future__ import annotations

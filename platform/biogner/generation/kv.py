@@ -10,11 +10,21 @@ compute alone. Rows leave (`select`), are put aside between the turns of a conve
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+
+
+def cache_of(layers: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A cache holding these keys and values, one (key, value) pair per layer, through
+    DynamicCache's public `update`: each layer is copied once, as the constructor's
+    `ddp_cache_data` (meant for DDP replicas) does."""
+    cache = DynamicCache()
+    for layer, (keys, values) in enumerate(layers):
+        cache.update(keys, values, layer)
+    return cache
 
 
 @dataclass
@@ -44,7 +54,7 @@ class BatchKV:
         data = [(k.expand(rows, -1, -1, -1), v.expand(rows, -1, -1, -1)) for k, v in prefix]
         length = prefix[0][0].shape[2]
         mask = torch.ones((rows, length), dtype=torch.bool, device=prefix[0][0].device)
-        return cls(DynamicCache(ddp_cache_data=data), mask)
+        return cls(cache_of(data), mask)
 
     @property
     def width(self) -> int:
@@ -94,7 +104,7 @@ class BatchKV:
                     row_tensors[layer] = t.new_empty(0)  # consumed: free it now
                 joined.append(batch)
             data.append((joined[0], joined[1]))
-        return cls(DynamicCache(ddp_cache_data=data) if data else DynamicCache(), mask)
+        return cls(cache_of(data), mask)
 
     @property
     def rows(self) -> int:
@@ -129,7 +139,7 @@ class BatchKV:
                 ]
                 pair.append(torch.cat([_left_pad(t, width, 2) for t in parts], 0))
             data.append((pair[0], pair[1]))
-        return BatchKV(DynamicCache(ddp_cache_data=data), mask)
+        return BatchKV(cache_of(data), mask)
 
 
 def _left_pad(t: torch.Tensor, width: int, dim: int) -> torch.Tensor:

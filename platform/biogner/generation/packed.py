@@ -4,15 +4,17 @@ On a CPU torch computes a bf16 Linear with oneDNN from the plain weight, which o
 into its blocked layout on every call. At the shapes of the decode loop's small passes (a
 lone request feeds one row of 1-30 tokens) that is a large part of the call, and a pass of
 SmolLM2-135M makes 210 Linear calls: packed once, a lone request's one-row pass went from
-~46 to ~31 ms on a 2-core CPU (bench/RESULTS.md). `torch.ops.mkldnn._reorder_linear_weight`
+~46 to ~31 ms on a 2-core CPU (bench/results/archive/generation.md, "Packed Linear weights").
+`torch.ops.mkldnn._reorder_linear_weight`
 packs the weight when the model is loaded and `_linear_pointwise` multiplies with it: the
 same oneDNN kernel on the same operands, so a bf16 model's outputs are bitwise those of the
 unpacked one (tests/test_packed.py).
 
 An fp32 Linear is computed by MKL unpacked and by oneDNN packed: another summation order,
 equal up to rounding (on whole NCBI-disease dev no answer of 923 changed, and on an AVX2
-CPU the packed loop ran faster: bench/RESULTS.md). fp32 weights are packed on x86-64 only,
-where that was measured; elsewhere (an ARM laptop's BLAS) torch computes them as it does.
+CPU the packed loop ran faster: bench/RESULTS.md#generation-speed). fp32 weights are packed
+on x86-64 only, where that was measured; elsewhere (an ARM laptop's BLAS) torch computes
+them as it does.
 
 CPU only, and only where this torch has oneDNN: elsewhere the model is left as it is.
 """

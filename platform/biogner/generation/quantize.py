@@ -1,7 +1,8 @@
 """Cheaper arithmetic for generation on a CPU: dynamic int8 quantization of the Linear layers.
 
 Not lossless, so it is an option (`generation.quantize: int8`), measured on whole dev in
-bench/RESULTS.md, never a silent default. The body's Linear layers get int8 weights rounded
+bench/results/archive/generation.md, "Before and after, whole dev, batch 64", never a silent
+default. The body's Linear layers get int8 weights rounded
 per output channel (torch's default rounds per tensor) and activations quantized per call
 (fbgemm: one scale for the whole batch input); the LM head keeps its fp32 weights (the
 choice between two close tokens is made there: int8 there cost the reference model 0.02

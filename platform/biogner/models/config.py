@@ -72,7 +72,8 @@ class GenerationConfig(BaseModel):
         64,
         ge=1,
         description="sentences decoded together (finished ones leave the batch, so a large "
-        "batch costs little at its tail: 64 beat 16 and 32 on a 2-core CPU, bench/RESULTS.md)",
+        "batch costs little at its tail: 64 beat 16 and 32 on a 2-core CPU, "
+        "bench/RESULTS.md#generation-speed)",
     )
     max_new_tokens_cap: int = Field(768, ge=1, description="upper bound on any answer")
     device: str = Field("auto", description="auto, cpu, cuda")
@@ -155,7 +156,7 @@ class GenerationConfig(BaseModel):
         "sentences join the batch as finished rows leave it (`biogner.generation.stream`), so "
         "its passes stay full; needs rows_leave. Off by default: a joining row pays attention "
         "and cache copies over the whole batch's columns, and on a 2-core CPU whole-split "
-        "evaluation ran 15 % slower with it (bench/RESULTS.md)",
+        "evaluation ran 15 % slower with it (bench/RESULTS.md#generation-speed)",
     )
     scores: bool = Field(
         True,
@@ -180,7 +181,7 @@ class GenerationConfig(BaseModel):
         "none",
         description="int8: dynamic int8 quantization of the body's Linear layers for "
         "generation on a CPU (torch.ao; weights per output channel, the LM head kept in fp32; "
-        "fp32 models only); not lossless, measured in bench/RESULTS.md",
+        "fp32 models only); not lossless, measured in bench/RESULTS.md#generation-speed",
     )
 
 

@@ -3,7 +3,8 @@
 Serve's `@serve.batch` forms a batch when its window closes, whether or not the model is
 free: a window of 0.02 s under load formed batches of 3-4 requests that then queued for the
 model, and 0.25 s filled them but made a lone request on an idle replica wait 0.25 s
-(bench/RESULTS.md). Here requests wait in one queue and a batch is formed only when a model
+(bench/results/archive/serving.md, "Serving: adaptive batching"). Here requests wait in
+one queue and a batch is formed only when a model
 slot is free (`max_concurrent_batches`): an idle replica serves a lone request at once, and a
 busy one gathers every request that arrived during the batch before into the next, up to
 `max_batch_size`. Under load (the batch before held several requests) a batch may wait up to

@@ -7,14 +7,7 @@ model `generation.batch_size` at a time in a thread, off the replica's event loo
 health checks run on it), and the windows of a request past its deadline or cancelled by its
 client are dropped.
 
-Why swap in place: replacing a replica drops its loaded model, costs a reload and, with one
-replica, an outage when the new model fails to load. Two paths swap without replacing the
-replica, both through `_swap_in`: `reconfigure` (Serve's `user_config`: a lightweight update
-of a Serve config file's `deployments:` section) and the alias follower (`follow_alias_s`:
-the registry alias moved, e.g. in the MLflow UI). A swap is one assignment on the event loop
-and each request is pinned to the model it was validated on (`engine.Job.model`): requests
-in flight finish on the old model, later ones use the new one. A model that fails to load
-leaves the old one serving and is reported in `/v1/model` (`last_reload`).
+Swaps in place (Serve's `user_config`, the registry alias moving) are `swaps.ModelHolder`'s.
 """
 
 from __future__ import annotations
@@ -34,26 +27,25 @@ from biogner.annotate.text import Window
 from biogner.formats import get_format
 from biogner.models.config import GenerationConfig
 from biogner.runtime import jemalloc_loaded
-from biogner.serve import engine
 from biogner.serve.batcher import AdaptiveBatcher
-from biogner.serve.errors import refusal, without_paths
-from biogner.serve.follow import AliasFollower
+from biogner.serve.errors import refusal
+from biogner.serve.loaded import LoadedModel
 from biogner.serve.requests import RequestError
+from biogner.serve.scheduling import Group, Job, Outcome
 from biogner.serve.schema import (
-    AliasCheck,
     BatchInfo,
     Batching,
     ExtractResponse,
     Limits,
     ModelInfo,
-    ModelSource,
-    ReloadStatus,
     TextResult,
 )
+from biogner.serve.swaps import ModelHolder
 
 log = logging.getLogger(__name__)
 
 MODEL_DEPLOYMENT = "NERModel"
+UNFINISHED = "unfinished"  # an answer's key: the job has windows left and queues again
 
 
 @dataclass
@@ -94,36 +86,20 @@ def _replica_id() -> str:
         return f"pid-{os.getpid()}"
 
 
-def _describe(exc: BaseException) -> str:
-    """What failed, for /v1/model: the exception's kind and message, local file paths cut out
-    (they tell a client where the server keeps its files; the log has the full message)."""
-    return without_paths(f"{type(exc).__name__}: {exc}")
-
-
-def _same_model(a: ModelSource, b: ModelSource) -> bool:
-    """Whether two sources name the same model load (the follow period is no part of it)."""
-    return a.model_dump(exclude={"follow_alias_s"}) == b.model_dump(exclude={"follow_alias_s"})
-
-
 @serve.deployment(name=MODEL_DEPLOYMENT)
-class NERModel:
+class NERModel(ModelHolder):
     """One model in memory; batched extraction; in-place swaps (user_config, alias moves)."""
 
     def __init__(
         self, batching: Mapping[str, Any], limits: Mapping[str, Any], generation: Mapping[str, Any]
     ) -> None:
         self.batching = Batching.model_validate(batching)
-        self.limits = Limits.model_validate(limits)
-        self.generation = GenerationConfig.model_validate(generation)
-        self.replica = _replica_id()
+        super().__init__(
+            _replica_id(),
+            GenerationConfig.model_validate(generation),
+            Limits.model_validate(limits),
+        )
         self.stats = BatchStats()
-        self.current: engine.LoadedModel | None = None
-        self.source: ModelSource | None = None  # what `current` was loaded from
-        self.last_reload: ReloadStatus | None = None
-        self.last_check: AliasCheck | None = None
-        self.follower: AliasFollower | None = None
-        self._follow_task: asyncio.Task[None] | None = None
-        self._swap_lock = asyncio.Lock()
         self._batched = AdaptiveBatcher(
             self._run_batch,
             max_batch_size=self.batching.max_batch_size,
@@ -134,127 +110,7 @@ class NERModel:
         )
         # request id -> the future that answers it as soon as its own windows are done
         self._early: dict[int, asyncio.Future[dict[str, Any]]] = {}
-        self._running: list[engine.Group] = []  # groups being decoded now
-
-    # ------------------------------------------------------------------ model swaps
-
-    async def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve's user_config (a `ModelSource`): load the model it names and swap it in, and
-        follow its registry alias when `follow_alias_s` says so.
-
-        A failed load keeps the old model (and what it follows) and is reported
-        (`last_reload` in /v1/model, the log): raising would make Serve restart the replica
-        with the same config, an outage. Only a replica with no model yet raises."""
-        source = ModelSource.model_validate(user_config)
-        async with self._swap_lock:
-            old = self.source if self.current is not None else None
-            same = old is not None and _same_model(source, old)
-            if not same:
-                if not await self._swap_in(source):
-                    return
-                self.last_check = None  # it was about the previous source
-            self.source = source
-            self.follower = self._follower_for(source, keep=same)
-        self._start_following()
-
-    def _follower_for(self, source: ModelSource, keep: bool) -> AliasFollower | None:
-        """The follower of `source` (None: not followed); the current one when it still
-        fits (`keep`: same model, same period), so that its failure record stays."""
-        period = source.follow_period_s
-        if period is None:
-            return None
-        if keep and self.follower is not None and self.follower.period_s == period:
-            return self.follower
-        return AliasFollower(period)
-
-    async def _swap_in(self, source: ModelSource, version: str | None = None) -> bool:
-        """Load `source` off the event loop and make it the served model (the caller holds
-        the swap lock). False when it failed to load (`last_reload` says why); raises only
-        when there is no model to keep serving. `version`: the registry version the alias
-        follower expects, for the report."""
-        uri = source.model_uri
-        log.info("replica %s loading %s", self.replica, uri)
-        try:
-            new = await asyncio.to_thread(
-                engine.load, uri, source.tracking, self.generation, source.format
-            )
-        except Exception as exc:
-            self.last_reload = ReloadStatus(
-                ok=False, model_uri=uri, version=version, at=time.time(), error=_describe(exc)
-            )
-            if self.current is None:
-                raise
-            log.exception(
-                "replica %s: loading %s failed; still serving %s",
-                self.replica,
-                uri if version is None else f"{uri} (version {version})",
-                self.current.ref,
-            )
-            return False
-        self.last_reload = ReloadStatus(
-            ok=True, model_uri=uri, version=new.ref.version, at=time.time()
-        )
-        old, self.current = self.current, new
-        log.info("replica %s now serves %s (%s)", self.replica, uri, new.ref)
-        if old is not None:
-            old.close()  # files only: jobs still holding `old` keep its weights alive
-        return True
-
-    def _start_following(self) -> None:
-        """One background task per replica checks the alias while a follower is set."""
-        if self.follower is None or (self._follow_task and not self._follow_task.done()):
-            return
-        self._follow_task = asyncio.get_running_loop().create_task(self._follow())
-
-    async def _follow(self) -> None:
-        """Check the alias every period until following is turned off (a reconfigure)."""
-        while (follower := self.follower) is not None:
-            await asyncio.sleep(follower.period_s)
-            try:
-                await self.check_alias()
-            except Exception:  # the loop must outlive any one check
-                log.exception("replica %s: alias check failed", self.replica)
-
-    async def check_alias(self) -> AliasCheck | None:
-        """One look at the registry alias (off the event loop); the version it points to is
-        loaded and swapped in when it is new, unless it failed to load and its retry time
-        has not come (`follow.AliasFollower`). Returns the check (None: not following)."""
-        follower, source = self.follower, self.source
-        if follower is None or source is None:
-            return None
-        try:
-            version = await asyncio.to_thread(
-                engine.alias_version, source.model_uri, source.tracking
-            )
-        except Exception as exc:
-            self.last_check = AliasCheck(at=time.time(), ok=False, error=_describe(exc))
-            log.warning("replica %s: alias check of %s: %s", self.replica, source.model_uri, exc)
-            return self.last_check
-        self.last_check = check = AliasCheck(at=time.time(), ok=True, version=version)
-        served = self.current.ref.version if self.current is not None else None
-        if not follower.wants(version, served, time.monotonic()):
-            return check
-        log.info(
-            "replica %s: %s moved from version %s to %s",
-            self.replica,
-            source.model_uri,
-            served,
-            version,
-        )
-        async with self._swap_lock:
-            if self.source is not source or self.follower is not follower:
-                return check  # reconfigured meanwhile: that source's follower decides
-            if await self._swap_in(source, version):
-                follower.record_success()
-            else:
-                retry = follower.record_failure(version, time.monotonic())
-                log.warning(
-                    "replica %s: version %s tried again in %.0f s",
-                    self.replica,
-                    version,
-                    retry.retry_at - time.monotonic(),
-                )
-        return check
+        self._running: list[Group] = []  # groups being decoded now
 
     # ------------------------------------------------------------------ status
 
@@ -286,7 +142,7 @@ class NERModel:
         process = {"niceness": os.nice(0), "jemalloc": jemalloc_loaded()}
         return {"replica": self.replica, "process": process, **self.stats.to_dict()}
 
-    def _require_model(self) -> engine.LoadedModel:
+    def _require_model(self) -> LoadedModel:
         if self.current is None:
             raise RuntimeError("no model loaded yet")
         return self.current
@@ -313,7 +169,7 @@ class NERModel:
             types = model.select_types(entity_types)
         except RequestError as exc:
             return {"ok": False, **exc.to_dict()}
-        job = engine.Job(model, texts, windows, types, deadline, request_id, min_score=min_score)
+        job = Job(model, texts, windows, types, deadline, request_id, min_score=min_score)
         early: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._early[id(job)] = early
         try:
@@ -337,14 +193,14 @@ class NERModel:
                 if early.done():
                     return early.result()
                 outcome: dict[str, Any] = batched.result()
-                if not outcome.get(engine.PARTIAL):
+                if not outcome.get(UNFINISHED):
                     return outcome
         finally:
             self._early.pop(id(job), None)
 
-    def _join(self, job: engine.Job) -> bool:
+    def _join(self, job: Job) -> bool:
         """Let `job` join a group being decoded for the same model and questions, its
-        windows decoded as rows of the running batch leave (`engine.Group.add`), instead of
+        windows decoded as rows of the running batch leave (`scheduling.Group.add`), instead of
         waiting for the next batch. Only while no other request waits for a batch (a stream
         that kept taking requests would starve one for other types or a new model) and for
         a request of at most `max_batch_windows / 4` windows (a big one is cut into batch
@@ -358,7 +214,7 @@ class NERModel:
             return True
         return False
 
-    async def _run_batch(self, jobs: list[engine.Job]) -> list[dict[str, Any]]:
+    async def _run_batch(self, jobs: list[Job]) -> list[dict[str, Any]]:
         """One batch: jobs grouped by (model, the questions their types are asked in), each
         group served in a thread (a batch that straddles a swap serves each job on the model
         it was pinned to). Requests for different types of the same type groups share one
@@ -378,7 +234,7 @@ class NERModel:
                 outcomes[i] = outcome
         return outcomes
 
-    async def _serve_group(self, jobs: list[engine.Job], batch: BatchInfo) -> list[dict[str, Any]]:
+    async def _serve_group(self, jobs: list[Job], batch: BatchInfo) -> list[dict[str, Any]]:
         """Generation and assembly off the event loop; a failure answers the group with a 500
         that names the request (the details stay in the log)."""
         loop = asyncio.get_running_loop()
@@ -386,9 +242,7 @@ class NERModel:
         def done(k: int, result: list[TextResult] | None) -> None:  # from the thread
             loop.call_soon_threadsafe(self._deliver, group.jobs[k], result, batch)
 
-        group = engine.Group(
-            jobs, self.generation.batch_size, done, self.batching.max_batch_windows
-        )
+        group = Group(jobs, self.generation.batch_size, done, self.batching.max_batch_windows)
         self._running.append(group)
         try:
             results = await asyncio.to_thread(group.run)
@@ -400,48 +254,44 @@ class NERModel:
                 refusal(500, "model_error", "the model failed on this request", job.request_id)
                 for job in group.jobs
             ]
-            for job, outcome in zip(group.jobs[len(jobs) :], failed[len(jobs) :], strict=True):
-                self._settle(job, outcome)
+            for job, answer in zip(group.jobs[len(jobs) :], failed[len(jobs) :], strict=True):
+                self._settle(job, answer)
             return failed[: len(jobs)]
         finally:
             self._running.remove(group)
-        for job, result in zip(group.jobs[len(jobs) :], results[len(jobs) :], strict=True):
+        for job, outcome in zip(group.jobs[len(jobs) :], results[len(jobs) :], strict=True):
             if not job.answered:  # joined, and dropped (its deadline, its client gone)
-                self._settle(
-                    job, self._answer(job, result if isinstance(result, list) else None, batch)
-                )
+                self._settle(job, self._answer(job, outcome.results, batch))
         return [
             self._final(job, res, batch)
             for job, res in zip(jobs, results[: len(jobs)], strict=True)
         ]
 
-    def _settle(self, job: engine.Job, outcome: dict[str, Any]) -> None:
+    def _settle(self, job: Job, outcome: dict[str, Any]) -> None:
         """Answer a request that joined a running group (it waits on its early future)."""
         early = self._early.get(id(job))
         if early is not None and not early.done():
             early.set_result(outcome)
             job.answered = True
 
-    def _final(
-        self, job: engine.Job, result: list[TextResult] | None | str, batch: BatchInfo
-    ) -> dict[str, Any]:
+    def _final(self, job: Job, outcome: Outcome, batch: BatchInfo) -> dict[str, Any]:
         """A job's answer at the end of its group: none when it was answered early (its
         caller has it: nothing is counted twice) or when it has windows left (it queues
         again)."""
         if job.answered:
             return {"ok": True, "answered": "early"}
-        if isinstance(result, str):
-            return {"ok": True, engine.PARTIAL: True}
-        return self._answer(job, result, batch)
+        if outcome.unfinished:
+            return {"ok": True, UNFINISHED: True}
+        return self._answer(job, outcome.results, batch)
 
-    def _deliver(self, job: engine.Job, result: list[TextResult] | None, batch: BatchInfo) -> None:
+    def _deliver(self, job: Job, result: list[TextResult] | None, batch: BatchInfo) -> None:
         """Answer one request of a running group (on the event loop)."""
         early = self._early.get(id(job))
         if early is not None and not early.done():
             self._settle(job, self._answer(job, result, batch))
 
     def _answer(
-        self, job: engine.Job, results: list[TextResult] | None, batch: BatchInfo
+        self, job: Job, results: list[TextResult] | None, batch: BatchInfo
     ) -> dict[str, Any]:
         if results is None:
             self.stats.dropped += 1

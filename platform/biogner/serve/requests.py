@@ -12,7 +12,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from biogner.annotate.text import Window, iter_windows
+from biogner.annotate.text import Window
+from biogner.annotate.windows import TooManyWindows, text_windows
 from biogner.serve.schema import ExtractRequest, Limits
 
 
@@ -123,29 +124,22 @@ def check_entity_types(requested: Sequence[str] | None, limits: Limits) -> None:
         )
 
 
-def prepare(texts: Sequence[str], limits: Limits) -> list[list[Window]]:
+def request_windows(texts: Sequence[str], limits: Limits) -> list[list[Window]]:
     """Model inputs (sentence windows) for each text; the texts must have passed check_texts.
 
     A request over `limits.max_windows` is refused (413) as soon as the count passes it, so
     that refusing a huge request costs at most that many windows of work."""
     cap = limits.max_windows
-    out: list[list[Window]] = []
-    total = 0
-    for i, text in enumerate(texts):
-        windows: list[Window] = []
-        for window in iter_windows(text, limits.window_tokens, limits.window_chars, f"t{i}w"):
-            total += 1
-            if total > cap:
-                raise RequestError(
-                    413,
-                    "too_many_windows",
-                    f"more than {cap} model inputs (sentences, or pieces of long ones): "
-                    f"{total} counted by texts[{i}]; limits.max_windows is {cap} per request",
-                    "texts",
-                )
-            windows.append(window)
-        out.append(windows)
-    return out
+    try:
+        return text_windows(texts, limits.window_tokens, limits.window_chars, cap)
+    except TooManyWindows as exc:
+        raise RequestError(
+            413,
+            "too_many_windows",
+            f"more than {cap} model inputs (sentences, or pieces of long ones): "
+            f"{exc.count} counted by texts[{exc.text}]; limits.max_windows is {cap} per request",
+            "texts",
+        ) from None
 
 
 def check_request(
@@ -154,4 +148,4 @@ def check_request(
     """Every check the ingress makes before a request costs model work; its windows."""
     check_entity_types(entity_types, limits)
     check_texts(texts, limits)
-    return prepare(texts, limits)
+    return request_windows(texts, limits)

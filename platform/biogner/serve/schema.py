@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from biogner.annotate.entities import Entity, TextResult
+from biogner.annotate.windows import WINDOW_CHARS, WINDOW_TOKENS
 from biogner.models.config import GenerationConfig
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.uris import alias_of
@@ -29,8 +31,10 @@ class Limits(BaseModel):
     max_chars_per_text: int = Field(20_000, ge=1)
     max_body_bytes: int = Field(2_000_000, ge=1)
     max_entity_types: int = Field(32, ge=1)
-    window_tokens: int = Field(128, ge=1, description="tokens per model input (long sentences)")
-    window_chars: int = Field(1_000, ge=1, description="characters per model input")
+    window_tokens: int = Field(
+        WINDOW_TOKENS, ge=1, description="tokens per model input (long sentences)"
+    )
+    window_chars: int = Field(WINDOW_CHARS, ge=1, description="characters per model input")
     max_windows: int = Field(
         512,
         ge=1,
@@ -56,7 +60,7 @@ class Limits(BaseModel):
 
 
 class Batching(BaseModel):
-    """`@serve.batch` settings: requests from many clients merged into one generate call."""
+    """`AdaptiveBatcher` settings: requests from many clients merged into one model call."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -83,7 +87,7 @@ class Batching(BaseModel):
         "decoded joins it (its windows go in as rows leave, with generation.rows_join) "
         "instead of waiting for the next batch; only while no other request waits, and for "
         "requests of at most max_batch_windows / 4 windows. Off by default: on a 2-core CPU "
-        "it served 32 clients no faster (bench/RESULTS.md)",
+        "it served 32 clients no faster (bench/RESULTS.md#serving)",
     )
 
 
@@ -267,28 +271,6 @@ class ExtractRequest(BaseModel):
         ge=0.0,
         le=1.0,
         description="leave out entities scored below this (trade recall for precision)",
-    )
-
-
-class Entity(BaseModel):
-    start: int = Field(description="character offset in the text (inclusive)")
-    end: int = Field(description="character offset in the text (exclusive)")
-    label: str
-    text: str = Field(description="text[start:end]")
-    score: float | None = Field(
-        None,
-        ge=0.0,
-        le=1.0,
-        description="confidence: the model's probability of the tokens that wrote this entity "
-        "(among those its grammar allowed); None when the generation config turns scores off",
-    )
-
-
-class TextResult(BaseModel):
-    entities: list[Entity]
-    truncated: bool = Field(description="part of the text was cut (window character limit)")
-    incomplete: bool = Field(
-        False, description="a model answer hit its token budget: entities may be missing"
     )
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from biogner.config import load_config
+from biogner.corpora import get_corpus
 from biogner.formats import FORMATS
 from biogner.models.config import GenerationConfig
 from biogner.tracking.config import TrackingConfig
@@ -66,8 +67,6 @@ class SweepConfig(BaseModel):
     @classmethod
     def _corpus_refs(cls, refs: list[str]) -> list[str]:
         """Names checked and card paths made absolute when the config loads."""
-        from biogner.corpora import get_corpus
-
         try:
             return [get_corpus(ref).ref for ref in refs]
         except KeyError as exc:
@@ -118,8 +117,6 @@ class Cell:
     @property
     def corpus_name(self) -> str:
         """The corpus's name (`corpus` may be a card's path)."""
-        from biogner.corpora import get_corpus
-
         return get_corpus(self.corpus).name
 
     def run_name(self, experiment: str) -> str:

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from biogner.corpora import CORPORA
 from biogner.study.anchors import Anchors
 from biogner.study.results import LabelScore, RunResult, corpus_order
-
-NONE = "-"
+from biogner.study.tables import MISSING, num
 
 
 def type_row_name(corpus: str, label: str) -> str:
@@ -38,12 +37,8 @@ def multi_corpus_runs(results: Sequence[RunResult]) -> dict[str, list[RunResult]
     }
 
 
-def _f(value: float | None, spec: str = ".3f") -> str:
-    return NONE if value is None else format(value, spec)
-
-
 def _ci(low: float | None, high: float | None) -> str:
-    return NONE if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
+    return MISSING if low is None or high is None else f"[{low:.3f}, {high:.3f}]"
 
 
 def _anchor_cols(anchors: Anchors | None, row: str, f1: float) -> list[str]:
@@ -52,7 +47,7 @@ def _anchor_cols(anchors: Anchors | None, row: str, f1: float) -> list[str]:
     cols = []
     for source in anchors.sources:
         ref = anchors.get(source, row)
-        cols.append(NONE if ref is None else f"{ref:.3f} ({f1 - ref:+.3f})")
+        cols.append(MISSING if ref is None else f"{ref:.3f} ({f1 - ref:+.3f})")
     return cols
 
 
@@ -100,12 +95,21 @@ def per_corpus_markdown(
 def _row(name: str, r: RunResult, label: LabelScore | None, anchors: Anchors | None) -> str:
     if label is None:
         f1, low, high = r.value, r.f1_low, r.f1_high
-        cols = [name, _f(r.sentences, "d"), _f(r.gold_mentions, "d"), f"{f1:.4f}"]
-        cols += [_ci(low, high), _f(r.precision), _f(r.recall), _f(r.parse_error_rate)]
-        cols += [_f(r.sentences_per_s, ".2f")]
+        cols = [name, num(r.sentences, "d"), num(r.gold_mentions, "d"), f"{f1:.4f}"]
+        cols += [
+            _ci(low, high),
+            num(r.precision, ".3f"),
+            num(r.recall, ".3f"),
+            num(r.parse_error_rate, ".3f"),
+        ]
+        cols += [num(r.sentences_per_s, ".2f")]
     else:
         f1 = label.f1
-        cols = [f"  {name}", NONE, _f(label.gold_mentions, "d"), f"{f1:.4f}"]
-        cols += [_ci(label.f1_low, label.f1_high), _f(label.precision), _f(label.recall)]
-        cols += [NONE, NONE]
+        cols = [f"  {name}", MISSING, num(label.gold_mentions, "d"), f"{f1:.4f}"]
+        cols += [
+            _ci(label.f1_low, label.f1_high),
+            num(label.precision, ".3f"),
+            num(label.recall, ".3f"),
+        ]
+        cols += [MISSING, MISSING]
     return "| " + " | ".join(cols + _anchor_cols(anchors, name, f1)) + " |"

@@ -5,15 +5,15 @@ base model, a format x corpus F1 heatmap and an F1-versus-cost scatter (`study.f
 paper-style Markdown table (F1 with its interval, parse-error rate, tokens/entity, the format's
 ceiling F1, training time), the per-corpus table of a model trained on several corpora
 (`study.per_corpus`, beside published anchors when given), multi vs conv per writing
-(`study.turns`) and, when the runs were also
-decoded free, the constrained-vs-free table -- then logs all of it to a `report` run of the
-experiment.
+(`study.turns`), each multi-format model against its formats trained alone (`study.mixes`)
+and, when the runs were also decoded free, the constrained-vs-free table -- then logs all of
+it to a `report` run of the experiment.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,8 +22,9 @@ from biogner.evaluate.config import split_prefix
 from biogner.evaluate.format_check import check_format
 from biogner.formats import FORMATS
 from biogner.study.anchors import Anchors
-from biogner.study.config import REPORT_METRIC, format_label
+from biogner.study.config import REPORT_METRIC
 from biogner.study.figures import heatmap_png, scatter_png
+from biogner.study.mixes import mix_markdown
 from biogner.study.per_corpus import per_corpus_markdown
 from biogner.study.results import (
     Cells,
@@ -36,6 +37,7 @@ from biogner.study.results import (
     row_order,
 )
 from biogner.study.select import paired_comparison
+from biogner.study.tables import MISSING, NOT_AVAILABLE, interval, num, pair
 from biogner.study.turns import turns_markdown
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_for, tracked_run
@@ -43,8 +45,6 @@ from biogner.tracking.tags import KIND_TAG, REPORT_KIND
 
 MARKDOWN_FILE = "report.md"
 ARTIFACT_DIR = "report"
-MISSING = "-"  # no run for this cell
-NOT_AVAILABLE = "n/a"  # cannot be computed (corpus files absent, unknown format)
 _FILE_BAD_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -100,10 +100,6 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _num(value: float | None, spec: str, missing: str = NOT_AVAILABLE) -> str:
-    return missing if value is None else format(value, spec)
-
-
 def markdown_report(
     experiment: str,
     metric: str,
@@ -138,15 +134,15 @@ def markdown_report(
             cols = [f"`{label}`"]
             for c in corpora:
                 r = cells.get((label, c))
-                ceil = _num(ceiling(rows[label].eval_format, c), ".4f")
+                ceil = num(ceiling(rows[label].eval_format, c), ".4f", NOT_AVAILABLE)
                 if r is None:
                     cols += [MISSING, MISSING, MISSING, ceil, MISSING]
                     continue
                 f1 = f"{r.value:.4f}"
                 cols += [
-                    (f"**{f1}**" if r.value == best[c] else f1) + _interval(r),
-                    _num(r.parse_error_rate, ".4f"),
-                    _num(r.tokens_per_entity, ".1f"),
+                    (f"**{f1}**" if r.value == best[c] else f1) + interval(r),
+                    num(r.parse_error_rate, ".4f", NOT_AVAILABLE),
+                    num(r.tokens_per_entity, ".1f", NOT_AVAILABLE),
                     ceil,
                     fmt_duration(r.train_s),
                 ]
@@ -155,15 +151,10 @@ def markdown_report(
         for (label, c), r in sorted(
             cells.items(), key=lambda kv: (row_order(kv[1]), corpus_order(kv[0][1]))
         ):
-            counts = f"{_num(r.sentences, 'd')} sentences, {_num(r.gold_mentions, 'd')} gold"
+            sentences = num(r.sentences, "d", NOT_AVAILABLE)
+            counts = f"{sentences} sentences, {num(r.gold_mentions, 'd', NOT_AVAILABLE)} gold"
             lines.append(f"- `{label}` on {c} ({counts}): run `{r.run_name}` ({r.run_id})")
     return "\n".join(lines) + "\n"
-
-
-def _interval(r: RunResult) -> str:
-    if r.f1_low is None or r.f1_high is None:
-        return ""
-    return f" [{r.f1_low:.3f}, {r.f1_high:.3f}]"
 
 
 def free_metric(metric: str) -> str | None:
@@ -217,106 +208,16 @@ def decoding_markdown(metric: str, constrained: dict[str, Cells], free: Sequence
                     else NOT_AVAILABLE
                 )
                 lines.append(
-                    f"| `{label}` | {c.value:.4f}{_interval(c)} | {f.value:.4f}{_interval(f)} "
-                    f"| {_pair(c.precision, f.precision, '.3f')} "
-                    f"| {_pair(c.recall, f.recall, '.3f')} "
-                    f"| {_pair(c.parse_error_rate, f.parse_error_rate, '.3f')} "
-                    f"| {_pair(c.hallucination_rate, f.hallucination_rate, '.3f')} "
-                    f"| {_num(c.overruled_rate, '.3f')} "
-                    f"| {_pair(c.tokens_per_entity, f.tokens_per_entity, '.1f')} "
-                    f"| {_pair(c.sentences_per_s, f.sentences_per_s, '.2f')} | {cost} |"
+                    f"| `{label}` | {c.value:.4f}{interval(c)} | {f.value:.4f}{interval(f)} "
+                    f"| {pair(c.precision, f.precision, '.3f')} "
+                    f"| {pair(c.recall, f.recall, '.3f')} "
+                    f"| {pair(c.parse_error_rate, f.parse_error_rate, '.3f')} "
+                    f"| {pair(c.hallucination_rate, f.hallucination_rate, '.3f')} "
+                    f"| {num(c.overruled_rate, '.3f', NOT_AVAILABLE)} "
+                    f"| {pair(c.tokens_per_entity, f.tokens_per_entity, '.1f')} "
+                    f"| {pair(c.sentences_per_s, f.sentences_per_s, '.2f')} | {cost} |"
                 )
     return "\n".join(lines) + "\n"
-
-
-# P(mix better) beyond these bounds (paired bootstrap) reads as a real difference
-CLEAR_WIN = 0.975
-CLEAR_LOSS = 0.025
-PairedTest = Callable[[RunResult, RunResult], "tuple[float, int] | None"]
-
-
-def mix_markdown(metric: str, constrained: dict[str, Cells], paired: PairedTest) -> str:
-    """Each multi-format model against the model trained on that one format alone.
-
-    Why: the study's second question -- does training on several formats at once help? -- is
-    answered per format on the same sentences: both F1s with their intervals, the difference
-    and the paired-bootstrap probability that the mix is better (`paired(mix, single)`)."""
-    lines = [
-        "## Multi-format training vs one format",
-        "",
-        f"`{metric}` of each multi-format model scored in each of its formats, against the model "
-        "trained on that format alone with the same budget; P(mix better) by paired bootstrap "
-        f"over the same sentences (a real difference when above {CLEAR_WIN} or below "
-        f"{CLEAR_LOSS}).",
-    ]
-    for model in sorted(constrained):
-        cells = constrained[model]
-        singles = {
-            (r.formats[0], c): r
-            for (_, c), r in cells.items()
-            if not r.is_mix and r.eval_format == r.formats[0]
-        }
-        # one table per mix and corpus, its formats in the tables' row order
-        tables: dict[tuple[str, str], list[RunResult]] = {}
-        for r in sorted((r for r in cells.values() if r.is_mix), key=row_order):
-            tables.setdefault((format_label(r.formats), r.corpus), []).append(r)
-        for (mix_label, corpus), rows in sorted(
-            tables.items(), key=lambda kv: (kv[0][0], corpus_order(kv[0][1]))
-        ):
-            lines += _mix_table(model, mix_label, corpus, rows, singles, paired)
-    return "\n".join(lines) + "\n"
-
-
-def _mix_table(
-    model: str,
-    mix_label: str,
-    corpus: str,
-    rows: list[RunResult],
-    singles: dict[tuple[str, str], RunResult],
-    paired: PairedTest,
-) -> list[str]:
-    lines = [
-        "",
-        f"### `{model}` {mix_label} on {corpus}",
-        "",
-        "| format | F1 one format | F1 mix | mix - one | P(mix better) | sentences "
-        "| tok/entity one / mix |",
-        "|:---|---:|---:|---:|---:|---:|---:|",
-    ]
-    wins = losses = compared = 0
-    for mix in rows:
-        single = singles.get((mix.eval_format, corpus))
-        if single is None:
-            lines.append(
-                f"| `{mix.eval_format}` | {MISSING} | {mix.value:.4f}{_interval(mix)} "
-                f"| {MISSING} | {MISSING} | {_num(mix.sentences, 'd')} "
-                f"| {MISSING} / {_num(mix.tokens_per_entity, '.1f')} |"
-            )
-            continue
-        test = paired(mix, single)
-        p_text, n_text = (NOT_AVAILABLE, _num(mix.sentences, "d"))
-        if test is not None:
-            p, n = test
-            p_text, n_text = f"{p:.3f}", str(n)
-            compared += 1
-            wins += p > CLEAR_WIN
-            losses += p < CLEAR_LOSS
-        lines.append(
-            f"| `{mix.eval_format}` | {single.value:.4f}{_interval(single)} "
-            f"| {mix.value:.4f}{_interval(mix)} | {mix.value - single.value:+.4f} | {p_text} "
-            f"| {n_text} | {_pair(single.tokens_per_entity, mix.tokens_per_entity, '.1f')} |"
-        )
-    if compared:
-        lines += [
-            "",
-            f"Of {compared} formats compared, the mix is clearly better in {wins}, clearly worse "
-            f"in {losses}, and within the noise in {compared - wins - losses}.",
-        ]
-    return lines
-
-
-def _pair(a: float | None, b: float | None, spec: str) -> str:
-    return f"{_num(a, spec)} / {_num(b, spec)}"
 
 
 def _safe(name: str) -> str:
@@ -399,6 +300,5 @@ __all__ = [
     "free_metric",
     "heatmap_png",
     "markdown_report",
-    "mix_markdown",
     "scatter_png",
 ]

@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from biogner.corpora import CORPORA
 from biogner.corpora.registry import SPLITS
@@ -29,6 +28,7 @@ from biogner.tracking.tags import (
     EVALUATE_KIND,
     FORMAT_TAG,
     KIND_TAG,
+    MLFLOW_PARENT_RUN_ID,
     MODEL_TAG,
     SPLIT_TAG,
     SUBSET_TAG,

@@ -14,6 +14,7 @@ from pathlib import Path
 from biogner.evaluate.metrics import Counts, paired_bootstrap, sentence_counts
 from biogner.study.config import DEFAULT_ALIAS, DEFAULT_METRIC, DEFAULT_MODEL_NAME
 from biogner.study.results import RunResult, collect_results, for_experiment
+from biogner.study.tables import num
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.registry import get_alias_version, register_champion
 from biogner.tracking.runs import client_for
@@ -196,10 +197,6 @@ def _tag_version(cfg: TrackingConfig, selection: Selection) -> None:
         client.set_model_version_tag(selection.model_name, selection.version, key, value)
 
 
-def _num(value: float | None, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def ranking_table(ranking: list[RunResult], metric: str) -> str:
     """The ranking as a fixed-width text table, best first."""
     header = ["#", "run", "model", "format", "corpus", metric, "95% CI", "sent", "gold", "P", "R"]
@@ -211,14 +208,14 @@ def ranking_table(ranking: list[RunResult], metric: str) -> str:
             r.model,
             r.format,
             r.corpus,
-            _num(r.value),
-            f"{_num(r.f1_low)}-{_num(r.f1_high)}" if r.f1_low is not None else "-",
+            num(r.value),
+            f"{num(r.f1_low)}-{num(r.f1_high)}" if r.f1_low is not None else "-",
             str(r.sentences) if r.sentences is not None else "-",
             str(r.gold_mentions) if r.gold_mentions is not None else "-",
-            _num(r.precision),
-            _num(r.recall),
-            _num(r.parse_error_rate),
-            _num(r.tokens_per_entity, ".1f"),
+            num(r.precision),
+            num(r.recall),
+            num(r.parse_error_rate),
+            num(r.tokens_per_entity, ".1f"),
         ]
         for i, r in enumerate(ranking, 1)
     ]

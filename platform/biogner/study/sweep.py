@@ -12,8 +12,6 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
 from biogner.config import deep_merge, load_config, parse_overrides
 from biogner.evaluate.config import EvalConfig, split_prefix
 from biogner.evaluate.runner import run_evaluation
@@ -21,7 +19,13 @@ from biogner.runtime import init_ray
 from biogner.study.config import Cell, SweepConfig
 from biogner.tracking.models import run_model_uri
 from biogner.tracking.runs import client_for, flatten_params, runs_named, setup
-from biogner.tracking.tags import EVALUATE_KIND, FORMAT_TAG, KIND_TAG, SUBSET_TAG
+from biogner.tracking.tags import (
+    EVALUATE_KIND,
+    FORMAT_TAG,
+    KIND_TAG,
+    MLFLOW_PARENT_RUN_ID,
+    SUBSET_TAG,
+)
 from biogner.train.config import TrainConfig
 from biogner.train.driver import run_training
 from biogner.train.rerun import changed_params

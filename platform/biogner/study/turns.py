@@ -9,22 +9,11 @@ beside both costs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from biogner.formats import FORMATS
 from biogner.study.results import Cells, RunResult, corpus_order
+from biogner.study.tables import MISSING, PairedTest, interval, num
 
 CLEAR = 0.975  # P(conv better) above this, or below 1 - CLEAR: a real difference
-PairedTest = Callable[[RunResult, RunResult], "tuple[float, int] | None"]
-NONE = "-"
-
-
-def _num(value: float | None, spec: str) -> str:
-    return NONE if value is None else format(value, spec)
-
-
-def _ci(r: RunResult) -> str:
-    return "" if r.f1_low is None or r.f1_high is None else f" [{r.f1_low:.3f}, {r.f1_high:.3f}]"
 
 
 def turn_pairs(cells: Cells) -> list[tuple[str, str, RunResult, RunResult]]:
@@ -60,13 +49,13 @@ def turns_markdown(metric: str, cells_by_model: dict[str, Cells], paired: Paired
         ]
         for corpus, writing, multi, conv in pairs:
             test = paired(conv, multi)
-            p = NONE if test is None else f"{test[0]:.3f}"
-            n = _num(multi.sentences, "d") if test is None else str(test[1])
+            p = MISSING if test is None else f"{test[0]:.3f}"
+            n = num(multi.sentences, "d") if test is None else str(test[1])
             lines.append(
-                f"| {corpus} | {writing} | {multi.value:.4f}{_ci(multi)} | {conv.value:.4f}"
-                f"{_ci(conv)} | {conv.value - multi.value:+.4f} | {p} | {n} "
-                f"| {_num(multi.tokens_per_entity, '.1f')} / {_num(conv.tokens_per_entity, '.1f')}"
-                f" | {_num(multi.sentences_per_s, '.2f')} / {_num(conv.sentences_per_s, '.2f')} |"
+                f"| {corpus} | {writing} | {multi.value:.4f}{interval(multi)} | {conv.value:.4f}"
+                f"{interval(conv)} | {conv.value - multi.value:+.4f} | {p} | {n} "
+                f"| {num(multi.tokens_per_entity, '.1f')} / {num(conv.tokens_per_entity, '.1f')}"
+                f" | {num(multi.sentences_per_s, '.2f')} / {num(conv.sentences_per_s, '.2f')} |"
             )
     if not lines:
         return ""

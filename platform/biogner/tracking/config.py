@@ -8,16 +8,10 @@ addresses the same store. `MLFLOW_TRACKING_URI` overrides the default store.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from pydantic import BaseModel, model_validator
 
-HOME_ENV = "BIOGNER_HOME"
-
-
-def biogner_home() -> Path:
-    """The directory holding `.biogner/` (env BIOGNER_HOME, else the current directory)."""
-    return Path(os.environ.get(HOME_ENV) or os.getcwd()).resolve()
+from biogner.home import biogner_home
 
 
 def is_local_store(uri: str) -> bool:

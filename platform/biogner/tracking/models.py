@@ -16,172 +16,32 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
-import pandas as pd
 from mlflow.models import Model
-from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from biogner.models.card import card_json, has_card, read_card
+from biogner.models.card import card_json
 from biogner.models.config import METADATA_FILE
+from biogner.pyfunc.contract import (
+    ENTRY_CODE,
+    HF_ARTIFACT_KEY,
+    PYFUNC_INPUT_EXAMPLE,
+    PYFUNC_SIGNATURE,
+)
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.runs import client_at, setup
 
-HF_ARTIFACT_KEY = "hf_dir"
 # Pickle-based weight files: refused so that a logged model is always loadable without
 # executing pickled code (training_args.bin from HF Trainer is such a pickle too).
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt"})
 _URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 
-# The models-from-code entry point written next to each logged model. It only refers to the
-# class below by import, so nothing is pickled and the model loads wherever biogner is
-# installed. (Models logged before `tracking` became a package import it from
-# `biogner.tracking`, which still provides it.)
-_PYFUNC_CODE = '''"""MLflow models-from-code entry for a biogner HF model directory."""
 
-import mlflow
-
-from biogner.tracking.models import BiognerHFModel
-
-mlflow.models.set_model(BiognerHFModel())
-'''
-
-
-def _signature() -> Any:
-    from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
-
-    return ModelSignature(
-        inputs=Schema(
-            [ColSpec("string", "text"), ColSpec(Array("string"), "entity_types", required=False)]
-        ),
-        outputs=Schema([ColSpec("string", "entities")]),
-        params=ParamSchema(
-            [
-                ParamSpec("entity_types", "string", [], shape=(-1,)),
-                ParamSpec("batch_size", "long", 64),
-                ParamSpec("max_new_tokens_cap", "long", 0),
-                ParamSpec("min_score", "double", 0.0),
-            ]
-        ),
-    )
-
-
-PYFUNC_SIGNATURE = _signature()
-PYFUNC_INPUT_EXAMPLE = pd.DataFrame({"text": ["Cisplatin induced nephrotoxicity in rats."]})
-
-
-class BiognerHFModel(PythonModel):
-    """The pyfunc face of a logged biogner model: MLflow's own tools can run it.
-
-    `mlflow.pyfunc.load_model(uri).predict(texts)`, `mlflow models serve` and
-    `mlflow.pyfunc.spark_udf` get each text's entities with character offsets into it, by
-    the same pieces as the endpoint (its text windows, the shared `Generator` under the
-    format's grammar, its offset mapping). `hf_dir` and `metadata` stay exposed.
-    Input: a DataFrame with a `text` column and an optional `entity_types` column (each
-    row's types: a list, empty or missing for the default) (`mlflow models serve`:
-    `{"dataframe_split": {"columns": ["text"], "data": [[...], ...]}}`); params:
-    `entity_types` (the default of rows that name none; default: all the model knows),
-    `batch_size`, `max_new_tokens_cap` (0: the generation default; an endpoint's own cap
-    gives its answers), `min_score` (leave out entities scored below it). Output: one JSON
-    string per text, `[{"start", "end", "label", "text", "score"}, ...]` (a string column
-    works in every MLflow tool).
-    """
-
-    hf_dir: Path | None = None
-    metadata: dict[str, Any] | None = None
-    _generator: Any = None
-
-    def load_context(self, context: PythonModelContext) -> None:
-        self.hf_dir = Path(context.artifacts[HF_ARTIFACT_KEY])
-        self.metadata = card_json(self.hf_dir) if has_card(self.hf_dir) else {}
-
-    def predict(
-        self,
-        context: PythonModelContext,
-        model_input: pd.DataFrame,
-        params: dict[str, Any] | None = None,
-    ) -> list[str]:
-        from biogner.generation import Generator
-        from biogner.models.config import GenerationConfig
-        from biogner.serve.engine import assemble
-        from biogner.serve.requests import prepare
-        from biogner.serve.schema import Limits
-
-        if self.hf_dir is None:
-            raise RuntimeError("load the model with mlflow.pyfunc.load_model first")
-        params = dict(params or {})
-        texts, per_row = _rows_of(model_input)
-        card = read_card(self.hf_dir)
-        default = list(params.get("entity_types") or card.entity_types)
-        wanted = [row or default for row in per_row]
-        unknown = sorted({t for row in wanted for t in row} - set(card.entity_types))
-        if unknown:
-            raise ValueError(
-                f"unknown entity types {unknown}; this model knows {card.entity_types}"
-            )
-        base = GenerationConfig(device="auto")
-        if self._generator is None:  # loaded on first use: load_model stays cheap
-            self._generator = Generator(self.hf_dir, base)
-        given = ("batch_size", "max_new_tokens_cap")  # 0 or absent: the generation default
-        update = {k: int(params[k]) for k in given if int(params.get(k) or 0) > 0}
-        self._generator.cfg = base.model_copy(update=update)
-        min_score = float(params.get("min_score") or 0.0)
-        out: list[str] = [""] * len(texts)
-        groups: dict[tuple[str, ...], list[int]] = {}
-        for i, row in enumerate(wanted):  # rows asking the same types are generated together
-            groups.setdefault(tuple(t for t in card.entity_types if t in set(row)), []).append(i)
-        for asked, rows in groups.items():
-            group_texts = [texts[i] for i in rows]
-            limits = Limits(max_windows=10**9, max_texts=max(len(group_texts), 1))
-            windows = prepare(group_texts, limits)
-            flat = [w.sentence for ws in windows for w in ws]
-            generations = self._generator.extract(flat, card.format, list(asked)) if flat else []
-            results = assemble(group_texts, windows, generations, set(asked), min_score)
-            for i, result in zip(rows, results, strict=True):
-                out[i] = json.dumps([e.model_dump() for e in result.entities], ensure_ascii=False)
-        return out
-
-
-def _rows_of(model_input: Any) -> tuple[list[str], list[list[str]]]:
-    """(texts, each text's requested types, [] for the default) from what MLflow hands
-    `predict`: a DataFrame (its `text` column, else its only column; an optional
-    `entity_types` column), a list or Series of strings, a dict of columns, or one string.
-    MLflow packs a dict of columns (`{"inputs": {"text": [...]}}`) into one row holding the
-    lists: such a row is unpacked."""
-    if isinstance(model_input, str):
-        return [model_input], [[]]
-    if isinstance(model_input, dict):
-        model_input = pd.DataFrame({k: list(np.atleast_1d(v)) for k, v in model_input.items()})
-    columns = getattr(model_input, "columns", None)
-    types_column: list[Any] = []
-    if columns is not None:
-        if "entity_types" in columns:
-            types_column = list(model_input["entity_types"])
-        if "text" in columns:
-            model_input = model_input["text"]
-        elif len(columns) == 1:
-            model_input = model_input[columns[0]]
-        else:
-            raise ValueError(f"expected a 'text' column, got columns {list(columns)}")
-    texts = list(model_input)
-    if len(texts) == 1 and isinstance(texts[0], list | tuple | np.ndarray):  # a packed row
-        texts = list(texts[0])
-        types_column = types_column * len(texts)
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-    if bad:
-        raise ValueError(f"texts must be strings: row {bad[0]} is {type(texts[bad[0]]).__name__}")
-    types = [_row_types(v, i) for i, v in enumerate(types_column)] or [[] for _ in texts]
-    return [str(t) for t in texts], types
-
-
-def _row_types(value: Any, row: int) -> list[str]:
-    """One row's `entity_types` cell: a list of names, one name, or missing ([])."""
-    if value is None or (isinstance(value, float) and value != value):  # missing / NaN
-        return []
-    items = [value] if isinstance(value, str) else list(value)
-    if not all(isinstance(t, str) for t in items):
-        raise ValueError(f"entity_types of row {row} must be strings, got {items!r}")
-    return [str(t) for t in items]
+def __getattr__(name: str) -> Any:
+    # Models logged before `biogner.pyfunc` existed load through
+    # `from biogner.tracking.models import BiognerHFModel` (their code file): forwarded, on
+    # first use only, so that logging a model never loads torch.
+    if name == "BiognerHFModel":
+        return importlib.import_module("biogner.pyfunc.model").BiognerHFModel
+    raise AttributeError(f"module 'biogner.tracking.models' has no attribute {name!r}")
 
 
 def _check_model_dir(model_dir: Path) -> None:
@@ -276,7 +136,7 @@ def log_hf_model(
         staging = Path(tmp)
         hf = _stage_model_dir(model_dir, metadata, staging)
         code = staging / "biogner_pyfunc.py"
-        code.write_text(_PYFUNC_CODE)
+        code.write_text(ENTRY_CODE)
         meta = card_json(hf)
         logged = mlflow.initialize_logged_model(
             name=artifact_path,

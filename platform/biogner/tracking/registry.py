@@ -12,23 +12,23 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import (
-    INVALID_PARAMETER_VALUE,
-    RESOURCE_ALREADY_EXISTS,
-    RESOURCE_DOES_NOT_EXIST,
-    ErrorCode,
-)
 from mlflow.tracking import MlflowClient
 
 from biogner.tracking.config import TrackingConfig
 from biogner.tracking.models import hf_dir_in
-from biogner.tracking.runs import client_for, setup
-from biogner.tracking.uris import ModelUri, logged_model_uri, parse_model_uri
+from biogner.tracking.runs import (
+    ALREADY_EXISTS,
+    DOES_NOT_EXIST,
+    INVALID_PARAMETER,
+    client_for,
+    setup,
+)
+from biogner.tracking.uris import ModelUri, logged_model_uri
 
-_READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)
-_PENDING = ModelVersionStatus.to_string(ModelVersionStatus.PENDING_REGISTRATION)
+# `ModelVersion.status` (MLflow's ModelVersionStatus names)
+_READY = "READY"
+_PENDING = "PENDING_REGISTRATION"
 
 
 def register_champion(
@@ -70,7 +70,7 @@ def register_version(
     try:
         client.create_registered_model(model_name)
     except MlflowException as e:
-        if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+        if e.error_code != ALREADY_EXISTS:
             raise
     mv = client.create_model_version(
         model_name, logged_model_uri(model_id), model_id=model_id, await_creation_for=0
@@ -174,10 +174,7 @@ def get_alias_version(cfg: TrackingConfig, model_name: str, alias: str) -> Model
     try:
         return client_for(cfg).get_model_version_by_alias(model_name, alias)
     except MlflowException as e:
-        if e.error_code in (
-            ErrorCode.Name(RESOURCE_DOES_NOT_EXIST),
-            ErrorCode.Name(INVALID_PARAMETER_VALUE),
-        ):
+        if e.error_code in (DOES_NOT_EXIST, INVALID_PARAMETER):
             return None
         raise
 
@@ -194,15 +191,3 @@ def model_version(cfg: TrackingConfig, uri: ModelUri) -> ModelVersion:
             )
         return mv
     return client_for(cfg).get_model_version(uri.name, str(uri.version))
-
-
-def model_uri_run_id(model_uri: str, cfg: TrackingConfig) -> str | None:
-    """The training run behind a `runs:/` or `models:/` URI (None: a directory, or a
-    version registered from no run)."""
-    uri = parse_model_uri(model_uri)
-    if uri.run_id is not None:
-        return uri.run_id
-    if uri.name is None:
-        return None
-    run_id = model_version(cfg, uri).run_id
-    return str(run_id) if run_id else None

@@ -21,9 +21,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from mlflow.utils.validation import (
     MAX_ENTITY_KEY_LENGTH,
     MAX_METRICS_PER_BATCH,
@@ -35,9 +33,19 @@ from pydantic import BaseModel
 
 from biogner.runtime import requiet_logs
 from biogner.tracking.config import TrackingConfig
-from biogner.tracking.tags import CHANGED_PARAMS_TAG, ERROR_TAG
+from biogner.tracking.tags import (
+    CHANGED_PARAMS_TAG,
+    ERROR_TAG,
+    MLFLOW_PARENT_RUN_ID,
+    MLFLOW_RUN_NAME,
+)
 
 log = logging.getLogger(__name__)
+
+# `MlflowException.error_code`: the names of MLflow's REST error codes (not its protobufs)
+ALREADY_EXISTS = "RESOURCE_ALREADY_EXISTS"
+DOES_NOT_EXIST = "RESOURCE_DOES_NOT_EXIST"
+INVALID_PARAMETER = "INVALID_PARAMETER_VALUE"
 
 CONFIG_ARTIFACT = "config.yaml"
 TRACEBACK_ARTIFACT = "error_traceback.txt"
@@ -104,7 +112,7 @@ def setup(cfg: TrackingConfig) -> str:
                 cfg.experiment, artifact_location=_experiment_location(cfg)
             )
         except MlflowException as e:
-            if e.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            if e.error_code != ALREADY_EXISTS:
                 raise
             exp = client.get_experiment_by_name(cfg.experiment)
             if exp is None:

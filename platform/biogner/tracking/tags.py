@@ -26,3 +26,7 @@ SUBSET_TAG = "subset"
 DECODING_TAG = "decoding"
 ERROR_TAG = "error"  # a FAILED run's error, one line
 CHANGED_PARAMS_TAG = "biogner.changed_params_on_resume"
+
+# MLflow's own system tags (documented names; `mlflow.utils.mlflow_tags` is internal)
+MLFLOW_RUN_NAME = "mlflow.runName"
+MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"

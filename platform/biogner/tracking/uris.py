@@ -21,11 +21,6 @@ class ModelUri:
     version: str | None = None
     run_id: str | None = None  # runs:/
 
-    @property
-    def in_store(self) -> bool:
-        """Whether the URI resolves through a tracking store (registry or run)."""
-        return self.name is not None or self.run_id is not None
-
 
 def parse_model_uri(uri: str) -> ModelUri:
     """What `uri` names; ValueError for a malformed `models:/` or `runs:/` URI."""

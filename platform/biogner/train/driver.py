@@ -7,7 +7,6 @@ not reused with another config (`check_rerun`).
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import threading
@@ -32,7 +31,14 @@ from biogner.train.config import TrainConfig
 from biogner.train.dataset import training_dataset
 from biogner.train.inputs import CorpusInput, check_corpora, log_corpora
 from biogner.train.lease import RunLease, check_live
-from biogner.train.loop import MODEL_DIR, STATE_FILE, plan_steps, step_line, train_loop
+from biogner.train.loop import (
+    MODEL_DIR,
+    STATE_FILE,
+    TrainState,
+    plan_steps,
+    step_line,
+    train_loop,
+)
 from biogner.train.rerun import check_rerun, ray_run_folder
 
 log = logging.getLogger(__name__)
@@ -158,85 +164,17 @@ def run_training(cfg: TrainConfig, rows: Any | None = None) -> TrainOutcome:
 def _train(
     cfg: TrainConfig, rows: Any | None, run_id: str, inputs: list[CorpusInput]
 ) -> TrainOutcome:
-    """The body of `run_training`, with the run started and its lease held."""
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
+    """The body of `run_training`, with the run started and its lease held: a failure
+    before the model is logged ends the run FAILED with its error."""
     try:
-        if inputs:
-            log_corpora(cfg, run_id, inputs)
-        if rows is None:
-            dataset, counts = training_data(cfg)
-        else:
-            dataset, counts = rows.materialize(), {"rows": rows.count(), "dropped_too_long": 0}
-        world = cfg.scaling.num_workers
-        steps_per_epoch, total_steps = plan_steps(cfg, counts["rows"], world)
-        log_metrics_from_worker(
-            run_id,
-            {"train_rows": counts["rows"], "dropped_too_long": counts["dropped_too_long"]},
-            0,
-            cfg.tracking.uri,
-        )
-        print(
-            f"[train] {cfg.run_name}: {counts['rows']} examples, {total_steps} steps of "
-            f"{cfg.optim.per_device_batch_size * cfg.optim.gradient_accumulation_steps * world}"
-            f" on {world} worker(s); MLflow run {run_id}",
-            flush=True,
-        )
-        if log_file() is not None:
-            print(
-                f"[train] Ray/DeepSpeed logs: {log_file()} and /tmp/ray/session_latest/logs/ "
-                "(biogner --verbose shows them here)",
-                flush=True,
-            )
-        trainer = TorchTrainer(
-            train_loop,
-            train_loop_config={
-                "cfg": cfg.model_dump(mode="json"),
-                "run_id": run_id,
-                "tracking_uri": cfg.tracking.uri,
-                "total_steps": total_steps,
-                "steps_per_epoch": steps_per_epoch,
-            },
-            scaling_config=ScalingConfig(
-                num_workers=world,
-                use_gpu=cfg.scaling.use_gpu,
-                resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
-            ),
-            run_config=RunConfig(
-                name=cfg.run_name,
-                storage_path=str(Path(cfg.scaling.storage_path).resolve()),
-                failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=2),
-                # Train v2's RunConfig (mypy sees the v1 class that ray.train re-exports)
-                worker_runtime_env=compute_runtime_env(cfg.scaling.worker_niceness),  # type: ignore[call-arg]
-            ),
-            datasets={"train": dataset},
-            dataset_config=DataConfig(datasets_to_split=[]),
-        )
-        printer = None if verbose() else StepPrinter(cfg, run_id, total_steps)
-        if printer is not None:
-            printer.start()
-        try:
-            result = trainer.fit()
-        finally:
-            if printer is not None:
-                printer.stop()
-        metrics = dict(result.metrics or {})
-        if result.checkpoint is None:
-            raise RuntimeError("training ended without a checkpoint")
-        with result.checkpoint.as_directory() as ckpt_dir:
-            state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
-            if state["global_step"] < total_steps:  # optim.stop_after_steps ended it early
-                end_run(cfg.tracking, run_id, KeyboardInterrupt("stopped early"))
-                return TrainOutcome(
-                    run_id, "STOPPED", state["global_step"], metrics, result.checkpoint.path
-                )
-            model_dir = Path(ckpt_dir) / MODEL_DIR
-            if not (model_dir / "config.json").is_file():
-                raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
-            card = model_card(cfg).model_dump(mode="json")
-            log_hf_model(run_id, model_dir, metadata=card, cfg=cfg.tracking)
+        dataset, rows_count = _training_rows(cfg, rows, run_id, inputs)
+        steps_per_epoch, total_steps = plan_steps(cfg, rows_count, cfg.scaling.num_workers)
+        _announce(cfg, run_id, rows_count, total_steps)
+        trainer = _trainer(cfg, run_id, dataset, steps_per_epoch, total_steps)
+        result = _fit(trainer, cfg, run_id, total_steps)
+        stopped = _log_model_or_stop(cfg, run_id, result, total_steps)
+        if stopped is not None:
+            return stopped
     except BaseException as exc:
         end_run(cfg.tracking, run_id, exc)
         raise
@@ -253,8 +191,125 @@ def _train(
         client_for(cfg.tracking).set_tag(run_id, "checkpoint", checkpoint_path)
     end_run(cfg.tracking, run_id)
     return TrainOutcome(
-        run_id, "FINISHED", total_steps, metrics, checkpoint_path, run_model_uri(run_id)
+        run_id,
+        "FINISHED",
+        total_steps,
+        dict(result.metrics or {}),
+        checkpoint_path,
+        run_model_uri(run_id),
     )
+
+
+def _training_rows(
+    cfg: TrainConfig, rows: Any | None, run_id: str, inputs: list[CorpusInput]
+) -> tuple[Any, int]:
+    """The training rows (the configured corpora's, or `rows`) as a Ray Dataset, and their
+    count; what they came from is logged to the run."""
+    if inputs:
+        log_corpora(cfg, run_id, inputs)
+    if rows is None:
+        dataset, counts = training_data(cfg)
+    else:
+        dataset, counts = rows.materialize(), {"rows": rows.count(), "dropped_too_long": 0}
+    log_metrics_from_worker(
+        run_id,
+        {"train_rows": counts["rows"], "dropped_too_long": counts["dropped_too_long"]},
+        0,
+        cfg.tracking.uri,
+    )
+    return dataset, counts["rows"]
+
+
+def _announce(cfg: TrainConfig, run_id: str, rows: int, total_steps: int) -> None:
+    """The run's first lines on the terminal: its size, its MLflow run, where logs go."""
+    world = cfg.scaling.num_workers
+    print(
+        f"[train] {cfg.run_name}: {rows} examples, {total_steps} steps of "
+        f"{cfg.optim.per_device_batch_size * cfg.optim.gradient_accumulation_steps * world}"
+        f" on {world} worker(s); MLflow run {run_id}",
+        flush=True,
+    )
+    if log_file() is not None:
+        print(
+            f"[train] Ray/DeepSpeed logs: {log_file()} and /tmp/ray/session_latest/logs/ "
+            "(biogner --verbose shows them here)",
+            flush=True,
+        )
+
+
+def _trainer(
+    cfg: TrainConfig, run_id: str, dataset: Any, steps_per_epoch: int, total_steps: int
+) -> Any:
+    """The TorchTrainer running `train_loop` on the configured workers; its run name and
+    storage make a rerun resume from the last checkpoint."""
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        train_loop,
+        train_loop_config={
+            "cfg": cfg.model_dump(mode="json"),
+            "run_id": run_id,
+            "tracking_uri": cfg.tracking.uri,
+            "total_steps": total_steps,
+            "steps_per_epoch": steps_per_epoch,
+        },
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers,
+            use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=cfg.run_name,
+            storage_path=str(Path(cfg.scaling.storage_path).resolve()),
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            # Train v2's RunConfig (mypy sees the v1 class that ray.train re-exports)
+            worker_runtime_env=compute_runtime_env(cfg.scaling.worker_niceness),  # type: ignore[call-arg]
+        ),
+        datasets={"train": dataset},
+        dataset_config=DataConfig(datasets_to_split=[]),
+    )
+
+
+def _fit(trainer: Any, cfg: TrainConfig, run_id: str, total_steps: int) -> Any:
+    """`trainer.fit()`, the steps printed from MLflow meanwhile unless verbose; a result
+    without a checkpoint is an error."""
+    printer = None if verbose() else StepPrinter(cfg, run_id, total_steps)
+    if printer is not None:
+        printer.start()
+    try:
+        result = trainer.fit()
+    finally:
+        if printer is not None:
+            printer.stop()
+    if result.checkpoint is None:
+        raise RuntimeError("training ended without a checkpoint")
+    return result
+
+
+def _log_model_or_stop(
+    cfg: TrainConfig, run_id: str, result: Any, total_steps: int
+) -> TrainOutcome | None:
+    """Log the final checkpoint's model to the run (None), or end a run that
+    `optim.stop_after_steps` stopped early (its STOPPED outcome)."""
+    with result.checkpoint.as_directory() as ckpt_dir:
+        state = TrainState.from_json((Path(ckpt_dir) / STATE_FILE).read_text())
+        if state.global_step < total_steps:
+            end_run(cfg.tracking, run_id, KeyboardInterrupt("stopped early"))
+            return TrainOutcome(
+                run_id,
+                "STOPPED",
+                state.global_step,
+                dict(result.metrics or {}),
+                result.checkpoint.path,
+            )
+        model_dir = Path(ckpt_dir) / MODEL_DIR
+        if not (model_dir / "config.json").is_file():
+            raise RuntimeError(f"final checkpoint {ckpt_dir} holds no exported model")
+        card = model_card(cfg).model_dump(mode="json")
+        log_hf_model(run_id, model_dir, metadata=card, cfg=cfg.tracking)
+    return None
 
 
 def drop_local_checkpoints(cfg: TrainConfig) -> bool:

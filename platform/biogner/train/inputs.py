@@ -13,10 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlflow.entities import Dataset, DatasetInput, InputTag
+
 from biogner.corpora import get_corpus
 from biogner.corpora.card import CorpusCard, card_yaml
-from biogner.corpora.check import require_clean
 from biogner.corpora.load import CorpusRead
+from biogner.formats.coverage import require_clean
+from biogner.tracking.runs import client_for
 from biogner.train.config import TrainConfig
 from biogner.types import Sentence
 
@@ -66,10 +69,6 @@ def check_corpora(cfg: TrainConfig) -> list[CorpusInput]:
 
 def log_corpora(cfg: TrainConfig, run_id: str, inputs: Sequence[CorpusInput]) -> None:
     """Each corpus's card as an artifact and its training split as a run input."""
-    from mlflow.entities import Dataset, DatasetInput, InputTag
-
-    from biogner.tracking.runs import client_for
-
     client = client_for(cfg.tracking)
     datasets = []
     for item in inputs:

@@ -3,6 +3,11 @@
 DeepSpeed (ZeRO 0/2/3, optional optimizer offload) wraps the model; the backend (gloo or
 NCCL), precision and stage come from the config. Rank 0 logs to MLflow; every rank takes
 part in checkpoints (ZeRO shards) and reports them to Ray Train.
+
+A recipe in torchtune's shape: `TrainRecipe.setup` (model, engine, data shard), `resume`
+(the checkpoint Ray Train hands this attempt), `train` (epochs of `train_step`s; each
+optimizer step `log`s and, every N steps, `save`s); a `StepMeter` adds up one step's
+micro-batches.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +33,40 @@ from biogner.tracking.runs import log_metrics_from_worker
 from biogner.train.batching import collate, epoch_batches, rank_examples
 from biogner.train.config import TRAIN_SECONDS, TrainConfig
 from biogner.train.deepspeed_config import build_deepspeed_config, client_optimizer, cpu_autocast
+from biogner.train.export import export_model
 from biogner.train.loss import causal_lm_loss
+from biogner.train.meter import StepMeter
 
 STATE_FILE = "train_state.json"
 DS_TAG = "deepspeed"
 MODEL_DIR = "model"
+SHM_COMM_MODULE = "deepspeed.comm.torch"  # where DeepSpeed builds its CPU shared-memory op
+SHM_COMM_BUILDER = "build_shm_op"
+
+log = logging.getLogger(__name__)
 
 
-def _import_deepspeed(on_gpu: bool) -> Any:
-    """Import deepspeed in the worker; on CPU skip the inference-only shm op build (~30 s)."""
+def import_deepspeed(on_gpu: bool) -> Any:
+    """Import deepspeed in the worker; on CPU skip the inference-only shm op build (~30 s).
 
+    DeepSpeed has no switch for it: its `build_shm_op` is replaced in the module object
+    (`sys.modules`; `import deepspeed.comm.torch` yields torch itself). A DeepSpeed without
+    that function is said here, not silently paid for (tests/test_private_apis.py)."""
     import deepspeed
 
     if not verbose():  # its INFO lines (config dumps, timers) drown the step lines
         logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     if not on_gpu:
-        comm = sys.modules.get("deepspeed.comm.torch")
-        if comm is not None and hasattr(comm, "build_shm_op"):
-            setattr(comm, "build_shm_op", lambda: None)  # noqa: B010
+        comm = sys.modules.get(SHM_COMM_MODULE)
+        if comm is not None and hasattr(comm, SHM_COMM_BUILDER):
+            setattr(comm, SHM_COMM_BUILDER, lambda: None)
+        else:
+            log.warning(
+                "%s.%s is gone: the first CPU training step may compile DeepSpeed's "
+                "shared-memory op (~30 s)",
+                SHM_COMM_MODULE,
+                SHM_COMM_BUILDER,
+            )
     return deepspeed
 
 
@@ -63,200 +85,236 @@ def worker_threads(cfg: TrainConfig, local_world: int) -> int:
     return cfg.scaling.threads_per_worker or cpu_threads(local_world)
 
 
-def _all_mean(values: list[float]) -> list[float]:
-    """Mean over ranks (a collective: every rank calls it the same number of times)."""
-    import torch.distributed as dist
+@dataclass
+class TrainState:
+    """Where a run is: written beside each checkpoint (`train_state.json`), read on resume."""
 
-    t = torch.tensor(values, dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        if dist.get_backend() == "nccl":
-            t = t.to(torch.device("cuda"))
-        dist.all_reduce(t)
-        t = t.cpu() / dist.get_world_size()
-    return t.tolist()
+    global_step: int = 0  # optimizer steps done
+    epoch: int = 0
+    micro_in_epoch: int = 0  # micro-batches of `epoch` done
+    # seconds spent training the steps kept so far, carried across resumes (a run's wall
+    # time also counts the pauses between them, and Ray's start)
+    train_seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "global_step": self.global_step,
+                "epoch": self.epoch,
+                "micro_in_epoch": self.micro_in_epoch,
+                TRAIN_SECONDS: self.train_seconds,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainState:
+        data = json.loads(text)
+        return cls(
+            int(data["global_step"]),
+            int(data["epoch"]),
+            int(data["micro_in_epoch"]),
+            float(data.get(TRAIN_SECONDS, 0.0)),
+        )
 
 
-def _all_sum(values: list[float]) -> list[float]:
-    import torch.distributed as dist
+class TrainRecipe:
+    """One worker's fine-tuning run, from `train_loop`'s config (see `driver._trainer`)."""
 
-    if dist.is_available() and dist.is_initialized():
-        return [v * dist.get_world_size() for v in _all_mean(values)]
-    return values
+    rank: int
+    world: int
+    device: torch.device
+    on_gpu: bool
+    engine: Any
+    tokenizer: Any
+    examples: Any
+    solo: bool  # one rank, no ZeRO: backward skips DeepSpeed's gradient all-reduce
+    bf16_autocast: bool  # bf16 on a CPU: the forward runs under torch.autocast
 
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.cfg = TrainConfig.model_validate(config["cfg"])
+        self.run_id: str = config["run_id"]
+        self.tracking_uri: str = config["tracking_uri"]
+        self.total_steps: int = config["total_steps"]
+        self.steps_per_epoch: int = config["steps_per_epoch"]
+        self.state = TrainState()
+        self.meter = StepMeter()
+        self.last: dict[str, Any] = {}  # the last step's metrics
+        self.started = 0.0  # when `train` started, and the step it started from
+        self.steps_at_start = 0
+        self.seconds_before = 0.0  # train_seconds of the checkpoint resumed from
 
-def export_model(engine: Any, cfg: TrainConfig, tokenizer: Any, out: Path, rank: int) -> None:
-    """Write the trained model as an HF directory (merged weights + tokenizer) on rank 0.
+    def setup(self) -> None:
+        """Device, threads, model, DeepSpeed engine and this rank's examples."""
+        import ray.train
+        import ray.train.torch
 
-    Every rank must call this: under ZeRO-3 the weights are gathered collectively, and a
-    save entered by rank 0 alone hangs."""
-    if cfg.deepspeed.zero_stage == 3:
-        state = engine._zero3_consolidated_16bit_state_dict()
-    else:
-        state = engine.module.state_dict() if rank == 0 else None
-    if rank != 0:
-        return
-    assert state is not None
-    state = {k: v.detach().to("cpu", torch.float32) for k, v in state.items()}
-    if cfg.model.lora:
-        from peft import PeftModel, get_peft_model_state_dict, set_peft_model_state_dict
+        cfg = self.cfg
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+        self.on_gpu = self.device.type == "cuda"
+        deepspeed = import_deepspeed(self.on_gpu)
+        torch.manual_seed(cfg.optim.seed)
+        if not self.on_gpu:
+            torch.set_num_threads(worker_threads(cfg, ctx.get_local_world_size()))
+        self.bf16_autocast = cpu_autocast(cfg, self.on_gpu)
+        model, self.tokenizer = load_model(cfg.model, device=self.device, for_training=True)
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.engine, _, _, _ = deepspeed.initialize(
+            model=model,
+            model_parameters=trainable,
+            optimizer=client_optimizer(cfg, trainable),
+            config=build_deepspeed_config(cfg, self.world, self.total_steps, self.on_gpu),
+        )
+        # An all-reduce over one rank is the identity, but DeepSpeed still flattens every
+        # gradient into one buffer and back each step (~5 % of a SmolLM2 CPU step, py-spy):
+        # `train_step` runs backward under DeepSpeed's public `no_sync` then.
+        self.solo = self.world == 1 and cfg.deepspeed.zero_stage == 0
+        if self.rank == 0:  # what the worker really got: a starved CPU worker shows up here
+            worker = {
+                "worker_niceness": os.nice(0),
+                "worker_torch_threads": torch.get_num_threads(),
+                "worker_jemalloc": float(jemalloc_loaded()),
+            }
+            log_metrics_from_worker(self.run_id, worker, 0, self.tracking_uri)
+        shard = ray.train.get_dataset_shard("train")
+        self.examples = rank_examples(
+            lambda: shard.iter_batches(batch_size=1024, batch_format="numpy"),
+            self.rank,
+            self.world,
+        )
 
-        adapter_state = get_peft_model_state_dict(engine.module, state_dict=state)
-        engine.module.save_pretrained(str(out / "adapter"), state_dict=adapter_state)
-        base, _ = load_model(cfg.model.model_copy(update={"lora": False}), "cpu", False)
-        peft_model = PeftModel.from_pretrained(base, str(out / "adapter"))
-        set_peft_model_state_dict(peft_model, adapter_state)
-        merged = peft_model.merge_and_unload()
-    else:
-        merged, _ = load_model(cfg.model.model_copy(update={"lora": False}), "cpu", False)
-        merged.load_state_dict(state)
-    merged.save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    def resume(self) -> None:
+        """Load the checkpoint Ray Train hands this attempt (a rerun of the run name, or a
+        restart after a failure), if any: weights, optimizer, position in the data."""
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as ckpt_dir:
+            self.engine.load_checkpoint(ckpt_dir, tag=DS_TAG, load_module_strict=False)
+            self.state = TrainState.from_json((Path(ckpt_dir) / STATE_FILE).read_text())
+
+    def train(self) -> None:
+        """Epochs of micro-batches up to `total_steps` optimizer steps (or
+        `optim.stop_after_steps`, as if preempted), from where `resume` left the state."""
+        ga = self.cfg.optim.gradient_accumulation_steps
+        self.started, self.steps_at_start = time.perf_counter(), self.state.global_step
+        self.seconds_before = self.state.train_seconds
+        self.meter.reset()
+        while self.state.global_step < self.total_steps:
+            batches = self.epoch_batches()
+            for i in range(self.state.micro_in_epoch, len(batches)):
+                self.train_step(batches[i])
+                self.state.micro_in_epoch = i + 1
+                if (i + 1) % ga == 0 and self.optimizer_step_done(len(batches)):
+                    return
+            self.state.epoch += 1
+            self.state.micro_in_epoch = 0
+        if not self.last:  # resumed after the last step: nothing left to train
+            self.save({"step": self.state.global_step}, final=True)
+
+    def epoch_batches(self) -> list[Any]:
+        """This rank's micro-batches of the state's epoch (as many on every rank)."""
+        o = self.cfg.optim
+        batches = epoch_batches(
+            self.examples,
+            o.per_device_batch_size,
+            o.seed,
+            self.state.epoch,
+            o.group_by_length,
+            o.length_group_batches,
+        )
+        return batches[: self.steps_per_epoch * o.gradient_accumulation_steps]
+
+    def train_step(self, batch: Any) -> None:
+        """Forward, backward and DeepSpeed's step on one micro-batch (the engine applies the
+        optimizer every `gradient_accumulation_steps`)."""
+        tensors, real, padded = collate(batch, self.tokenizer.pad_token_id)
+        autocast = (
+            torch.autocast("cpu", dtype=torch.bfloat16)
+            if self.bf16_autocast
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            loss = causal_lm_loss(self.engine, {k: v.to(self.device) for k, v in tensors.items()})
+        with self.engine.no_sync() if self.solo else contextlib.nullcontext():
+            self.engine.backward(loss)
+        self.engine.step()
+        self.meter.add(float(loss.detach()), real, padded)
+
+    def optimizer_step_done(self, epoch_micro: int) -> bool:
+        """Count, log and maybe checkpoint the optimizer step just taken; True when the run
+        is to end here (its last step, or `stop_after_steps`)."""
+        state, o = self.state, self.cfg.optim
+        state.global_step += 1
+        state.train_seconds = self.seconds_before + time.perf_counter() - self.started
+        step = state.global_step
+        self.last = self.step_metrics(state.epoch + state.micro_in_epoch / max(epoch_micro, 1))
+        if self.rank == 0 and (step % o.log_every_steps == 0 or step == self.total_steps):
+            self.log(self.last)
+        self.meter.reset()
+        done = step >= self.total_steps
+        if done or (o.checkpoint_every_steps and step % o.checkpoint_every_steps == 0):
+            if done:
+                state.micro_in_epoch = epoch_micro
+            self.save(self.last, final=done)
+        # stop_after_steps: as if preempted, the driver sees the last checkpoint's step
+        return done or (o.stop_after_steps is not None and step >= o.stop_after_steps)
+
+    def step_metrics(self, epoch: float) -> dict[str, Any]:
+        """The step's metrics, the same on every rank (the meter's are reduced over ranks)."""
+        summary = self.meter.summary()
+        metrics: dict[str, Any] = {
+            "loss": summary["loss"],
+            "learning_rate": float(self.engine.get_lr()[0]),
+            "tokens_per_s": summary["tokens_per_s"],
+            "padding_ratio": summary["padding_ratio"],
+            "epoch": epoch,
+            TRAIN_SECONDS: self.state.train_seconds,
+            "step": self.state.global_step,
+        }
+        if self.on_gpu:
+            metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return metrics
+
+    def log(self, metrics: dict[str, Any]) -> None:
+        """Rank 0: one step's metrics to MLflow (the driver prints them from there,
+        train.driver.StepPrinter) and its line to stdout, which reaches the terminal only
+        with --verbose (Ray forwards worker output then)."""
+        step = metrics["step"]
+        per_step = (time.perf_counter() - self.started) / max(step - self.steps_at_start, 1)
+        eta = duration(per_step * (self.total_steps - step))
+        print(step_line(step, self.total_steps, metrics, eta), flush=True)
+        logged = {k: v for k, v in metrics.items() if k != "step"}
+        log_metrics_from_worker(self.run_id, logged, step, self.tracking_uri)
+
+    def save(self, metrics: dict[str, Any], final: bool) -> None:
+        """A checkpoint (every rank's ZeRO shard, the state, the exported model when
+        `final`) reported to Ray Train with the step's metrics."""
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.engine.save_checkpoint(
+                tmp, tag=DS_TAG, exclude_frozen_parameters=self.cfg.model.lora
+            )
+            if self.rank == 0:
+                (Path(tmp) / STATE_FILE).write_text(self.state.to_json())
+            if final:
+                export_model(
+                    self.engine, self.cfg, self.tokenizer, Path(tmp) / MODEL_DIR, self.rank
+                )
+            ckpt = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report({**metrics, "final": final}, checkpoint=ckpt)
 
 
 def train_loop(config: dict[str, Any]) -> None:
     """Ray Train worker entry point."""
-    import ray.train
-    import ray.train.torch
-
-    cfg = TrainConfig.model_validate(config["cfg"])
-    run_id: str = config["run_id"]
-    tracking_uri: str = config["tracking_uri"]
-    total_steps: int = config["total_steps"]
-    steps_per_epoch: int = config["steps_per_epoch"]
-
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
-    on_gpu = device.type == "cuda"
-    deepspeed = _import_deepspeed(on_gpu)
-    torch.manual_seed(cfg.optim.seed)
-    if not on_gpu:
-        torch.set_num_threads(worker_threads(cfg, ctx.get_local_world_size()))
-    autocast = (
-        (lambda: torch.autocast("cpu", dtype=torch.bfloat16))
-        if cpu_autocast(cfg, on_gpu)
-        else contextlib.nullcontext
-    )
-
-    model, tokenizer = load_model(cfg.model, device=device, for_training=True)
-    ds_config = build_deepspeed_config(cfg, world, total_steps, on_gpu)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        model_parameters=trainable,
-        optimizer=client_optimizer(cfg, trainable),
-        config=ds_config,
-    )
-    if world == 1 and cfg.deepspeed.zero_stage == 0:
-        # An all-reduce over one rank is the identity, but DeepSpeed still flattens every
-        # gradient into one buffer and back each step (~5 % of a SmolLM2 CPU step, py-spy).
-        engine.enable_backward_allreduce = False
-
-    if rank == 0:  # what the worker really got: a starved CPU worker shows up here
-        worker = {
-            "worker_niceness": os.nice(0),
-            "worker_torch_threads": torch.get_num_threads(),
-            "worker_jemalloc": float(jemalloc_loaded()),
-        }
-        log_metrics_from_worker(run_id, worker, 0, tracking_uri)
-
-    shard = ray.train.get_dataset_shard("train")
-    examples = rank_examples(
-        lambda: shard.iter_batches(batch_size=1024, batch_format="numpy"), rank, world
-    )
-    ga = cfg.optim.gradient_accumulation_steps
-    micro_per_epoch = steps_per_epoch * ga
-
-    state: dict[str, Any] = {"global_step": 0, "epoch": 0, "micro_in_epoch": 0}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            engine.load_checkpoint(ckpt_dir, tag=DS_TAG, load_module_strict=False)
-            state = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())
-
-    def save(metrics: dict[str, Any], final: bool) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            engine.save_checkpoint(tmp, tag=DS_TAG, exclude_frozen_parameters=cfg.model.lora)
-            if rank == 0:
-                (Path(tmp) / STATE_FILE).write_text(json.dumps(state))
-            if final:
-                export_model(engine, cfg, tokenizer, Path(tmp) / MODEL_DIR, rank)
-            ckpt = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report({**metrics, "final": final}, checkpoint=ckpt)
-
-    pad_id = tokenizer.pad_token_id
-    window: dict[str, float] = {"loss": 0.0, "micro": 0, "real": 0, "padded": 0}
-    tick = time.perf_counter()
-    started, done_at_start = time.perf_counter(), state["global_step"]
-    # seconds spent training the steps kept so far, carried across resumes in the checkpoint
-    # (a run's wall time also counts the pauses between them, and Ray's start)
-    trained_before = float(state.get(TRAIN_SECONDS, 0.0))
-    last: dict[str, Any] = {}
-    stop_at = cfg.optim.stop_after_steps
-    while state["global_step"] < total_steps:
-        batches = epoch_batches(
-            examples,
-            cfg.optim.per_device_batch_size,
-            cfg.optim.seed,
-            state["epoch"],
-            cfg.optim.group_by_length,
-            cfg.optim.length_group_batches,
-        )[:micro_per_epoch]
-        for i in range(state["micro_in_epoch"], len(batches)):
-            tensors, real, padded = collate(batches[i], pad_id)
-            with autocast():
-                loss = causal_lm_loss(engine, {k: v.to(device) for k, v in tensors.items()})
-            engine.backward(loss)
-            engine.step()
-            window["loss"] += float(loss.detach())
-            window["micro"] += 1
-            window["real"] += real
-            window["padded"] += padded
-            state["micro_in_epoch"] = i + 1
-            if (i + 1) % ga:
-                continue
-            state["global_step"] += 1
-            state[TRAIN_SECONDS] = trained_before + time.perf_counter() - started
-            step = state["global_step"]
-            (mean_loss,) = _all_mean([window["loss"] / window["micro"]])
-            real_all, padded_all = _all_sum([window["real"], window["padded"]])
-            elapsed = time.perf_counter() - tick
-            last = {
-                "loss": mean_loss,
-                "learning_rate": float(engine.get_lr()[0]),
-                "tokens_per_s": real_all / elapsed if elapsed else 0.0,
-                "padding_ratio": 1.0 - real_all / padded_all if padded_all else 0.0,
-                "epoch": state["epoch"] + (i + 1) / max(len(batches), 1),
-                TRAIN_SECONDS: state[TRAIN_SECONDS],
-                "step": step,
-            }
-            if on_gpu:
-                last["gpu_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-            if rank == 0 and (step % cfg.optim.log_every_steps == 0 or step == total_steps):
-                # The driver prints these from MLflow (train.driver.StepPrinter); this line
-                # reaches the terminal only with --verbose (Ray forwards worker output then).
-                per_step = (time.perf_counter() - started) / max(step - done_at_start, 1)
-                eta = duration(per_step * (total_steps - step))
-                print(step_line(step, total_steps, last, eta), flush=True)
-                log_metrics_from_worker(
-                    run_id, {k: v for k, v in last.items() if k != "step"}, step, tracking_uri
-                )
-            window = {"loss": 0.0, "micro": 0, "real": 0, "padded": 0}
-            tick = time.perf_counter()
-            every = cfg.optim.checkpoint_every_steps
-            done = step >= total_steps
-            if done or (every and step % every == 0):
-                if done:
-                    state["micro_in_epoch"] = len(batches)
-                save(last, final=done)
-            if done:
-                return
-            if stop_at is not None and step >= stop_at:
-                return  # as if preempted: the driver sees the last checkpoint's step
-        state["epoch"] += 1
-        state["micro_in_epoch"] = 0
-    if not last:  # resumed after the last step: nothing left to train
-        save({"step": state["global_step"]}, final=True)
+    recipe = TrainRecipe(config)
+    recipe.setup()
+    recipe.resume()
+    recipe.train()
 
 
 def plan_steps(cfg: TrainConfig, n_rows: int, world: int) -> tuple[int, int]:

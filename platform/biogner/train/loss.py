@@ -5,7 +5,8 @@ SmolLM2), but the loss only reads the positions that predict an assistant token,
 minority of a chat (the system prompt, instruction and sentence are context). Passing a
 boolean `logits_to_keep` makes the model project just those rows (transformers >= 5
 `slice_logits_to_keep`): the same mean cross-entropy as `labels=`, ~20 % less time per
-CPU step (bench/RESULTS.md). The model is still called through its own (or DeepSpeed's,
+CPU step (bench/results/archive/training.md, "The champion on a bf16 CPU"). The model is
+still called through its own (or DeepSpeed's,
 PEFT's) forward, so ZeRO hooks and adapters behave as with `labels=`.
 """
 

@@ -8,31 +8,27 @@ corpus), split into tokens as the endpoint splits them. Per mode: lone sentences
 (sentences/s); the count of sentences whose answers differ between the modes. Prints a table,
 writes bench/results/<name>.json.
 
-Usage: python bench/groups.py --model <multi-corpus model dir> [--repeats 3] [--dtype auto]
+Usage: python -m bench.archive.groups --model <multi-corpus model dir> [--repeats 3] [--dtype auto]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from common import cpu_flags, table, write_json  # noqa: E402
-from free_text_probe import SENTENCES  # noqa: E402
-
-from biogner.annotate.text import tokenize_text  # noqa: E402
-from biogner.formats import get_format  # noqa: E402
-from biogner.generation import Generator  # noqa: E402
-from biogner.generation.generated import Generation, join_generations  # noqa: E402
-from biogner.generation.routing import ask_plan  # noqa: E402
-from biogner.models.config import GenerationConfig  # noqa: E402
-from biogner.types import Sentence  # noqa: E402
+from bench.common import command, cpu_flags, table, write_json
+from bench.free_text_probe import SENTENCES
+from biogner.annotate.text import tokenize_text
+from biogner.formats import get_format
+from biogner.generation import Generator
+from biogner.generation.generated import Generation, join_generations
+from biogner.generation.routing import ask_plan
+from biogner.models.config import GenerationConfig
+from biogner.types import Sentence
 
 
 def as_sentence(k: int, text: str) -> Sentence:
@@ -105,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = write_json(
         args.name,
         {
-            "command": " ".join(["python", "bench/groups.py", *(argv or sys.argv[1:])]),
+            "command": command("bench.archive.groups", argv),
             "cpu_flags": cpu_flags(),
             "model": str(args.model),
             "types": types,

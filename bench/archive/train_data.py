@@ -8,7 +8,7 @@ Memory is traced with tracemalloc (Python objects and numpy buffers; Arrow block
 Data streams through are transient in both and not counted), so the figures do not depend
 on what else the machine runs; the seconds do (quote them as upper bounds beside other work).
 
-Usage: python bench/train_data.py --config jobs/configs/corpora_cpu.yaml [key=value ...]
+Usage: python -m bench.archive.train_data --config jobs/configs/corpora_cpu.yaml [key=value ...]
 Prints a table, writes bench/results/train_data.json.
 """
 
@@ -16,15 +16,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import sys
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import table, write_json  # noqa: E402
+from bench.common import table, write_json
 
 MB = 1024 * 1024
 
