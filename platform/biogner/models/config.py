@@ -153,7 +153,7 @@ class GenerationConfig(BaseModel):
     rows_join: bool = Field(
         False,
         description="one-turn answers (every multi format; conv with one type): waiting "
-        "sentences join the batch as finished rows leave it (`biogner.generation.stream`), so "
+        "sentences join the batch as finished rows leave it (`biogner.generation.continuous`), so "
         "its passes stay full; needs rows_leave. Off by default: a joining row pays attention "
         "and cache copies over the whole batch's columns, and on a 2-core CPU whole-split "
         "evaluation ran 15 % slower with it (bench/RESULTS.md#generation-speed)",
