@@ -141,8 +141,9 @@ def routed_model(out: Path) -> Path:
 def test_sentences_arriving_while_others_are_decoded(
     tmp_path: Path, sentences: list[Sentence], fmt: str, types: list[str], join: bool
 ) -> None:
-    """`Generator.stream` (serving): sentences handed over in bursts as the model asks for
-    more get the answers `extract` gives them, each handed back once, as soon as it is done."""
+    """`Generator.batch_continuously` (serving): sentences handed over in bursts as the model
+    asks for more get the answers `extract` gives them, each handed back once, as soon as it
+    is done."""
     cfg = GenerationConfig(
         device="cpu", dtype="float32", max_new_tokens_cap=40, batch_size=4, rows_join=join
     )
