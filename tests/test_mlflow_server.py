@@ -248,6 +248,7 @@ def _auth_ini(root: Path, pod: dict[str, Any]) -> Path:
     return ini
 
 
+@pytest.mark.slow  # a real `mlflow server` (its workers, a model logged over HTTP): minutes
 def test_basic_auth_keeps_the_champion_alias_to_its_owner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -21,6 +21,8 @@ import psutil
 import pytest
 from support import free_port
 
+pytestmark = pytest.mark.slow  # each case starts Ray (and a `ray start` head) of its own
+
 PROBE = """
 import json, ray
 from biogner.runtime import init_ray
