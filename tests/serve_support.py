@@ -3,7 +3,6 @@ service config over a SQLite MLflow store, and logging a model version to that r
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,6 @@ META = {
     "base_model": "tiny-llama",
     "corpora": ["NCBI-disease"],
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def save_tiny_model(out: Path) -> Path:

@@ -31,6 +31,14 @@ from biogner.models.config import GenerationConfig
 from biogner.types import Sentence, Span
 
 CONSTRAINED = [name for name, fmt in FORMATS.items() if fmt.writing.constrainable]
+# The formats whose answers restate the sentence once per type (a tag per token, the text
+# with its mentions marked): a noise model's batches of them take tens of seconds on 2 cores,
+# so their property runs are `slow` (`make test`); the other formats stay in `make test-fast`.
+LONG_ANSWERS = {"conv_bio", "conv_inline"}
+CONSTRAINED_FAST = [
+    pytest.param(name, marks=pytest.mark.slow) if name in LONG_ANSWERS else name
+    for name in CONSTRAINED
+]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +85,7 @@ def test_the_constrained_formats() -> None:
     max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
-@pytest.mark.parametrize("fmt", CONSTRAINED)
+@pytest.mark.parametrize("fmt", CONSTRAINED_FAST)
 def test_constrained_answers_parse_and_mention_only_the_text(
     pool, generators, fmt: str, data: st.DataObject
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import corpora_dir
 
 from biogner.corpora import (
     CORPORA,
@@ -20,14 +21,11 @@ from biogner.corpora import (
 from biogner.corpora.iob import tags_to_spans
 from biogner.types import Sentence, Span
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bioner"
-
 
 def shared_corpus(name: str) -> Path:
-    folder = SHARED / name
-    if not all((folder / f"{s}.tsv").is_file() for s in registry.SPLITS):
-        pytest.skip(f"shared corpus {folder} is absent")
-    return folder
+    """The folder of a built-in corpus in the corpora folder (`corpora_dir`: skips, or fails
+    where the corpora are required, when it is absent)."""
+    return corpora_dir(name) / name
 
 
 def raw_tags(path: Path) -> list[list[str]]:
@@ -56,25 +54,25 @@ def write(tmp_path: Path, content: str | bytes, name: str = "x.tsv") -> Path:
 
 
 def test_ncbi_disease_sentence_counts() -> None:
-    shared_corpus("NCBI-disease")
-    counts = {s: len(load_split("NCBI-disease", s, data_dir=SHARED)) for s in registry.SPLITS}
+    data = corpora_dir("NCBI-disease")
+    counts = {s: len(load_split("NCBI-disease", s, data_dir=data)) for s in registry.SPLITS}
     assert counts == {"train": 5424, "dev": 923, "test": 940}
 
 
 def test_load_split_ids_limit_and_missing_file(tmp_path: Path) -> None:
-    shared_corpus("NCBI-disease")
-    first = load_split("ncbi-disease", "dev", data_dir=SHARED, limit=3)
+    data = corpora_dir("NCBI-disease")
+    first = load_split("ncbi-disease", "dev", data_dir=data, limit=3)
     assert [s.id for s in first] == [f"NCBI-disease-dev-{i}" for i in range(3)]
     with pytest.raises(FileNotFoundError, match="biogner data download NCBI-disease"):
         load_split("NCBI-disease", "dev", data_dir=tmp_path)
     with pytest.raises(KeyError, match="validation"):
-        load_split("NCBI-disease", "validation", data_dir=SHARED)
+        load_split("NCBI-disease", "validation", data_dir=data)
 
 
 def test_jnlpba_docstart_lines_are_skipped() -> None:
-    shared_corpus("JNLPBA")
+    data = corpora_dir("JNLPBA")
     stats = ReadStats()
-    sentences = load_split("JNLPBA", "dev", data_dir=SHARED, stats=stats)
+    sentences = load_split("JNLPBA", "dev", data_dir=data, stats=stats)
     assert stats.docstarts == 200
     assert len(sentences) == stats.sentences == 1739
     assert not any("-DOCSTART-" in s.tokens for s in sentences)

@@ -3,12 +3,11 @@ select, serve, query over HTTP) with tiny-llama, then a second run that reuses e
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import psutil
 import pytest
 from conftest import library_lines
 from mlflow.tracking import MlflowClient
+from support import free_port, wait_until
 
 from biogner.cli import main
 from biogner.demo import SAMPLE_ABSTRACT
@@ -23,12 +23,6 @@ from biogner.tracking.config import TrackingConfig
 from biogner.tracking.registry import get_alias_version
 
 pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +102,12 @@ def test_no_process_outlives_the_demo_command(small_data_dir, tmp_path):
     # a new store, Ray started and stopped, six stages: only the demo's own words
     noise = library_lines(done.stdout + done.stderr)
     assert noise == [], "\n".join(noise)
-    deadline = time.monotonic() + 5  # the kernel reaps what was killed at exit
     left = [p for p in psutil.process_iter() if _carries(p, marker)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.2)
-        left = [p for p in left if p.is_running() and _carries(p, marker)]
+
+    def reaped() -> bool:  # the kernel reaps what was killed at exit, soon but not at once
+        left[:] = [p for p in left if p.is_running() and _carries(p, marker)]
+        return not left
+
+    with contextlib.suppress(AssertionError):  # the assert below names what is left
+        wait_until(reaped, 30, poll_s=0.2)
     assert not left, [(p.pid, " ".join(p.cmdline())[:120]) for p in left]

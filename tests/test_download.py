@@ -14,6 +14,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from conftest import corpora_dir
+from support import free_port
 
 from biogner.corpora import get_corpus, load_split, read_iob2
 from biogner.corpora.download import (
@@ -26,16 +28,12 @@ from biogner.corpora.download import (
 from biogner.corpora.registry import SPLITS
 from biogner.corpora.status import corpora_status, count_sentences, format_corpora_table
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bioner"
-NCBI = SHARED / "NCBI-disease"
 SMALL_IOB2 = b"Aspirin\tB-Chemical\nworks\tO\n\nNo\tO\n\n"
 
 
 @pytest.fixture(scope="module")
 def shared_ncbi() -> Path:
-    if not all((NCBI / f"{s}.tsv").is_file() for s in SPLITS):
-        pytest.skip(f"shared corpus folder {NCBI} is absent")
-    return NCBI
+    return corpora_dir("NCBI-disease") / "NCBI-disease"
 
 
 class _Handler(SimpleHTTPRequestHandler):
@@ -269,11 +267,7 @@ def test_http_error_names_url(mirror: str, tmp_path: Path) -> None:
 
 
 def test_unreachable_server_is_a_download_error(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as sock:  # a port that was free a moment ago: nothing listens
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # free a moment ago: nothing listens
     with pytest.raises(DownloadError, match="cannot connect"):
         download_corpus(
             "NCBI-disease", tmp_path / "d", ["dev"], base_url=f"http://127.0.0.1:{port}", timeout=5
@@ -323,9 +317,12 @@ def test_count_sentences_agrees_with_reader(tmp_path: Path) -> None:
     path = tmp_path / "x.tsv"
     path.write_bytes(b"-DOCSTART-\tO\n\n\na\tO\n\n-DOCSTART-\tO\nb\tB-X\nc\tO\n\n\nd\tO")
     assert count_sentences(path) == 3 == len(list(read_iob2(path)))  # [a], [b c], [d]
-    jnlpba = SHARED / "JNLPBA" / "dev.tsv"
-    if jnlpba.is_file():
-        assert count_sentences(jnlpba) == len(load_split("JNLPBA", "dev", data_dir=SHARED))
+
+
+def test_count_sentences_agrees_with_reader_on_jnlpba() -> None:
+    """JNLPBA's -DOCSTART- lines and blank-line runs, as the corpus has them."""
+    data = corpora_dir("JNLPBA", splits=["dev"])
+    assert count_sentences(data / "JNLPBA" / "dev.tsv") == len(load_split("JNLPBA", "dev", data))
 
 
 def test_corpora_status_and_table(mirror: str, tmp_path: Path) -> None:

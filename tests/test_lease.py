@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mlflow_store import make_cfg
+from support import wait_until
 
 from biogner.config import load_config
 from biogner.tracking.runs import client_for, end_run, start_run
@@ -21,7 +22,9 @@ def test_a_live_run_refuses_a_second_driver_until_released(store: Path) -> None:
     cfg = make_cfg(store, "lease")
     run_id = start_run(cfg, "one-name")
     lease = RunLease(cfg, run_id, period_s=0.05).acquire(settle_s=0.01)
-    time.sleep(0.2)  # it keeps beating
+    first = client_for(cfg).get_run(run_id).data.tags[HEARTBEAT_TAG]
+    # it keeps beating: a later heartbeat replaces the one `acquire` wrote
+    wait_until(lambda: client_for(cfg).get_run(run_id).data.tags[HEARTBEAT_TAG] != first)
     with pytest.raises(LiveRunConflict, match="'one-name' is live: MLflow run"):
         check_live(cfg, "one-name")
     lease.release()

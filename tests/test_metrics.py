@@ -7,10 +7,11 @@ import random
 from collections.abc import Iterable, Sequence
 
 import pytest
+from conftest import corpora_dir
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.scheme import IOB2
 
-from biogner.corpora import load_split, resolve_data_dir, spans_to_tags
+from biogner.corpora import load_split, spans_to_tags
 from biogner.corpora.iob import tags_to_spans
 from biogner.evaluate.metrics import PRF, Scorer, Scores, score
 from biogner.formats import get_format
@@ -21,9 +22,7 @@ TOL = 1e-9
 
 
 def corpus_sentences(name: str, limit: int | None) -> list[Sentence]:
-    data = resolve_data_dir()
-    if not (data / name / "test.tsv").is_file():
-        pytest.skip(f"corpus {name} not found in {data} (set BIOGNER_DATA_DIR)")
+    data = corpora_dir(name, splits=["test"])
     return load_split(name, "test", data_dir=data, limit=limit)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import httpx
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from support import free_port
 
 from biogner.annotate.assemble import assemble
 from biogner.config import load_config
@@ -50,12 +50,6 @@ class Server:
     log: Path
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _mlflow_executable() -> str:
     """The `mlflow` console script of this interpreter's environment."""
     local = Path(sys.executable).with_name("mlflow")
@@ -69,7 +63,7 @@ def running_server(
     """`mlflow server` as a subprocess; stopped (SIGTERM, then SIGKILL) on exit."""
     artifacts = root / "artifacts"
     log = root / "server.log"
-    port = _free_port()
+    port = free_port()
     cmd = [
         _mlflow_executable(),
         "server",
@@ -255,6 +249,7 @@ def _auth_ini(root: Path, pod: dict[str, Any]) -> Path:
     return ini
 
 
+@pytest.mark.slow  # a real `mlflow server` (its workers, a model logged over HTTP): minutes
 def test_basic_auth_keeps_the_champion_alias_to_its_owner(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

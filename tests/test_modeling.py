@@ -227,6 +227,7 @@ def test_bad_local_specs_are_named(tmp_path: Path, make_spec, fragment: str) -> 
     assert str(Path(spec)) in str(info.value) or spec in str(info.value)
 
 
+@pytest.mark.slow  # converts and runs a 135M-parameter model: tens of seconds on 2 cores
 def test_gguf_file_spec_loads_smollm2() -> None:
     """The package's GGUF file converts once (shared with the `smollm2-135m` built-in) and
     the converted model still answers like SmolLM2: its weights survived the conversion."""

@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 from corpus_support import write_ade_card
 from mlflow.tracking import MlflowClient
+from support import free_port
 
 pytestmark = pytest.mark.slow  # Ray in a subprocess or a cluster of its own
 
@@ -41,12 +41,6 @@ HEAD_ENV = {
     "TOKENIZERS_PARALLELISM": "false",
     "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def client_env() -> dict[str, str]:

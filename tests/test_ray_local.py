@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -20,6 +19,9 @@ from pathlib import Path
 
 import psutil
 import pytest
+from support import free_port
+
+pytestmark = pytest.mark.slow  # each case starts Ray (and a `ray start` head) of its own
 
 PROBE = """
 import json, ray
@@ -62,12 +64,6 @@ def test_a_stale_cluster_record_is_ignored(ray_tmp: Path) -> None:
     (ray_tmp / "ray" / "ray_current_cluster").write_text("127.0.0.1:1")
     got = probe(env_for(ray_tmp))
     assert got["cpus"] == 3 and got["gcs"] != "127.0.0.1:1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_a_live_head_is_joined_only_when_named(ray_tmp: Path) -> None:

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +27,11 @@ from serve_support import (
     API_KEY,
     META,
     app_config,
-    free_port,
     log_version,
     save_tiny_model,
     tracking_args,
 )
+from support import free_port, wait_until
 
 from biogner.cli.serve import add_serve_command
 from biogner.config import ConfigError
@@ -506,11 +505,7 @@ def test_killed_replica_is_replaced(client, service) -> None:
         assert r.status_code in (200, 500, 503), r.text
         if r.status_code != 200:
             assert r.json()["error"]["code"] in ("unavailable", "internal", "model_error")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if client.get("/readyz").status_code == 200:
-            break
-        time.sleep(0.5)
+    wait_until(lambda: client.get("/readyz").status_code == 200, 120, "a replacement replica", 0.5)
     info = client.get("/v1/model").json()
     assert info["replica"] != old
     assert info["model"] == before["model"]  # the new replica loads the current user_config

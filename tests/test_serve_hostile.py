@@ -116,7 +116,9 @@ def test_a_slow_upload_gets_a_408_and_frees_its_slot(monkeypatch) -> None:
 
 
 class SlowInfo(Handle):
-    """Answers `info` after a little while, as a busy replica does."""
+    """Answers `info` after a few turns of the event loop, as a busy replica answers later
+    (turns, not seconds: every request of a flood is in before it answers, however slow the
+    box)."""
 
     def __getattr__(self, method: str) -> Any:
         inner = super().__getattr__(method)
@@ -126,7 +128,8 @@ class SlowInfo(Handle):
                 response = inner.remote(*args)
 
                 async def later() -> Any:
-                    await asyncio.sleep(0.05)
+                    for _ in range(20):
+                        await asyncio.sleep(0)
                     return await response
 
                 class Delayed:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from starlette.requests import Request
+from support import DEADLINE_S, POLL_S, wait_until, wait_until_async
 
 from biogner.annotate.annotator import Annotator
 from biogner.formats import get_format
@@ -62,6 +63,38 @@ class Model:
         return [
             Generation(s, answers, writing.parse(answers, s, list(types)), 0) for s in sentences
         ]
+
+
+class Turns:
+    """A `Model`'s `on_call` that paces the model by what the test waits for: before call n
+    it waits until `before[n]()` holds (at most `timeout_s`; past it the call goes on and
+    `missed` names n, for the test to assert), then runs `then(n)`. A test makes things
+    happen while the model is busy on a known call, and reads answers at known points of
+    the stream, however slow the box: fixed sleeps did both by the clock, and failed when a
+    loaded box was slower than they assumed."""
+
+    def __init__(
+        self,
+        before: dict[int, Callable[[], object]],
+        then: Callable[[int], None] = lambda n: None,
+        timeout_s: float = DEADLINE_S,
+    ) -> None:
+        self.before, self.then, self.timeout_s = before, then, timeout_s
+        self.started: list[int] = []  # the model calls begun
+        self.missed: list[int] = []  # calls whose condition did not come in time
+
+    def __call__(self, n: int) -> None:
+        self.started.append(n)
+        if n in self.before:
+            try:
+                wait_until(self.before[n], self.timeout_s, f"the condition of model call {n}")
+            except AssertionError:
+                self.missed.append(n)
+        self.then(n)
+
+    def reached(self, n: int) -> Callable[[], bool]:
+        """A predicate: the model has begun call n."""
+        return lambda: n in self.started
 
 
 def loaded(generator: Any) -> LoadedModel:
@@ -157,22 +190,25 @@ def test_model_failure_answers_a_request_id_and_logs_the_details(caplog) -> None
 
 
 def test_generation_runs_off_the_replica_event_loop() -> None:
-    """Serve's health check runs on the replica's loop: it must keep turning meanwhile."""
-    replica = ner_model(Model(lambda n: time.sleep(0.3)))
-    jobs = [job(replica.current, ["Cancer. " * 6])]  # 3 chunks of 2 windows: 0.9 s of model
+    """Serve's health check runs on the replica's loop: it must keep turning meanwhile. Each
+    model call waits until a watcher on the loop has seen it begin: run on the loop's thread,
+    the call would block the watcher, wait out its deadline and be named in `missed`."""
+    seen: list[int] = []  # model calls the event loop saw while they ran
+    turns = Turns({n: lambda n=n: n in seen for n in range(3)}, timeout_s=10.0)
+    replica = ner_model(Model(turns))
+    jobs = [job(replica.current, ["Cancer. " * 6])]  # 3 chunks of 2 windows: 3 model calls
 
-    async def batch_and_ticks() -> tuple[list[dict[str, Any]], list[float]]:
-        ticks: list[float] = []
+    async def batch_and_watch() -> list[dict[str, Any]]:
         batch = asyncio.ensure_future(replica._run_batch(jobs))
         while not batch.done():
-            ticks.append(time.monotonic())
-            await asyncio.sleep(0.02)
-        return await batch, ticks
+            seen.extend(range(len(seen), len(turns.started)))
+            await asyncio.sleep(POLL_S)
+        return await batch
 
     replica.generation = replica.generation.model_copy(update={"batch_size": 2})
-    outcomes, ticks = asyncio.run(batch_and_ticks())
+    outcomes = asyncio.run(batch_and_watch())
     assert outcomes[0]["ok"] and threading.get_ident() not in replica.current.generator.threads
-    assert len(ticks) > 10 and max(b - a for a, b in zip(ticks, ticks[1:], strict=False)) < 0.25
+    assert turns.started == seen == [0, 1, 2] and turns.missed == []
 
 
 def test_an_expired_request_gets_a_504_outcome() -> None:
@@ -346,38 +382,44 @@ def test_deployments_get_bounded_queues() -> None:
     assert ingress_deployment.backpressure_config.retry_after_s == cfg.limits.retry_after_s
 
 
+def parked(replica: Any) -> int:
+    """Requests that joined a running group or wait for a batch: where a request sent while
+    the model is busy goes before the model goes on."""
+    return int(replica.stats.joined + replica._batched.waiting)
+
+
 def test_a_small_request_is_not_held_behind_a_big_neighbour() -> None:
     """Head-of-line blocking (#29): a one-sentence request sent just after a 40-sentence one
     was answered only when the big one was. Now a batch takes at most `max_batch_windows`
     windows of a big request (it queues again for the rest) and answers each request as soon
-    as its own windows are done."""
+    as its own windows are done. The small one comes during the big one's first model call,
+    and the model's 4th call waits for its answer (held behind the big one, it would wait in
+    vain: `missed`)."""
     from biogner.serve.replica import NERModel
 
     cls = NERModel.func_or_class  # type: ignore[attr-defined]
     replica = cls({"max_batch_windows": 8}, {}, {"device": "cpu", "batch_size": 4})
-    model = Model(lambda n: time.sleep(0.05))
+    answered: dict[str, int] = {}  # request -> model calls made when it was answered
+    turns = Turns({0: lambda: parked(replica) == 1, 3: lambda: "small" in answered})
+    model = Model(turns)
     replica.current = loaded(model)
     big_texts = ["We saw cancer. " * 40]
     big_windows = check_request(big_texts, None, Limits(window_tokens=8))
     small_windows = check_request(["Fever."], None, Limits(window_tokens=8))
-    answered: dict[str, int] = {}  # request -> model calls made when it was answered
 
-    async def send(name: str, texts: list[str], windows: Any, after_s: float) -> Any:
-        await asyncio.sleep(after_s)
+    async def send(name: str, texts: list[str], windows: Any) -> Any:
         outcome = await replica.extract(texts, windows, None, 60.0, name)
         answered[name] = len(model.calls)
         return outcome
 
     async def both() -> list[Any]:
-        return list(
-            await asyncio.gather(
-                send("big", big_texts, big_windows, 0.0),
-                send("small", ["Fever."], small_windows, 0.02),
-            )
-        )
+        big = asyncio.ensure_future(send("big", big_texts, big_windows))
+        await wait_until_async(turns.reached(0), what="the big one's first model call")
+        small = asyncio.ensure_future(send("small", ["Fever."], small_windows))
+        return list(await asyncio.gather(big, small))
 
     big, small = asyncio.run(both())
-    assert big["ok"] and small["ok"]
+    assert big["ok"] and small["ok"] and turns.missed == []
     assert len(big["response"]["results"][0]["entities"]) == 40  # all of it, once
     assert sum(len(c) for c in model.calls) == 41  # every window generated exactly once
     assert answered["small"] <= 3 < answered["big"] == len(model.calls) == 11
@@ -397,8 +439,7 @@ def joining_replica(on_call: Callable[[int], None], join: bool = True) -> Any:
     return replica
 
 
-async def send(replica: Any, name: str, text: str, after_s: float, timeout_s: float = 60.0):
-    await asyncio.sleep(after_s)
+async def send(replica: Any, name: str, text: str, timeout_s: float = 60.0) -> Any:
     windows = check_request([text], None, Limits(window_tokens=8))
     return await replica.extract([text], windows, None, timeout_s, name)
 
@@ -407,25 +448,29 @@ async def send(replica: Any, name: str, text: str, after_s: float, timeout_s: fl
 def test_a_request_joins_the_batch_running_for_its_questions(join: bool) -> None:
     """A request that comes while a batch of the same questions is decoded joins it (its
     windows go in as the model has room) and is answered as soon as they are done, not
-    after the batch, nor with the next one (`batching.join_running`; off: the next one)."""
-    replica = joining_replica(lambda n: time.sleep(0.1), join)
+    after the batch, nor with the next one (`batching.join_running`; off: the next one).
+    The late one comes during the long one's 2nd call; the 6th call waits until the long one
+    is answered (answered only after the batch, it would wait in vain: `missed`)."""
     answered: dict[str, int] = {}
+    go = threading.Event()
+    turns = Turns({1: go.is_set, 5: lambda: "long" in answered})
+    replica = joining_replica(turns, join)
+
+    async def client(name: str, text: str) -> Any:
+        outcome = await send(replica, name, text)
+        answered[name] = len(replica.current.generator.calls)
+        return outcome
 
     async def run() -> list[Any]:
-        async def client(name: str, text: str, after_s: float) -> Any:
-            outcome = await send(replica, name, text, after_s)
-            answered[name] = len(replica.current.generator.calls)
-            return outcome
-
-        return list(
-            await asyncio.gather(
-                client("long", "We saw cancer. " * 10, 0.0),  # 10 windows: 5 calls
-                client("late", "Fever.", 0.15),  # comes during the long one's 2nd call
-            )
-        )
+        long = asyncio.ensure_future(client("long", "We saw cancer. " * 10))  # 10 windows: 5 calls
+        await wait_until_async(turns.reached(1), what="the long one's 2nd model call")
+        late = asyncio.ensure_future(client("late", "Fever."))
+        await wait_until_async(lambda: parked(replica) == 1, what="the late one joined or queued")
+        go.set()
+        return list(await asyncio.gather(long, late))
 
     long, late = asyncio.run(run())
-    assert long["ok"] and late["ok"]
+    assert long["ok"] and late["ok"] and turns.missed == []
     if not join:
         assert replica.stats.joined == 0 and replica.stats.batches == 2
         assert (answered["long"], answered["late"]) == (5, 6)  # after it: a batch of its own
@@ -434,90 +479,93 @@ def test_a_request_joins_the_batch_running_for_its_questions(join: bool) -> None
     assert [e["text"] for e in late["response"]["results"][0]["entities"]] == []
     # in the long one's stream, right after its windows (2 a call: the long one's 5 first)
     assert (answered["long"], answered["late"]) == (5, 6)
-    assert ["Fever ."] in replica.current.generator.calls
+    assert replica.current.generator.calls[5] == ["Fever ."]
 
 
 def test_no_request_joins_while_another_waits_for_a_batch() -> None:
     """Joining only while the batch queue is empty: a stream that kept taking requests would
-    starve one waiting for other questions (or a new model)."""
-    replica = joining_replica(lambda n: time.sleep(0.1))
+    starve one waiting for other questions (or a new model). During the long one's 2nd call
+    a request for another model queues, then the late one comes."""
+    go = threading.Event()
+    turns = Turns({1: go.is_set})
+    replica = joining_replica(turns)
+    other_model = loaded(Model())
+
+    async def other_types() -> Any:  # another model: its own batch, after this one
+        windows = check_request(["Rash."], None, Limits(window_tokens=8))
+        job = Job(other_model, ["Rash."], windows, TYPES, time.monotonic() + 60, "other")
+        return await replica._batched(job)
 
     async def run() -> list[Any]:
-        other = Model()
-        other_model = loaded(other)
-
-        async def other_types() -> Any:  # another model: its own batch, after this one
-            await asyncio.sleep(0.05)
-            job = Job(
-                other_model,
-                ["Rash."],
-                check_request(["Rash."], None, Limits(window_tokens=8)),
-                TYPES,
-                time.monotonic() + 60,
-                "other",
-            )
-            return await replica._batched(job)
-
-        return list(
-            await asyncio.gather(
-                send(replica, "long", "We saw cancer. " * 10, 0.0),
-                other_types(),
-                send(replica, "late", "Fever.", 0.15),  # the other one waits: no join
-            )
-        )
+        long = asyncio.ensure_future(send(replica, "long", "We saw cancer. " * 10))
+        await wait_until_async(turns.reached(1), what="the long one's 2nd model call")
+        other = asyncio.ensure_future(other_types())
+        await wait_until_async(lambda: parked(replica) == 1, what="the other one queued")
+        late = asyncio.ensure_future(send(replica, "late", "Fever."))  # the other one waits
+        await wait_until_async(lambda: parked(replica) == 2, what="the late one joined or queued")
+        go.set()
+        return list(await asyncio.gather(long, other, late))
 
     long, _, late = asyncio.run(run())
-    assert long["ok"] and late["ok"]
+    assert long["ok"] and late["ok"] and turns.missed == []
     # the late one waited for the next batch, with the other model's request
     assert replica.stats.joined == 0 and replica.stats.batches == 2
 
 
 def test_a_joined_request_past_its_deadline_is_answered_when_its_turn_comes() -> None:
     """Its windows are dropped when they would go in, and it gets its 504 then, not when
-    the stream it joined ends (which requests joining after it keep going)."""
-    replica = joining_replica(lambda n: time.sleep(0.1))
-    when: dict[str, float] = {}
+    the stream it joined ends (which requests joining after it keep going). Both join
+    during the long one's first call, which waits until the late one's deadline has passed;
+    the 5th call (the later one's first, right after the late one's turn) waits for the 504
+    (answered only when the stream ends, it would wait in vain: `missed`)."""
+    answered: dict[str, int] = {}  # request -> model calls made when it was answered
+    go = threading.Event()
+    turns = Turns({0: go.is_set, 4: lambda: "late" in answered})
+    replica = joining_replica(turns)
+
+    async def client(name: str, text: str, timeout_s: float) -> Any:
+        outcome = await send(replica, name, text, timeout_s)
+        answered[name] = len(replica.current.generator.calls)
+        return outcome
 
     async def run() -> list[Any]:
-        start = time.monotonic()
-
-        async def client(name: str, text: str, after_s: float, timeout_s: float) -> Any:
-            outcome = await send(replica, name, text, after_s, timeout_s)
-            when[name] = time.monotonic() - start
-            return outcome
-
-        return list(
-            await asyncio.gather(
-                client("long", "We saw cancer. " * 8, 0.0, 60.0),  # 4 calls of 0.1 s
-                # joins with 2 windows queued behind 6: past its deadline when they go in
-                client("late", "Fever. Rash.", 0.05, 0.2),
-                client("later", "Cough. " * 8, 0.1, 60.0),  # 4 calls more, after both
-            )
-        )
+        long = asyncio.ensure_future(client("long", "We saw cancer. " * 8, 60.0))  # 4 calls
+        await wait_until_async(turns.reached(0), what="the long one's first model call")
+        # joins with 2 windows queued behind 6: past its deadline when they go in
+        late = asyncio.ensure_future(client("late", "Fever. Rash.", 0.05))
+        await wait_until_async(lambda: parked(replica) == 1, what="the late one joined")
+        late_deadline = time.monotonic() + 0.05  # past the one `extract` gave it
+        later = asyncio.ensure_future(client("later", "Cough. " * 8, 60.0))  # 4 calls more
+        await wait_until_async(lambda: parked(replica) == 2, what="the later one joined")
+        await wait_until_async(lambda: time.monotonic() > late_deadline, what="the deadline")
+        go.set()
+        return list(await asyncio.gather(long, late, later))
 
     long, late, later = asyncio.run(run())
     assert long["ok"] and later["ok"] and (late["status"], late["code"]) == (504, "timeout")
-    assert replica.stats.joined == 2 and replica.stats.dropped == 1
-    assert when["late"] < when["later"] - 0.25
+    assert replica.stats.joined == 2 and replica.stats.dropped == 1 and turns.missed == []
+    assert answered["late"] == 4 < answered["later"] == 8  # at its turn, before the later one's
     calls = [t for call in replica.current.generator.calls for t in call]
     assert "Fever ." not in calls and "Rash ." not in calls and calls.count("Cough .") == 8
 
 
 def test_a_model_failure_answers_joined_requests_too() -> None:
+    go = threading.Event()
+
     def fails_third(n: int) -> None:
-        time.sleep(0.1)
         if n == 2:
             raise RuntimeError("model broke")
 
-    replica = joining_replica(fails_third)
+    turns = Turns({1: go.is_set}, then=fails_third)
+    replica = joining_replica(turns)
 
     async def run() -> list[Any]:
-        return list(
-            await asyncio.gather(
-                send(replica, "long", "We saw cancer. " * 10, 0.0),
-                send(replica, "late", "Fever.", 0.15),
-            )
-        )
+        long = asyncio.ensure_future(send(replica, "long", "We saw cancer. " * 10))
+        await wait_until_async(turns.reached(1), what="the long one's 2nd model call")
+        late = asyncio.ensure_future(send(replica, "late", "Fever."))
+        await wait_until_async(lambda: parked(replica) == 1, what="the late one joined")
+        go.set()
+        return list(await asyncio.gather(long, late))
 
     long, late = asyncio.run(run())
     assert replica.stats.joined == 1

@@ -12,7 +12,8 @@ import httpx
 import pytest
 from corpus_support import adverse_event_docs, write_ade_card
 from mlflow.tracking import MlflowClient
-from serve_support import API_KEY, app_config, free_port
+from serve_support import API_KEY, app_config
+from support import free_port
 
 from biogner.cli import main
 from biogner.corpora import get_corpus, load_split
