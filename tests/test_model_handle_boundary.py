@@ -15,7 +15,9 @@ URI_MODULES = {"tracking/uris.py", "tracking/models.py"}  # the parser, and `run
 # where the card's file name may appear: defined, read (the card), written (export, logging)
 CARD_FILE_MODULES = {"models/config.py", "models/card.py", "models/load.py", "tracking/models.py"}
 CARD_READERS = {"models/card.py", "tracking/open.py", "tracking/models.py"}
-CARD_READERS |= {"generation/generator.py"}  # the directory the handle gave it
+# the directory the handle gave them (the annotator and its generator), and the folder MLflow
+# hands a logged model's pyfunc
+CARD_READERS |= {"generation/generator.py", "annotate/annotator.py", "pyfunc/model.py"}
 
 
 def _is_docstring(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
