@@ -92,6 +92,7 @@ def test_bad_calls_fail_clearly(model: Annotator) -> None:
         biogner.load("/no/such/model/folder")
 
 
+@pytest.mark.slow  # a second model load and a logged model: the store path, in `make test`
 def test_a_run_uri_loads_the_same_model(model: Annotator, model_dir: Path, store: Path) -> None:
     cfg = make_cfg(store, "api")
     with tracked_run(cfg, "api") as run_id:

@@ -39,7 +39,14 @@ def test_formats_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert rows["multi_bio"] == ["multi", "bio", "exact", "no"]
 
 
-@pytest.mark.parametrize("corpus", sorted(CORPORA))
+# two corpora in test-fast (one type; two types), every corpus in `make test` (slow)
+FAST_CORPORA = {"NCBI-disease", "BC5CDR"}
+
+
+@pytest.mark.parametrize(
+    "corpus",
+    [c if c in FAST_CORPORA else pytest.param(c, marks=pytest.mark.slow) for c in sorted(CORPORA)],
+)
 def test_formats_check_on_real_corpus(corpus: str, capsys: pytest.CaptureFixture[str]) -> None:
     splits = list(SPLITS) if corpus in ALL_SPLITS else ["test"]
     data = corpora_dir(corpus, splits=splits)  # BC4CHEMD: a skip (not in the shared corpora)

@@ -70,8 +70,16 @@ def assert_same(reference, fast) -> None:
             assert out.parse.scores[span] == pytest.approx(score, abs=1e-4), span
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-@pytest.mark.parametrize("model", ["noise", "copier"])
+# test-fast keeps the noise model on the multi formats and conv_term; the copier and the other
+# conv formats (two to four seconds each) run in `make test` (slow)
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        f if f.startswith("multi_") or f == "conv_term" else pytest.param(f, marks=pytest.mark.slow)
+        for f in sorted(FORMATS)
+    ],
+)
+@pytest.mark.parametrize("model", ["noise", pytest.param("copier", marks=pytest.mark.slow)])
 def test_every_mechanism_on_equals_step_by_step_greedy(models, corpus, fmt: str, model: str):
     sentences = corpus[24:36]
     for constrained in (True, False):
@@ -140,6 +148,7 @@ def sentences(draw) -> list[Sentence]:
     return out
 
 
+@pytest.mark.slow  # 12 drawn batches x 2 models: ~11 s
 @settings(
     max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

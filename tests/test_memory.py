@@ -181,7 +181,9 @@ def passes_and_answers(gen: Generator, sentences: list[Sentence], fmt: str):
     return calls["n"], out
 
 
-@pytest.mark.parametrize("fmt", ["multi_inline", "conv_inline", "multi_bio"])
+@pytest.mark.parametrize(
+    "fmt", ["multi_inline", pytest.param("conv_inline", marks=pytest.mark.slow), "multi_bio"]
+)
 def test_guesses_save_passes_and_change_no_answer(copier_model: Path, fitted, fmt: str) -> None:
     """The fitted tiny model marks the mentions of the sentences it was fitted on: once it
     has answered them, answering them again takes fewer passes, token for token the same
