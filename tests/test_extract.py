@@ -237,3 +237,21 @@ def test_a_bioc_passage_offset_far_past_the_text_is_one_bad_document(tmp_path: P
     assert isinstance(bad, BadDocument) and bad.id == "far"
     assert "characters past the text before it" in bad.reason
     assert isinstance(ok, Document) and ok.text == "Aspirin."
+
+
+@pytest.mark.parametrize(
+    ("asked", "why"), [([], "must not be empty"), (["Gene"], r"unknown entity types \['Gene'\]")]
+)
+def test_types_the_model_cannot_be_asked_fail_before_any_work(
+    model_dir: Path, tmp_path: Path, asked: list[str], why: str
+) -> None:
+    """The job checks the types against the card as the actors' Annotator does (one rule):
+    an empty list passed the job's own check and failed in every actor."""
+    (tmp_path / "in.txt").write_text("Aspirin relieves fever.\n")
+    out = tmp_path / "out"
+    cfg = ExtractConfig(
+        model=str(model_dir), inputs=[str(tmp_path / "in.txt")], output=str(out), entity_types=asked
+    )
+    with pytest.raises(ValueError, match=why):
+        run_extract(cfg)
+    assert not out.exists()  # nothing written, no Ray started

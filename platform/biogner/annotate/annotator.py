@@ -31,6 +31,25 @@ class EntityTypeError(ValueError):
         self.code = code
 
 
+def select_types(known: Sequence[str], requested: Sequence[str] | None) -> list[str]:
+    """The entity types to extract of the `known` ones, in the model's own order (conv turns
+    follow it); None: all it knows. Empty or unknown types: EntityTypeError, naming them.
+    (A function of the card alone: the extraction job checks before it loads the model.)"""
+    if requested is None:
+        return list(known)
+    if isinstance(requested, str):
+        requested = [requested]
+    if not requested:
+        raise EntityTypeError("empty", "entity_types must not be empty")
+    unknown = sorted({t for t in requested if t not in known})
+    if unknown:
+        raise EntityTypeError(
+            "unknown_entity_types", f"unknown entity types {unknown}; this model knows {known}"
+        )
+    wanted = set(requested)
+    return [t for t in known if t in wanted]
+
+
 @dataclass
 class Annotator:
     """A model that extracts entities from texts in the format it answers in (`format`).
@@ -66,22 +85,8 @@ class Annotator:
         return list(self.card.entity_types)
 
     def select_types(self, requested: Sequence[str] | None) -> list[str]:
-        """The entity types to extract, in the model's own order (conv turns follow it);
-        None: all it knows."""
-        known = self.card.entity_types
-        if requested is None:
-            return list(known)
-        if isinstance(requested, str):
-            requested = [requested]
-        if not requested:
-            raise EntityTypeError("empty", "entity_types must not be empty")
-        unknown = sorted({t for t in requested if t not in known})
-        if unknown:
-            raise EntityTypeError(
-                "unknown_entity_types", f"unknown entity types {unknown}; this model knows {known}"
-            )
-        wanted = set(requested)
-        return [t for t in known if t in wanted]
+        """The entity types to extract (`select_types` of the model's own)."""
+        return select_types(self.card.entity_types, requested)
 
     def asked_types(self, types: Sequence[str]) -> list[str]:
         """Every type the model is asked to answer `types`: the whole type groups they
@@ -170,4 +175,4 @@ class Annotator:
             yield from self.extract(batch, types, min_score)
 
 
-__all__ = ["Annotator", "EntityTypeError"]
+__all__ = ["Annotator", "EntityTypeError", "select_types"]

@@ -22,6 +22,7 @@ from typing import Any
 
 import ray
 
+from biogner.annotate.annotator import select_types
 from biogner.extract.actor import DocumentActor
 from biogner.extract.config import ExtractConfig
 from biogner.extract.documents import FORMATS_BY_SUFFIX, BadDocument, Document, read_documents
@@ -138,7 +139,7 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
     start = time.perf_counter()
     files = input_files(cfg.inputs, cfg.input_format)
     model = open_model(cfg.model, cfg.tracking)
-    types = _entity_types(cfg, model.card.entity_types)
+    types = select_types(model.card.entity_types, cfg.entity_types)  # before any work
     docs, bad = _read_inputs(files, cfg)
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
@@ -179,14 +180,6 @@ def run_extract(cfg: ExtractConfig) -> ExtractSummary:
         client.log_artifact(run_id, str(blocks.manifest_path))
         client.log_artifact(run_id, str(out / ERRORS))
     return summary
-
-
-def _entity_types(cfg: ExtractConfig, known: list[str]) -> list[str]:
-    """The types asked, in the model's order; one it does not know fails before any work."""
-    unknown = sorted(set(cfg.entity_types or []) - set(known))
-    if unknown:
-        raise ValueError(f"unknown entity types {unknown}; this model knows {known}")
-    return [t for t in known if cfg.entity_types is None or t in cfg.entity_types]
 
 
 def _read_inputs(

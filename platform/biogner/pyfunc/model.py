@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
-from biogner.annotate.annotator import Annotator, EntityTypeError
+from biogner.annotate.annotator import Annotator
 from biogner.models.card import card_json, has_card
 from biogner.models.config import GenerationConfig
 from biogner.pyfunc.contract import HF_ARTIFACT_KEY
@@ -61,12 +61,9 @@ class BiognerHFModel(PythonModel):
         given = ("batch_size", "max_new_tokens_cap")  # 0 or absent: the generation default
         update = {k: int(params[k]) for k in given if int(params.get(k) or 0) > 0}
         annotator.generator.cfg = base.model_copy(update=update)
-        try:
-            results = annotator.annotate_rows(
-                texts, [row or default for row in per_row], float(params.get("min_score") or 0.0)
-            )
-        except EntityTypeError as exc:
-            raise ValueError(str(exc)) from None
+        results = annotator.annotate_rows(  # bad types: EntityTypeError, a ValueError
+            texts, [row or default for row in per_row], float(params.get("min_score") or 0.0)
+        )
         return [
             json.dumps([e.model_dump() for e in r.entities], ensure_ascii=False) for r in results
         ]
